@@ -1,0 +1,1 @@
+"""batchtrain: mini-batch training of PyTorch models."""

@@ -1,0 +1,72 @@
+"""The callback protocol: five hooks, each a no-op unless overridden."""
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+from batchtrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchtrain.history import History
+    from batchtrain.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """What a fit() will do. epochs: count; steps_per_epoch: batches; num_samples: per epoch."""
+
+    epochs: int
+    steps_per_epoch: int
+    num_samples: int
+    batch_size: int
+    validation_samples: int
+
+
+class Callback:
+    """Override any of these. Read live values from the trainer (trainer.running_logs() reads the
+    device, so call it at intervals, not every batch)."""
+
+    def on_fit_begin(self, trainer: "Trainer", info: FitInfo) -> None:
+        """Before the first epoch. Reset per-run state here, so the callback can be reused."""
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        """Before epoch `epoch` (0-based)."""
+
+    def on_batch_end(self, trainer: "Trainer", batch_size: int) -> None:
+        """After each optimizer step; trainer.step_ and trainer.samples_seen_ are updated."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> None:
+        """After epoch `epoch` and its validation; logs is the epoch's History record.
+        Set trainer.stop_training = True to end fit() after this epoch."""
+
+    def on_fit_end(self, trainer: "Trainer", history: "History") -> None:
+        """After the last epoch (also after an early stop)."""
+
+
+class CallbackList(Callback):
+    """Calls each callback's hook in order."""
+
+    def __init__(self, callbacks: Iterable[Callback]):
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            if not isinstance(callback, Callback):
+                raise ConfigError(f"callbacks must be batchtrain Callback instances, got "
+                                f"{type(callback).__name__}")
+
+    def on_fit_begin(self, trainer, info):
+        for callback in self.callbacks:
+            callback.on_fit_begin(trainer, info)
+
+    def on_epoch_begin(self, trainer, epoch):
+        for callback in self.callbacks:
+            callback.on_epoch_begin(trainer, epoch)
+
+    def on_batch_end(self, trainer, batch_size):
+        for callback in self.callbacks:
+            callback.on_batch_end(trainer, batch_size)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        for callback in self.callbacks:
+            callback.on_epoch_end(trainer, epoch, logs)
+
+    def on_fit_end(self, trainer, history):
+        for callback in self.callbacks:
+            callback.on_fit_end(trainer, history)

@@ -1,0 +1,46 @@
+"""PNG plots of loss and each metric over epochs (matplotlib, Agg backend: no display needed)."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: runs on servers and in CI without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from batchtrain.callbacks.base import Callback  # noqa: E402
+from batchtrain.history import History  # noqa: E402
+
+NOT_PLOTTED = {"epoch", "time_s", "samples_per_s"}
+
+
+class Plotter(Callback):
+    """Writes run_dir/<metric>.png (training and validation curves) after every epoch."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        plot_history(trainer.history_, self.run_dir)
+
+
+def plot_history(history: History, run_dir: str | Path) -> list[Path]:
+    """One PNG per metric (loss.png, accuracy.png ...), each with its val_ curve if present."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    columns = history.history
+    epochs = columns.get("epoch", list(range(1, len(history) + 1)))
+    written = []
+    for name in [key for key in columns if key not in NOT_PLOTTED and not key.startswith("val_")]:
+        figure, axes = plt.subplots(figsize=(6, 4))
+        axes.plot(epochs, columns[name], marker="o", label=f"training {name}")
+        if f"val_{name}" in columns:
+            axes.plot(epochs, columns[f"val_{name}"], marker="o", label=f"validation {name}")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(name)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        path = run_dir / f"{name}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -1,0 +1,82 @@
+"""The batch iterator: which samples form each batch, in which order, and where an epoch ends.
+
+Separation of concerns: the trainer asks for an epoch's batches and trains on them; it never
+indexes data, shuffles, or counts where an epoch ends. Sources (sources.py) only fetch the samples
+of a given index batch. Here lives everything in between: the seeded per-epoch order (set by the
+iterator itself, so no caller can forget to reseed an epoch), the batch boundaries, and the move
+to the device.
+"""
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from batchtrain.data.sources import IndexBatch, Source, TensorSource
+from batchtrain.errors import ConfigError
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
+    """The shuffled sample order of an epoch: a permutation from a generator seeded with (seed, epoch).
+
+    Public so a hand-written loop can reproduce batchtrain's batches exactly.
+    """
+    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    return torch.randperm(num_samples, generator=generator)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # Distinct, well-spread seeds per epoch; the large odd multiplier keeps (seed, epoch) pairs apart.
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+class BatchIterator:
+    """Batches of `batch_size` samples (the last one may be smaller) from a source, per epoch.
+
+    batch_size: samples per batch, >= 1.
+    shuffle: a new seeded order every epoch (epoch_order); else the stored order.
+    seed: the shuffle seed; device: where batches are delivered.
+    """
+
+    def __init__(self, source: Source, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 device: torch.device = torch.device("cpu")):
+        check_batch_size(batch_size)
+        self.source = _place(source, device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.device = device
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return -(-len(self.source) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.source)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of epoch `epoch` (0-based), on the device."""
+        non_blocking = self.device.type == "cuda"
+        for x, y in self.source.batches(self._index_batches(epoch)):
+            yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+    def _index_batches(self, epoch: int) -> Iterator[IndexBatch]:
+        num_samples = len(self.source)
+        order = epoch_order(num_samples, self.seed, epoch) if self.shuffle else None
+        for start in range(0, num_samples, self.batch_size):
+            stop = min(start + self.batch_size, num_samples)
+            yield slice(start, stop) if order is None else order[start:stop]
+
+
+def check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+def _place(source: Source, device: torch.device) -> Source:
+    """Keep in-memory data on the accelerator when it fits easily: one copy instead of one per batch."""
+    if device.type != "cuda" or not isinstance(source, TensorSource):
+        return source.to(device) if device.type == "cuda" else source
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    data_bytes = source.x.nbytes + source.y.nbytes
+    return source.to(device) if data_bytes < 0.25 * free_bytes else source

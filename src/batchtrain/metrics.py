@@ -1,0 +1,91 @@
+"""Metrics accumulated on the device: no host synchronisation until a value is read.
+
+Each metric keeps running sums (tensors) updated every step and turns them into a float only in
+compute(), so a training step never waits for the device (no .item() per step).
+"""
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from batchtrain.errors import ConfigError
+from batchtrain.tasks import Task
+
+CLASSIFICATION_METRICS = ("accuracy",)
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+
+
+class MetricSet:
+    """Running loss and metrics over the batches seen since the last reset().
+
+    names: metric names valid for task.kind ("accuracy"; or "mae", "rmse", "r2").
+    """
+
+    def __init__(self, task: Task, names: Iterable[str]):
+        self.task = task
+        self.names = tuple(names)
+        valid = REGRESSION_METRICS if task.kind == "regression" else CLASSIFICATION_METRICS
+        unknown = [name for name in self.names if name not in valid]
+        if unknown:
+            raise ConfigError(f"metric(s) {unknown} do not apply to {task.kind} tasks; "
+                              f"choose from {list(valid)}")
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+
+    def reset(self) -> None:
+        self.sums = {}
+        self.count = 0
+
+    def update(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> None:
+        """Add one batch: outputs (logits or values), prepared targets, and its mean loss."""
+        outputs, targets, loss = outputs.detach(), targets.detach(), loss.detach()
+        batch = len(targets)
+        self._add("loss", loss.float() * batch)
+        if self.task.kind == "multiclass":
+            self._add("correct", (outputs.argmax(dim=1) == targets).sum())
+        elif self.task.kind == "binary":
+            self._add("correct", ((outputs > 0) == (targets > 0.5)).sum())
+        else:
+            error = outputs.float() - targets
+            self._add("abs_error", error.abs().sum(dim=0))
+            self._add("sq_error", error.square().sum(dim=0))
+            self._add("target_sum", targets.sum(dim=0))
+            self._add("target_sq_sum", targets.square().sum(dim=0))
+        self.count += batch
+
+    def _add(self, key: str, value: Tensor) -> None:
+        self.sums[key] = self.sums[key] + value if key in self.sums else value.double()
+
+    def compute(self) -> dict[str, float]:
+        """Mean loss and each metric over the batches seen; reads the device once."""
+        if self.count == 0:
+            return {}
+        sums = {key: value.cpu() for key, value in self.sums.items()}
+        values = {"loss": float(sums["loss"]) / self.count}
+        for name in self.names:
+            values[name] = _METRICS[name](sums, self.count)
+        return values
+
+
+def _accuracy(sums: dict[str, Tensor], count: int) -> float:
+    return float(sums["correct"]) / count
+
+
+def _mae(sums: dict[str, Tensor], count: int) -> float:
+    return float(sums["abs_error"].mean()) / count
+
+
+def _rmse(sums: dict[str, Tensor], count: int) -> float:
+    # Root of the mean squared error over every output value (as Keras' RootMeanSquaredError).
+    return float((sums["sq_error"].mean() / count).sqrt())
+
+
+def _r2(sums: dict[str, Tensor], count: int) -> float:
+    # Coefficient of determination per output, averaged uniformly over outputs (scikit-learn's
+    # r2_score default): 1 - SSE / SST, SST = sum(y^2) - (sum y)^2 / n.
+    total = sums["target_sq_sum"] - sums["target_sum"].square() / count
+    r2 = 1.0 - sums["sq_error"] / total.clamp_min(torch.finfo(torch.float64).tiny)
+    return float(r2.mean())
+
+
+_METRICS = {"accuracy": _accuracy, "mae": _mae, "rmse": _rmse, "r2": _r2}

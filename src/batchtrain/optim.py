@@ -1,0 +1,68 @@
+"""Optimizers by name, with Keras' defaults.
+
+| name    | torch class      | defaults (Keras 3)                                                   |
+|---------|------------------|----------------------------------------------------------------------|
+| sgd     | SGD              | lr=0.01, momentum=0.0, nesterov=False                                |
+| adam    | Adam             | lr=0.001, betas=(0.9, 0.999), eps=1e-7                               |
+| adamw   | AdamW            | lr=0.001, betas=(0.9, 0.999), eps=1e-7, weight_decay=0.004           |
+| rmsprop | RMSprop          | lr=0.001, alpha(rho)=0.9, eps=1e-7, momentum=0.0, centered=False     |
+
+Keras adds epsilon to sqrt(v) before bias correction, torch after; with eps=1e-7 the two differ
+only while sqrt(v) is below ~1e-6, so we keep torch's well-tested implementations.
+SGD momentum: Keras' v = m*v - lr*g and torch's b = m*b + g; w -= lr*b are the same update for a
+constant learning rate.
+"""
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from batchtrain.errors import ConfigError
+
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
+    "sgd": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.0, "nesterov": False}),
+    "adam": (torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7}),
+    "adamw": (torch.optim.AdamW, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7,
+                                  "weight_decay": 0.004}),
+    "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0,
+                                      "centered": False}),
+}
+
+OptimizerLike = str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def make_optimizer(spec: OptimizerLike, model: nn.Module, lr: float | None = None,
+                   **options: Any) -> torch.optim.Optimizer:
+    """An optimizer for model's parameters.
+
+    spec: a name in OPTIMIZERS, an Optimizer instance (used as is), or a factory called with the
+    parameters (e.g. functools.partial(torch.optim.SGD, lr=0.1)).
+    lr: overrides the default learning rate of a named optimizer (or of the instance's groups).
+    options: keyword overrides of a named optimizer's defaults (momentum=0.9, nesterov=True ...).
+    """
+    if isinstance(spec, torch.optim.Optimizer):
+        if lr is not None:
+            for group in spec.param_groups:
+                group["lr"] = lr
+        return spec
+    if callable(spec):
+        optimizer = spec(model.parameters())
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigError(f"the optimizer factory returned {type(optimizer).__name__}, "
+                              "not a torch.optim.Optimizer")
+        return make_optimizer(optimizer, model, lr)
+    name = str(spec).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {spec!r}; choose one of {sorted(OPTIMIZERS)} "
+                          "or pass a torch.optim.Optimizer")
+    if lr is not None and not lr > 0:
+        raise ConfigError(f"lr must be a positive number, got {lr}")
+    cls, defaults = OPTIMIZERS[name]
+    settings = {**defaults, **options, **({"lr": lr} if lr is not None else {})}
+    if name == "sgd" and settings["nesterov"] and not settings["momentum"] > 0:
+        raise ConfigError("nesterov=True needs momentum > 0, e.g. momentum=0.9")
+    try:
+        return cls(model.parameters(), **settings)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid options for optimizer {name!r}: {error}") from error

@@ -1,0 +1,139 @@
+"""Tasks: what the targets mean, which loss fits them, and how outputs become predictions.
+
+Three kinds: "multiclass" (integer or one-hot labels, logits out, softmax folded into the loss),
+"binary" (0/1 labels, one logit out, sigmoid folded into the loss) and "regression" (float targets).
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from batchtrain.errors import ConfigError, DataError
+
+TASK_KINDS = ("multiclass", "binary", "regression")
+
+# Loss names (Keras' and torch's spellings) and the task each implies.
+LOSS_TASKS = {
+    "categorical_crossentropy": "multiclass", "sparse_categorical_crossentropy": "multiclass",
+    "cross_entropy": "multiclass", "binary_crossentropy": "binary", "bce": "binary",
+    "mse": "regression", "mean_squared_error": "regression",
+    "mae": "regression", "mean_absolute_error": "regression", "huber": "regression",
+}
+DEFAULT_LOSS = {"multiclass": "categorical_crossentropy", "binary": "binary_crossentropy",
+                "regression": "mse"}
+DEFAULT_METRICS = {"multiclass": ("accuracy",), "binary": ("accuracy",),
+                   "regression": ("mae", "rmse", "r2")}
+
+
+@dataclass(frozen=True)
+class Task:
+    """kind: one of TASK_KINDS; n_outputs: output units the model needs; loss: a LOSS_TASKS name."""
+
+    kind: str
+    n_outputs: int
+    loss: str
+
+    def loss_fn(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Mean loss over the batch (targets as prepare_targets returns them)."""
+        if self.kind == "multiclass":
+            return F.cross_entropy(outputs, targets)
+        if self.kind == "binary":
+            return F.binary_cross_entropy_with_logits(outputs, targets)
+        if self.loss in ("mae", "mean_absolute_error"):
+            return F.l1_loss(outputs, targets)
+        if self.loss == "huber":
+            return F.huber_loss(outputs, targets)
+        return F.mse_loss(outputs, targets)
+
+    def predictions(self, outputs: Tensor) -> Tensor:
+        """Class probabilities for classification (as Keras' softmax/sigmoid output), values otherwise."""
+        if self.kind == "multiclass":
+            return torch.softmax(outputs, dim=1)
+        if self.kind == "binary":
+            return torch.sigmoid(outputs)
+        return outputs
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "n_outputs": self.n_outputs, "loss": self.loss}
+
+
+def infer_task(y: Tensor, loss: str | None = None, kind: str | None = None) -> Task:
+    """Choose the task from the targets y (all of them), an optional loss name and optional kind."""
+    if loss is not None and loss not in LOSS_TASKS:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of {sorted(LOSS_TASKS)}")
+    if kind is not None and kind not in TASK_KINDS:
+        raise ConfigError(f"unknown task {kind!r}; choose one of {list(TASK_KINDS)}")
+    if kind is not None and loss is not None and LOSS_TASKS[loss] != kind:
+        raise ConfigError(f"loss {loss!r} is for {LOSS_TASKS[loss]} tasks, not {kind}; "
+                          "drop one of loss/task or make them agree")
+    kind = kind or (LOSS_TASKS[loss] if loss else _kind_from_targets(y))
+    n_outputs = _n_outputs(kind, y)
+    return Task(kind=kind, n_outputs=n_outputs, loss=loss or DEFAULT_LOSS[kind])
+
+
+def _kind_from_targets(y: Tensor) -> str:
+    if _is_integer(y) and y.dim() == 1:
+        return "multiclass"
+    if _is_one_hot(y):
+        return "multiclass"
+    return "regression"
+
+
+def _n_outputs(kind: str, y: Tensor) -> int:
+    if kind == "binary":
+        return 1
+    if kind == "multiclass":
+        if _is_one_hot(y):
+            return y.shape[1]
+        return max(int(y.max()) + 1, 2) if y.numel() else 2
+    return 1 if y.dim() == 1 else int(y[0].numel())
+
+
+def prepare_targets(task: Task, y: Tensor) -> Tensor:
+    """Targets in the form task.loss_fn expects: int64 class indices, (N, 1) floats, or (N, k) floats."""
+    if task.kind == "multiclass":
+        if _is_one_hot(y):
+            y = y.argmax(dim=1)
+        if y.dim() != 1 or (y.is_floating_point() and not torch.equal(y, y.round())):
+            raise DataError(f"multiclass labels must be integers (shape (N,)) or one-hot rows "
+                            f"(shape (N, classes)); got shape {tuple(y.shape)}, dtype {y.dtype}")
+        y = y.long()
+        _check_label_range(y, task.n_outputs)
+        return y
+    if task.kind == "binary":
+        y = y.reshape(len(y), -1).float()
+        if y.shape[1] != 1 or not torch.all((y == 0) | (y == 1)):
+            raise DataError("binary labels must be 0 or 1, one per sample; for more classes use "
+                            "task='multiclass'")
+        return y
+    return y.reshape(len(y), -1).float()
+
+
+def _check_label_range(y: Tensor, n_classes: int) -> None:
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise DataError(f"labels must be in [0, {n_classes}) for a model with {n_classes} outputs, "
+                        f"got labels from {int(y.min())} to {int(y.max())}; relabel the classes as "
+                        f"0..{n_classes - 1} or give the model more outputs")
+
+
+def check_outputs(task: Task, outputs: Tensor) -> None:
+    """Raise if the model's outputs (a batch) cannot be compared with this task's targets."""
+    expected = (task.n_outputs,)
+    got = tuple(outputs.shape[1:])
+    if outputs.dim() == 1 and task.kind != "multiclass" and task.n_outputs == 1:
+        raise DataError(f"the model returns shape {tuple(outputs.shape)}; return (batch, 1) "
+                        "for one output, e.g. end with nn.Linear(..., 1)")
+    if got != expected:
+        raise DataError(f"the model's output shape per sample is {got} but the {task.kind} targets "
+                        f"need {expected}; make the last layer have {task.n_outputs} units")
+
+
+def _is_integer(y: Tensor) -> bool:
+    return not y.is_floating_point() and not y.is_complex()
+
+
+def _is_one_hot(y: Tensor) -> bool:
+    if y.dim() != 2 or y.shape[1] < 2 or y.numel() == 0:
+        return False
+    return bool(torch.all((y == 0) | (y == 1)) and torch.all(y.sum(dim=1) == 1))

@@ -1,0 +1,231 @@
+"""Trainer: fit / evaluate / predict, Keras-style, on any torch module.
+
+fit -> run_epoch -> train_step; evaluation -> eval_step. Batching lives in data/iterator.py,
+reporting in callbacks/, the task's loss and target handling in tasks.py.
+"""
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
+from batchtrain.data.iterator import BatchIterator, check_batch_size
+from batchtrain.data.sources import Source, as_source, split_validation
+from batchtrain.device import resolve_device
+from batchtrain.errors import ConfigError
+from batchtrain.history import History
+from batchtrain.metrics import MetricSet
+from batchtrain.models.spec import ModelSpec
+from batchtrain.optim import OptimizerLike, make_optimizer
+from batchtrain.tasks import DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets
+
+EVAL_BATCH_SIZE = 1024  # evaluation keeps no activations for backward, so large batches are cheap
+
+
+class Trainer:
+    """Trains a model on mini-batches.
+
+    model: an nn.Module, a built-in model name ("seed-cnn", "mlp"), "package.module:factory",
+        or a ModelSpec; named models are built at the first fit() from the data's shape.
+    optimizer: "sgd", "adam", "adamw", "rmsprop" (Keras defaults, see optim.py), an Optimizer or a
+        factory of one. lr: overrides its learning rate. optimizer_options: e.g. {"momentum": 0.9}.
+    loss: a name from tasks.LOSS_TASKS, default inferred from the targets.
+    metrics: "auto" (accuracy for classification; mae, rmse, r2 for regression) or names.
+    device: "auto" (cuda > mps > cpu), or a torch device string.
+    seed: seeds the model's initialisation, the global torch RNG and the shuffle order;
+        None draws one (recorded in seed_).
+    task: "multiclass", "binary" or "regression"; default inferred from the targets and loss.
+    model_options: keywords for a named model (e.g. {"hidden": [128, 64]} for mlp).
+    """
+
+    def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
+                 loss: str | None = None, metrics: str | Sequence[str] = "auto",
+                 lr: float | None = None, device: str | torch.device = "auto",
+                 seed: int | None = None, task: str | None = None,
+                 model_options: dict | None = None, optimizer_options: dict | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss = loss
+        self.metrics = metrics
+        self.lr = lr
+        self.device = device
+        self.seed = seed
+        self.task = task
+        self.model_options = model_options
+        self.optimizer_options = optimizer_options
+        # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls.
+        self.model_: nn.Module | None = None
+        self.optimizer_: torch.optim.Optimizer | None = None
+        self.task_: Task | None = None
+        self.input_shape_: tuple[int, ...] | None = None
+        self.step_ = 0
+        self.samples_seen_ = 0
+        self.history_: History | None = None
+        self.stop_training = False
+
+    def fit(self, x: Any, y: Any = None, *, batch_size: int = 128, epochs: int = 5,
+            validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
+            callbacks: Iterable[Callback] = ()) -> History:
+        """Train for `epochs` passes over x, y (arrays/tensors, or a Dataset of (x, y) as x).
+
+        batch_size: samples per optimizer step. validation_split: the last fraction of x held out
+        before shuffling (as Keras). validation_data: (x_val, y_val) or a Dataset; overrides it.
+        """
+        check_batch_size(batch_size)
+        _check_epochs(epochs)
+        train, val = self._fit_sources(x, y, validation_split, validation_data)
+        self._setup(train)
+        batches = BatchIterator(self._with_targets(train), batch_size, shuffle, self.seed_,
+                                self.device_)
+        val_batches = self._eval_batches(val) if val is not None else None
+        hooks = CallbackList(callbacks)
+        self.history_, self.stop_training = History(), False
+        hooks.on_fit_begin(self, FitInfo(epochs, len(batches), batches.num_samples, batch_size,
+                                         len(val) if val is not None else 0))
+        for epoch in range(epochs):
+            logs = self.run_epoch(batches, epoch, hooks)
+            if val_batches is not None:
+                logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
+            self.history_.append(logs)
+            hooks.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                break
+        hooks.on_fit_end(self, self.history_)
+        return self.history_
+
+    def run_epoch(self, batches: BatchIterator, epoch: int, hooks: Callback) -> dict:
+        """One pass over the training batches; returns the epoch's record."""
+        hooks.on_epoch_begin(self, epoch)
+        self.train_metrics_.reset()
+        self.model_.train()
+        started = time.perf_counter()
+        for x, y in batches.epoch(epoch):
+            self.train_step(x, y)
+            hooks.on_batch_end(self, len(y))
+        logs = {"epoch": epoch + 1, **self.train_metrics_.compute()}  # reads the device once
+        elapsed_s = time.perf_counter() - started
+        return {**logs, "time_s": elapsed_s, "samples_per_s": batches.num_samples / elapsed_s}
+
+    def train_step(self, x: Tensor, y: Tensor) -> None:
+        """One optimizer step on one batch; metrics accumulate on the device (no sync)."""
+        outputs = self.model_(x)
+        loss = self.task_.loss_fn(outputs, y)
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_.step()
+        self.train_metrics_.update(outputs, y, loss)
+        self.step_ += 1
+        self.samples_seen_ += len(y)
+
+    def running_logs(self) -> dict[str, float]:
+        """Loss and metrics over the current epoch so far (reads the device: call at intervals)."""
+        return self.train_metrics_.compute()
+
+    def evaluate(self, x: Any, y: Any = None, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
+        """Loss and metrics of the model on x, y (arrays/tensors or a Dataset of (x, y))."""
+        check_batch_size(batch_size)
+        source = as_source(x, y)
+        self._setup(source)
+        return self.run_eval(self._eval_batches(source, batch_size))
+
+    def run_eval(self, batches: BatchIterator) -> dict[str, float]:
+        metrics = MetricSet(self.task_, self.metric_names_)
+        self.model_.eval()
+        with torch.inference_mode():
+            for x, y in batches.epoch(0):
+                outputs = self.model_(x)
+                metrics.update(outputs, y, self.task_.loss_fn(outputs, y))
+        return metrics.compute()
+
+    def predict(self, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities (classification) or values (regression), one row per sample."""
+        check_batch_size(batch_size)
+        if self.model_ is None:
+            raise ConfigError("predict() needs a trained model: call fit() first, or "
+                              "Trainer.load(run_dir)")
+        source = as_source(x, np.zeros(len(x)) if not isinstance(x, torch.utils.data.Dataset) else None)
+        _check_input_shape(self.input_shape_, source.sample_shape)
+        self.model_.eval()
+        chunks = []
+        with torch.inference_mode():
+            for inputs, _ in BatchIterator(source, batch_size, False, 0, self.device_).epoch(0):
+                chunks.append(self.task_.predictions(self.model_(inputs)).float().cpu())
+        return torch.cat(chunks).numpy()
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _fit_sources(self, x, y, validation_split, validation_data) -> tuple[Source, Source | None]:
+        source = as_source(x, y)
+        if validation_data is None:
+            return split_validation(source, validation_split)
+        if isinstance(validation_data, torch.utils.data.Dataset):
+            return source, as_source(validation_data, prefix="validation ")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ConfigError("validation_data must be (x_val, y_val) or a Dataset of (x, y) pairs")
+        return source, as_source(*validation_data, prefix="validation ")
+
+    def _setup(self, source: Source) -> None:
+        """Build the model, task and optimizer from the first data seen; later calls only check."""
+        if self.model_ is None:
+            self.device_ = resolve_device(self.device)
+            self.seed_ = self.seed if self.seed is not None else int.from_bytes(os.urandom(4), "little")
+            torch.manual_seed(self.seed_)
+            self.input_shape_ = source.sample_shape
+            task = infer_task(source.targets(), self.loss, self.task)
+            model = self._build_model(task)
+            self.task_ = self._fit_task_to_model(task, model, source)
+            self.model_ = model
+            self.optimizer_ = make_optimizer(self.optimizer, model, self.lr,
+                                             **(self.optimizer_options or {}))
+        _check_input_shape(self.input_shape_, source.sample_shape)
+        names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics
+        self.metric_names_ = tuple([names] if isinstance(names, str) else names)
+        self.train_metrics_ = MetricSet(self.task_, self.metric_names_)
+
+    def _build_model(self, task: Task) -> nn.Module:
+        if isinstance(self.model, nn.Module):
+            if self.model_options:
+                raise ConfigError("model_options apply to named models only; configure your "
+                                  "nn.Module before passing it")
+            return self.model.to(self.device_)
+        spec = self.model if isinstance(self.model, ModelSpec) else ModelSpec(
+            str(self.model), dict(self.model_options or {}))
+        self.model_spec_ = spec
+        return spec.build(self.input_shape_, task.n_outputs).to(self.device_)
+
+    def _fit_task_to_model(self, task: Task, model: nn.Module, source: Source) -> Task:
+        """Probe the model's output on two samples; a user model's output width sets the classes."""
+        x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
+        with torch.no_grad():
+            was_training = model.training
+            outputs = model.eval()(x)
+            model.train(was_training)
+        if isinstance(self.model, nn.Module) and task.kind == "multiclass" and outputs.dim() == 2:
+            if outputs.shape[1] == 1 and self.task is None and self.loss is None:
+                task = Task("binary", 1, "binary_crossentropy")  # one logit for 0/1 labels
+            else:
+                task = Task(task.kind, outputs.shape[1], task.loss)
+        check_outputs(task, outputs)
+        return task
+
+    def _with_targets(self, source: Source) -> Source:
+        return source.map_targets(lambda y: prepare_targets(self.task_, y))
+
+    def _eval_batches(self, source: Source, batch_size: int = EVAL_BATCH_SIZE) -> BatchIterator:
+        _check_input_shape(self.input_shape_, source.sample_shape)
+        return BatchIterator(self._with_targets(source), batch_size, False, 0, self.device_)
+
+
+def _check_epochs(epochs: object) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
+
+
+def _check_input_shape(expected: tuple[int, ...] | None, got: tuple[int, ...]) -> None:
+    if expected is not None and tuple(got) != tuple(expected):
+        raise ConfigError(f"samples have shape {tuple(got)} but the model was built for "
+                          f"{tuple(expected)}; pass data shaped like the training data")
