@@ -6,6 +6,7 @@ reporting in callbacks/, the task's loss and target handling in tasks.py.
 import os
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
+from batchtrain.checkpoint import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size
 from batchtrain.data.sources import Source, as_source, split_validation
 from batchtrain.device import resolve_device
@@ -156,6 +158,25 @@ class Trainer:
                 chunks.append(self.task_.predictions(self.model_(inputs)).float().cpu())
         return torch.cat(chunks).numpy()
 
+    def save(self, run_dir: str | Path) -> None:
+        """Write the trained model to run_dir (model.safetensors + model.json; no pickle)."""
+        if self.model_ is None:
+            raise ConfigError("nothing to save: call fit() first")
+        save_model(self, run_dir)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, model: nn.Module | None = None, device: str = "auto",
+             **options: Any) -> "Trainer":
+        """A trainer holding the model saved in run_dir, ready to evaluate, predict or fit on.
+
+        model: the nn.Module to load the weights into, needed only for custom modules (named
+        models are rebuilt from model.json). options: further Trainer arguments (optimizer, lr...).
+        """
+        trainer = cls(model, device=device, **options)  # restore_trainer sets .model for named ones
+        trainer.device_ = resolve_device(device)
+        trainer.seed_ = trainer.seed if trainer.seed is not None else 0
+        return restore_trainer(trainer, run_dir, model)
+
     # -- set-up ---------------------------------------------------------------------------------
 
     def _fit_sources(self, x, y, validation_split, validation_data) -> tuple[Source, Source | None]:
@@ -179,7 +200,8 @@ class Trainer:
             model = self._build_model(task)
             self.task_ = self._fit_task_to_model(task, model, source)
             self.model_ = model
-            self.optimizer_ = make_optimizer(self.optimizer, model, self.lr,
+        if self.optimizer_ is None:
+            self.optimizer_ = make_optimizer(self.optimizer, self.model_, self.lr,
                                              **(self.optimizer_options or {}))
         _check_input_shape(self.input_shape_, source.sample_shape)
         names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: runs on servers and in CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from batchtrain.callbacks.base import Callback  # noqa: E402
 from batchtrain.history import History  # noqa: E402
@@ -35,6 +36,7 @@ def plot_history(history: History, run_dir: str | Path) -> list[Path]:
         if f"val_{name}" in columns:
             axes.plot(epochs, columns[f"val_{name}"], marker="o", label=f"validation {name}")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(name)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -21,7 +21,8 @@ def seed_cnn(input_shape: Sequence[int], n_outputs: int) -> nn.Sequential:
     # Each 3x3 'valid' conv removes 2 pixels, each 2x2 pool halves (flooring), as in Keras.
     flat_h = ((height - 2) // 2 - 2) // 2
     flat_w = ((width - 2) // 2 - 2) // 2
-    layers = [] if len(input_shape) == 3 else [nn.Unflatten(1, (1, height, width))]
+    # (N, H, W) samples get a channel axis: unflattening dim 1 (of size H) into (1, H).
+    layers = [] if len(input_shape) == 3 else [nn.Unflatten(1, (1, height))]
     layers += [
         nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),

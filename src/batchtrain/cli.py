@@ -1,0 +1,115 @@
+"""The `batchtrain` command: fit, evaluate, predict, download.
+
+Bad input (options, config files, data files, run directories) ends with one line on stderr and
+exit status 2, never a traceback; Ctrl-C ends with status 130.
+"""
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from batchtrain import __version__
+from batchtrain.config import FIELDS, convert, read_config_file, resolve_config
+from batchtrain.data.builtin import DATASETS, download
+from batchtrain.runner import run_evaluate, run_fit, run_predict
+
+EXIT_BAD_INPUT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not usage + error) and exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="batchtrain", description="Mini-batch training of PyTorch models.")
+    parser.add_argument("--version", action="version", version=f"batchtrain {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    fit = commands.add_parser("fit", help="train a model (default: the reference CNN on Fashion-MNIST)",
+                              description="Train a model. With no options: the design document's "
+                              "reference job (seed-cnn, Adam, batch 128, 5 epochs, validation 0.2).")
+    fit.add_argument("--config", help="YAML, TOML or JSON file of options (flags override it)")
+    for name, spec in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{spec.metadata['help']} (default: {spec.default})"
+        if spec.metadata["kind"] is bool:
+            fit.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                             help=help_text)
+        else:
+            choices = spec.metadata["choices"]
+            fit.add_argument(flag, default=argparse.SUPPRESS, metavar=_metavar(name, choices),
+                             help=help_text)
+    fit.set_defaults(handler=_fit)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's model on test data")
+    evaluate.add_argument("run_dir", type=Path, help="a run directory written by batchtrain fit")
+    evaluate.add_argument("--data", help="dataset name or .npz file (default: the run's data)")
+    evaluate.add_argument("--data-dir", help="directory holding the dataset's files")
+    _add_batch_and_device(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="predict with a run's model")
+    predict.add_argument("run_dir", type=Path, help="a run directory written by batchtrain fit")
+    predict.add_argument("--input", type=Path, required=True, help="samples, a .npy file")
+    predict.add_argument("--output", type=Path, required=True, help="where to write predictions (.npy)")
+    _add_batch_and_device(predict)
+    predict.set_defaults(handler=_predict)
+
+    fetch = commands.add_parser("download", help="download and verify a built-in dataset")
+    fetch.add_argument("name", choices=sorted(DATASETS), help="dataset name")
+    fetch.add_argument("--data-dir", help="destination (default: ~/.cache/batchtrain/<name>)")
+    fetch.set_defaults(handler=_download)
+    return parser
+
+
+def _metavar(name: str, choices: tuple | None) -> str:
+    return "{" + ",".join(choices) + "}" if choices else name.upper()
+
+
+def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    file_options = read_config_file(args.config) if args.config else {}
+    flag_options = {name: convert(name, value) for name, value in vars(args).items()
+                    if name in FIELDS}
+    run_fit(resolve_config(file_options, flag_options))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    run_evaluate(args.run_dir, args.data, args.data_dir, args.batch_size, args.device)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    predictions = run_predict(args.run_dir, args.input, args.output, args.batch_size, args.device)
+    print(f"wrote {len(predictions)} predictions of shape {predictions.shape[1:]} to {args.output}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    print(f"{args.name}: verified files in {download(args.name, args.data_dir)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, OSError) as error:  # BatchTrainError is a ValueError
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"batchtrain {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"batchtrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

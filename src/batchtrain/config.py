@@ -1,0 +1,151 @@
+"""The `batchtrain fit` configuration: one dataclass whose fields are both the CLI options and the
+keys of a YAML/TOML/JSON config file (flags override the file, the file overrides defaults)."""
+import json
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batchtrain.errors import ConfigError
+
+
+def option(default: Any, help: str, kind: type = str, choices: tuple | None = None) -> Any:
+    """A config field: default value, help text, the value's kind, and allowed choices."""
+    return field(default=default, metadata={"help": help, "kind": kind, "choices": choices})
+
+
+@dataclass
+class FitConfig:
+    """Every option of `batchtrain fit`; the defaults run the design document's reference job."""
+
+    data: str = option("fashion-mnist", "built-in dataset (fashion-mnist, mnist) or a .npz file "
+                       "holding x_train, y_train (and optionally x_test, y_test)")
+    data_dir: str | None = option(None, "directory holding the dataset's IDX files (searched first)")
+    download: bool = option(True, "download a missing built-in dataset", bool)
+    model: str = option("seed-cnn", "seed-cnn, mlp, or an import path package.module:factory")
+    hidden: list | None = option(None, "mlp hidden layer sizes, comma-separated (default 64)", list)
+    optimizer: str = option("adam", "optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    lr: float | None = option(None, "learning rate (default: the optimizer's Keras default)", float)
+    momentum: float | None = option(None, "momentum for sgd or rmsprop", float)
+    nesterov: bool = option(False, "Nesterov momentum for sgd", bool)
+    loss: str | None = option(None, "loss name (default inferred from the task)")
+    task: str | None = option(None, "task (default inferred from the labels)",
+                              choices=("multiclass", "binary", "regression"))
+    batch_size: int = option(128, "samples per optimizer step", int)
+    epochs: int = option(5, "passes over the training data", int)
+    validation_split: float = option(0.2, "last fraction of the training data held out", float)
+    shuffle: bool = option(True, "shuffle the training data every epoch", bool)
+    seed: int | None = option(None, "random seed (default: drawn and recorded in config.yaml)", int)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    output: str | None = option(None, "run directory (default runs/<data>-<date>-<time>)")
+    overwrite: bool = option(False, "replace the run directory's previous contents", bool)
+    log_every_steps: int = option(0, "also log running metrics every N steps (0: per epoch only)", int)
+    progress: str = option("auto", "progress display", choices=("auto", "bar", "lines", "none"))
+
+    def validate(self) -> "FitConfig":
+        """Raise ConfigError for values out of range, before any data is loaded."""
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(0.0 <= self.validation_split < 1.0,
+               f"validation_split must be in [0, 1), got {self.validation_split}")
+        _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {self.log_every_steps}")
+        _check(self.hidden is None or all(size >= 1 for size in self.hidden),
+               f"hidden sizes must be >= 1, got {self.hidden}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+FIELDS = {spec.name: spec for spec in fields(FitConfig)}
+
+
+def convert(name: str, value: Any) -> Any:
+    """Coerce a value from a flag or a config file to the option's kind, or raise ConfigError."""
+    spec = FIELDS[name]
+    kind, choices = spec.metadata["kind"], spec.metadata["choices"]
+    if value is None:
+        if spec.default is MISSING or spec.default is not None:
+            raise ConfigError(f"{_label(name)} cannot be empty")
+        return None
+    try:
+        value = _coerce(kind, value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{_label(name)} must be {_kind_name(kind)}, got {value!r}") from None
+    if choices and value not in choices:
+        raise ConfigError(f"{_label(name)} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _coerce(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise ValueError(value)
+    if kind is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(value)
+        return [int(item) for item in items]
+    if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+        raise ValueError(value)
+    if kind in (int, float) and isinstance(value, bool):
+        raise ValueError(value)
+    return kind(value)
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number",
+            list: "a list of integers (e.g. 128,64)"}.get(kind, "a string")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a .yaml/.yml, .toml or .json file, keys as option names (dashes allowed)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix == ".json":
+            raw = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"config file {path} is malformed: {detail}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value, "
+                          f"got {type(raw).__name__}")
+    options = {str(key).replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(options) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path} has unknown option(s) {', '.join(unknown)}; "
+                          f"valid options: {', '.join(FIELDS)}")
+    return {name: convert(name, value) for name, value in options.items()}
+
+
+def resolve_config(file_options: dict[str, Any], flag_options: dict[str, Any]) -> FitConfig:
+    """Defaults, overridden by the config file, overridden by flags given on the command line."""
+    return FitConfig(**{**file_options, **flag_options}).validate()
+
+
+def _label(name: str) -> str:
+    """How an option is named in messages: its config key and its flag."""
+    return f"{name} (--{name.replace('_', '-')})"

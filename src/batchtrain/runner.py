@@ -1,0 +1,154 @@
+"""The jobs behind the CLI: a fit run writes a run directory; evaluate and predict read one.
+
+A run directory holds: config.yaml (the resolved options, seed included), metrics.jsonl,
+history.csv, model.safetensors + model.json, test.json (test metrics, when there is a test set)
+and one PNG per metric (loss.png, accuracy.png ...).
+"""
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import yaml
+
+from batchtrain.callbacks import Callback, MetricsLogger, Plotter, ProgressBar
+from batchtrain.checkpoint import DESCRIPTION_FILE, WEIGHTS_FILE, atomic_write
+from batchtrain.config import FitConfig
+from batchtrain.data.files import load_splits, scale_pixels
+from batchtrain.errors import ConfigError, DataError
+from batchtrain.trainer import Trainer
+
+CONFIG_FILE = "config.yaml"
+TEST_FILE = "test.json"
+RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE)
+
+
+def run_fit(config: FitConfig, out: TextIO = sys.stdout) -> dict:
+    """Train as `config` says, write the run directory, print the test metrics; returns them."""
+    config = replace(config, seed=config.seed if config.seed is not None
+                     else int.from_bytes(os.urandom(4), "little"))
+    run_dir = prepare_run_dir(config)
+    atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
+    splits = load_splits(config.data, config.data_dir, config.download)
+    trainer = make_trainer(config)
+    print(f"run directory: {run_dir}", file=out, flush=True)
+    started = time.perf_counter()
+    trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs,
+                validation_split=config.validation_split, shuffle=config.shuffle,
+                callbacks=fit_callbacks(config, run_dir))
+    trainer.save(run_dir)
+    results = {"train_time_s": round(time.perf_counter() - started, 2)}
+    if splits.x_test is not None:
+        results.update({f"test_{key}": value for key, value in
+                        trainer.evaluate(splits.x_test, splits.y_test).items()})
+    atomic_write(run_dir / TEST_FILE, lambda path: path.write_text(json.dumps(results, indent=2)))
+    print(f"trained in {results['train_time_s']:.1f}s", file=out)
+    print(format_results(results, prefix="test_"), file=out, flush=True)
+    return results
+
+
+def format_results(results: dict, prefix: str = "") -> str:
+    """'test loss 0.3034 - test accuracy 0.8913' from {"test_loss": ..., "test_accuracy": ...}."""
+    label = prefix.replace("_", " ")
+    return " - ".join(f"{label}{key.removeprefix(prefix)} {value:.4f}"
+                      for key, value in results.items() if key.startswith(prefix))
+
+
+def make_trainer(config: FitConfig) -> Trainer:
+    optimizer_options = {key: value for key, value in
+                         (("momentum", config.momentum), ("nesterov", config.nesterov or None))
+                         if value is not None}
+    return Trainer(config.model, optimizer=config.optimizer, loss=config.loss, lr=config.lr,
+                   device=config.device, seed=config.seed, task=config.task,
+                   model_options={"hidden": config.hidden} if config.hidden else None,
+                   optimizer_options=optimizer_options)
+
+
+def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
+    callbacks: list[Callback] = [MetricsLogger(run_dir, config.log_every_steps or None),
+                                 Plotter(run_dir)]
+    if config.progress != "none":
+        terminal = {"auto": None, "bar": True, "lines": False}[config.progress]
+        callbacks.insert(0, ProgressBar(terminal=terminal))
+    return callbacks
+
+
+def prepare_run_dir(config: FitConfig) -> Path:
+    """The run directory, created; refuses to reuse one holding a run unless overwrite is set."""
+    run_dir = Path(config.output) if config.output is not None else _new_run_dir(config.data)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--output {run_dir} is a file, not a directory; choose another path")
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and not config.overwrite:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --overwrite "
+                          "to replace it or choose another --output")
+    if existing:  # --overwrite: remove the previous run's files only, never anything else
+        for path in [run_dir / name for name in existing] + list(run_dir.glob("*.png")):
+            path.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create run directory {run_dir}: {error.strerror}; choose "
+                          "another --output") from None
+    return run_dir
+
+
+def _new_run_dir(data: str) -> Path:
+    stem = Path(data).stem if data.endswith(".npz") else data
+    base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, suffix = base, 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base.with_name(f"{base.name}-{suffix}")
+    return run_dir
+
+
+def read_run_config(run_dir: Path) -> FitConfig:
+    """The FitConfig a run directory was trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        return FitConfig(**yaml.safe_load(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: {run_dir} is not a batchtrain run directory") from None
+    except (OSError, yaml.YAMLError, TypeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}; the run directory is damaged") from None
+
+
+def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_size: int,
+                 device: str, out: TextIO = sys.stdout) -> dict:
+    """Evaluate a run's model on the test split of `data` (default: the data it was trained on)."""
+    config = read_run_config(run_dir)
+    trainer = Trainer.load(run_dir, device=device)
+    splits = load_splits(data or config.data, data_dir or config.data_dir, config.download)
+    x, y = (splits.x_test, splits.y_test) if splits.x_test is not None else splits[:2]
+    results = trainer.evaluate(x, y, batch_size=batch_size)
+    print(format_results(results), file=out)
+    return results
+
+
+def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int,
+                device: str) -> np.ndarray:
+    """Predict on the samples in a .npy file and write the predictions to another .npy file."""
+    trainer = Trainer.load(run_dir, device=device)
+    try:
+        x = np.load(input_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"input file {input_path} not found; check the path") from None
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read input file {input_path}: {error}; pass a .npy file "
+                        "written by numpy.save") from None
+    predictions = trainer.predict(scale_pixels(x), batch_size=batch_size)
+    atomic_write(output_path, lambda path: _save_npy(path, predictions))
+    return predictions
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append .npy to the temporary name
+        np.save(handle, array)
+
+
+__all__ = ["run_evaluate", "run_fit", "run_predict", "prepare_run_dir"]

@@ -1,0 +1,49 @@
+"""Metrics against direct computations on known values."""
+import numpy as np
+import pytest
+import torch
+
+from batchtrain.errors import ConfigError
+from batchtrain.metrics import MetricSet
+from batchtrain.tasks import Task
+
+
+def test_regression_metrics_over_several_batches_match_direct_formulas():
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(50, 2))
+    outputs = targets + rng.normal(scale=0.3, size=(50, 2))
+    metrics = MetricSet(Task("regression", 2, "mse"), ("mae", "rmse", "r2"))
+    for start in range(0, 50, 16):  # uneven batches: 16, 16, 16, 2
+        o, t = torch.tensor(outputs[start:start + 16]), torch.tensor(targets[start:start + 16])
+        metrics.update(o, t, ((o - t) ** 2).mean())
+    values = metrics.compute()
+    error = outputs - targets
+    assert values["mae"] == pytest.approx(np.abs(error).mean())
+    assert values["rmse"] == pytest.approx(np.sqrt((error ** 2).mean()))
+    r2_per_output = 1 - (error ** 2).sum(0) / ((targets - targets.mean(0)) ** 2).sum(0)
+    assert values["r2"] == pytest.approx(r2_per_output.mean())
+    assert values["loss"] == pytest.approx((error ** 2).mean(), rel=1e-6)
+
+
+def test_accuracy_multiclass_and_binary():
+    multiclass = MetricSet(Task("multiclass", 3, "categorical_crossentropy"), ("accuracy",))
+    logits = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0], [2.0, 0, 0]])
+    multiclass.update(logits, torch.tensor([0, 1, 0, 0]), torch.tensor(1.0))
+    assert multiclass.compute()["accuracy"] == 0.75
+    binary = MetricSet(Task("binary", 1, "binary_crossentropy"), ("accuracy",))
+    binary.update(torch.tensor([[1.0], [-1.0], [0.5]]), torch.tensor([[1.0], [1.0], [0.0]]),
+                  torch.tensor(0.5))
+    values = binary.compute()
+    assert values["accuracy"] == pytest.approx(1 / 3) and values["loss"] == 0.5
+
+
+def test_reset_and_empty():
+    metrics = MetricSet(Task("multiclass", 2, "cross_entropy"), ("accuracy",))
+    metrics.update(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor(0.3))
+    metrics.reset()
+    assert metrics.compute() == {}
+
+
+def test_metric_that_does_not_fit_the_task_is_refused():
+    with pytest.raises(ConfigError, match="do not apply to regression"):
+        MetricSet(Task("regression", 1, "mse"), ("accuracy",))
