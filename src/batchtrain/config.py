@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
 
 
@@ -54,6 +55,9 @@ class FitConfig:
         _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {self.log_every_steps}")
         _check(self.hidden is None or all(size >= 1 for size in self.hidden),
                f"hidden sizes must be >= 1, got {self.hidden}")
+        _check(self.seed is None or 0 <= self.seed < 2**63,
+               f"seed must be in [0, 2**63), got {self.seed}")
+        resolve_device(self.device)  # fail now, not after the data has loaded
         return self
 
     def to_dict(self) -> dict:
@@ -68,20 +72,24 @@ def _check(condition: bool, message: str) -> None:
 FIELDS = {spec.name: spec for spec in fields(FitConfig)}
 
 
-def convert(name: str, value: Any) -> Any:
-    """Coerce a value from a flag or a config file to the option's kind, or raise ConfigError."""
+def convert(name: str, value: Any, where: str | None = None) -> Any:
+    """Coerce a value from a flag or a config file to the option's kind, or raise ConfigError.
+
+    where: how messages name the value (default: the flag, e.g. "--batch-size").
+    """
+    label = where or "--" + name.replace("_", "-")
     spec = FIELDS[name]
     kind, choices = spec.metadata["kind"], spec.metadata["choices"]
     if value is None:
         if spec.default is MISSING or spec.default is not None:
-            raise ConfigError(f"{_label(name)} cannot be empty")
+            raise ConfigError(f"{label} cannot be empty")
         return None
     try:
         value = _coerce(kind, value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{_label(name)} must be {_kind_name(kind)}, got {value!r}") from None
+        raise ConfigError(f"{label} must be {_kind_name(kind)}, got {value!r}") from None
     if choices and value not in choices:
-        raise ConfigError(f"{_label(name)} must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigError(f"{label} must be one of {', '.join(choices)}; got {value!r}")
     return value
 
 
@@ -138,14 +146,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config file {path} has unknown option(s) {', '.join(unknown)}; "
                           f"valid options: {', '.join(FIELDS)}")
-    return {name: convert(name, value) for name, value in options.items()}
+    return {name: convert(name, value, f"{name} in config file {path}")
+            for name, value in options.items()}
 
 
 def resolve_config(file_options: dict[str, Any], flag_options: dict[str, Any]) -> FitConfig:
     """Defaults, overridden by the config file, overridden by flags given on the command line."""
     return FitConfig(**{**file_options, **flag_options}).validate()
 
-
-def _label(name: str) -> str:
-    """How an option is named in messages: its config key and its flag."""
-    return f"{name} (--{name.replace('_', '-')})"

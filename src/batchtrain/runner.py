@@ -27,14 +27,16 @@ TEST_FILE = "test.json"
 RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE)
 
 
-def run_fit(config: FitConfig, out: TextIO = sys.stdout) -> dict:
+def run_fit(config: FitConfig, out: TextIO | None = None) -> dict:
     """Train as `config` says, write the run directory, print the test metrics; returns them."""
+    out = out or sys.stdout
     config = replace(config, seed=config.seed if config.seed is not None
                      else int.from_bytes(os.urandom(4), "little"))
-    run_dir = prepare_run_dir(config)
-    atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
+    run_dir = choose_run_dir(config)  # refuses an existing run before any slow work
     splits = load_splits(config.data, config.data_dir, config.download)
     trainer = make_trainer(config)
+    create_run_dir(run_dir, config.overwrite)  # only now: bad input must not cost the old run
+    atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
     print(f"run directory: {run_dir}", file=out, flush=True)
     started = time.perf_counter()
     trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs,
@@ -77,8 +79,8 @@ def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def prepare_run_dir(config: FitConfig) -> Path:
-    """The run directory, created; refuses to reuse one holding a run unless overwrite is set."""
+def choose_run_dir(config: FitConfig) -> Path:
+    """The run directory to use; refuses one holding a run unless overwrite is set. Changes nothing."""
     run_dir = Path(config.output) if config.output is not None else _new_run_dir(config.data)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--output {run_dir} is a file, not a directory; choose another path")
@@ -86,15 +88,19 @@ def prepare_run_dir(config: FitConfig) -> Path:
     if existing and not config.overwrite:
         raise ConfigError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --overwrite "
                           "to replace it or choose another --output")
-    if existing:  # --overwrite: remove the previous run's files only, never anything else
-        for path in [run_dir / name for name in existing] + list(run_dir.glob("*.png")):
-            path.unlink()
+    return run_dir
+
+
+def create_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create the run directory; with overwrite, remove a previous run's files (and only those)."""
+    if overwrite:
+        for path in [run_dir / name for name in RUN_FILES] + list(run_dir.glob("*.png")):
+            path.unlink(missing_ok=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create run directory {run_dir}: {error.strerror}; choose "
                           "another --output") from None
-    return run_dir
 
 
 def _new_run_dir(data: str) -> Path:
@@ -119,14 +125,14 @@ def read_run_config(run_dir: Path) -> FitConfig:
 
 
 def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_size: int,
-                 device: str, out: TextIO = sys.stdout) -> dict:
+                 device: str, out: TextIO | None = None) -> dict:
     """Evaluate a run's model on the test split of `data` (default: the data it was trained on)."""
     config = read_run_config(run_dir)
     trainer = Trainer.load(run_dir, device=device)
     splits = load_splits(data or config.data, data_dir or config.data_dir, config.download)
     x, y = (splits.x_test, splits.y_test) if splits.x_test is not None else splits[:2]
     results = trainer.evaluate(x, y, batch_size=batch_size)
-    print(format_results(results), file=out)
+    print(format_results(results), file=out or sys.stdout)
     return results
 
 
@@ -151,4 +157,4 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-__all__ = ["run_evaluate", "run_fit", "run_predict", "prepare_run_dir"]
+__all__ = ["choose_run_dir", "create_run_dir", "run_evaluate", "run_fit", "run_predict"]

@@ -126,7 +126,7 @@ def check_outputs(task: Task, outputs: Tensor) -> None:
                         "for one output, e.g. end with nn.Linear(..., 1)")
     if got != expected:
         raise DataError(f"the model's output shape per sample is {got} but the {task.kind} targets "
-                        f"need {expected}; make the last layer have {task.n_outputs} units")
+                        f"need {expected}; make the model return shape (batch, {task.n_outputs})")
 
 
 def _is_integer(y: Tensor) -> bool:

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 
 from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
 from batchtrain.checkpoint import restore_trainer, save_model
-from batchtrain.data.iterator import BatchIterator, check_batch_size
+from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
 from batchtrain.data.sources import Source, as_source, split_validation
 from batchtrain.device import resolve_device
-from batchtrain.errors import ConfigError
+from batchtrain.errors import ConfigError, DataError
 from batchtrain.history import History
 from batchtrain.metrics import MetricSet
 from batchtrain.models.spec import ModelSpec
@@ -88,7 +88,7 @@ class Trainer:
         self.history_, self.stop_training = History(), False
         hooks.on_fit_begin(self, FitInfo(epochs, len(batches), batches.num_samples, batch_size,
                                          len(val) if val is not None else 0))
-        for epoch in range(epochs):
+        for epoch in range(int(epochs)):
             logs = self.run_epoch(batches, epoch, hooks)
             if val_batches is not None:
                 logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
@@ -222,10 +222,18 @@ class Trainer:
     def _fit_task_to_model(self, task: Task, model: nn.Module, source: Source) -> Task:
         """Probe the model's output on two samples; a user model's output width sets the classes."""
         x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
-        with torch.no_grad():
-            was_training = model.training
-            outputs = model.eval()(x)
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                outputs = model.eval()(x)
+        except RuntimeError as error:  # shape mismatches surface here, before any training
+            raise DataError(f"the model cannot take samples of shape {tuple(x.shape[1:])}: "
+                            f"{str(error).splitlines()[0]}; make its first layer fit the data") from None
+        finally:
             model.train(was_training)
+        if not isinstance(outputs, Tensor):
+            raise DataError(f"the model returned {type(outputs).__name__}, not a tensor; return "
+                            "the outputs (logits or values) as one tensor")
         if isinstance(self.model, nn.Module) and task.kind == "multiclass" and outputs.dim() == 2:
             if outputs.shape[1] == 1 and self.task is None and self.loss is None:
                 task = Task("binary", 1, "binary_crossentropy")  # one logit for 0/1 labels
@@ -243,7 +251,7 @@ class Trainer:
 
 
 def _check_epochs(epochs: object) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if not is_count(epochs):
         raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
 
 

@@ -29,9 +29,10 @@ def load_npz(path: Path) -> Splits:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise DataError(f"data file {path} not found; check the path") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"cannot read data file {path}: {error}; is it a valid .npz archive "
-                        "written by numpy.savez?") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        # numpy's own message for a non-archive suggests allow_pickle=True: unsafe advice, so not shown.
+        raise DataError(f"cannot read data file {path}: not a valid .npz archive; write it with "
+                        "numpy.savez(path, x_train=..., y_train=...)") from None
     if "x" in arrays and "x_train" not in arrays:
         arrays["x_train"], arrays["y_train"] = arrays.pop("x"), arrays.pop("y", None)
     for key in ("x_train", "y_train"):

@@ -6,6 +6,7 @@ of a given index batch. Here lives everything in between: the seeded per-epoch o
 iterator itself, so no caller can forget to reseed an epoch), the batch boundaries, and the move
 to the device.
 """
+import numbers
 from collections.abc import Iterator
 
 import torch
@@ -41,7 +42,7 @@ class BatchIterator:
                  device: torch.device = torch.device("cpu")):
         check_batch_size(batch_size)
         self.source = _place(source, device)
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
         self.device = device
@@ -68,8 +69,13 @@ class BatchIterator:
             yield slice(start, stop) if order is None else order[start:stop]
 
 
+def is_count(value: object, minimum: int = 1) -> bool:
+    """True for an integer (Python or numpy, not bool) >= minimum."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 def check_batch_size(batch_size: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_count(batch_size):
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
