@@ -29,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRAIN_SAMPLES = 192  # 240 images less the validation_split=0.2 tail
 STEPS_PER_EPOCH = TRAIN_SAMPLES // 32
 RUN_FILES = {"config.yaml", "metrics.jsonl", "history.csv", "model.safetensors", "model.json",
-             "test.json", "loss.png", "accuracy.png"}
+             "test.json", "loss.png", "accuracy.png", "batch_size.png", "lr.png"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -79,8 +79,14 @@ def test_config_yaml_records_every_resolved_option(fitted_run, idx_dir):
 def test_metrics_jsonl_has_epoch_records_and_a_step_record_every_two_steps(fitted_run):
     records = read_jsonl(fitted_run[0] / "metrics.jsonl")
     epochs = [record for record in records if record["type"] == "epoch"]
-    steps = [record for record in records if record["type"] == "step"]
-    assert [record["type"] for record in records] == ["step"] * 3 + ["epoch"] + ["step"] * 3 + ["epoch"]
+    every_step = [record for record in records if record["type"] == "step"]
+    assert [record["type"] for record in records] == (
+        ["fit"] + ["step"] * STEPS_PER_EPOCH + ["epoch"] + ["step"] * STEPS_PER_EPOCH + ["epoch"])
+    assert [record["step"] for record in every_step] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    for record in every_step:
+        assert (record["batch_size"], record["physical_batch"], record["accumulation_steps"],
+                record["lr"]) == (32, 32, 1, 0.001)
+    steps = [record for record in every_step if "loss" in record]  # running metrics every 2 steps
 
     assert [record["epoch"] for record in epochs] == [1, 2]
     for record in epochs:
@@ -136,7 +142,7 @@ def test_test_json_shows_the_model_learned_above_chance(fitted_run):
     assert results["test_loss"] < math.log(N_CLASSES)
 
 
-@pytest.mark.parametrize("name", ["loss.png", "accuracy.png"])
+@pytest.mark.parametrize("name", ["loss.png", "accuracy.png", "batch_size.png", "lr.png"])
 def test_plots_are_png_files(fitted_run, name):
     assert (fitted_run[0] / name).read_bytes()[:8] == PNG_MAGIC
 

@@ -5,13 +5,17 @@ from pathlib import Path
 
 
 class History:
-    """Per-epoch records (epoch, loss, metrics, val_*, time_s, samples_per_s), in order.
+    """Per-epoch records (epoch, loss, metrics, val_*, batch_size, lr, time_s, samples_per_s),
+    in order, and per-step records in `.steps`.
 
     Iterate it or index it for the dicts; `.history` gives Keras' dict of lists.
     """
 
-    def __init__(self, epochs: list[dict] | None = None):
+    def __init__(self, epochs: list[dict] | None = None, steps: list[dict] | None = None):
         self.epochs: list[dict] = list(epochs or [])
+        # One record per optimizer step: step, samples_seen, batch_size, physical_batch,
+        # accumulation_steps, lr (host values only: recording them never waits for the device).
+        self.steps: list[dict] = list(steps or [])
 
     def append(self, logs: dict) -> None:
         self.epochs.append(dict(logs))

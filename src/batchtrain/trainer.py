@@ -13,6 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from batchtrain.batching.base import BatchSizePolicy, StepStats
+from batchtrain.batching.coupling import LearningRate
+from batchtrain.batching.memory import MemoryEstimate, memory_ceiling
+from batchtrain.batching.spec import parse_batch_size, resolve_policy
+from batchtrain.batching.budget import resolve_budget
 from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
 from batchtrain.checkpoint import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
@@ -23,8 +28,10 @@ from batchtrain.history import History
 from batchtrain.metrics import MetricSet
 from batchtrain.models.spec import ModelSpec
 from batchtrain.optim import OptimizerLike, make_optimizer
+from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
 from batchtrain.tasks import DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets
 
+BatchSizeLike = int | str | BatchSizePolicy
 EVAL_BATCH_SIZE = 1024  # evaluation keeps no activations for backward, so large batches are cheap
 
 
@@ -42,13 +49,23 @@ class Trainer:
         None draws one (recorded in seed_).
     task: "multiclass", "binary" or "regression"; default inferred from the targets and loss.
     model_options: keywords for a named model (e.g. {"hidden": [128, 64]} for mlp).
+    lr_scaling: how the lr follows the logical batch: "auto" (linear for SGD, sqrt for Adam,
+        AdamW, RMSprop, Adagrad), "none", "linear" or "sqrt"; relative to the first batch size.
+    lr_schedule: a sample-keyed schedule (schedules.py) or its spec ("warmup:1e+cosine").
+    memory_budget: memory for the physical batch: bytes (int), a fraction of available RAM
+        (float in (0, 1]), or a string such as "8GiB"; default half the available RAM (CPU) or the
+        device's memory found by trial (CUDA). Larger logical batches accumulate gradients.
+    max_physical_batch: a cap on the physical batch that replaces the memory estimate.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
                  loss: str | None = None, metrics: str | Sequence[str] = "auto",
                  lr: float | None = None, device: str | torch.device = "auto",
                  seed: int | None = None, task: str | None = None,
-                 model_options: dict | None = None, optimizer_options: dict | None = None):
+                 model_options: dict | None = None, optimizer_options: dict | None = None,
+                 lr_scaling: str = "auto", lr_schedule: LRSchedule | str | None = None,
+                 memory_budget: float | int | str | None = None,
+                 max_physical_batch: int | None = None):
         self.model = model
         self.optimizer = optimizer
         self.loss = loss
@@ -59,6 +76,10 @@ class Trainer:
         self.task = task
         self.model_options = model_options
         self.optimizer_options = optimizer_options
+        self.lr_scaling = lr_scaling
+        self.lr_schedule = lr_schedule
+        self.memory_budget = memory_budget
+        self.max_physical_batch = max_physical_batch
         # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls.
         self.model_: nn.Module | None = None
         self.optimizer_: torch.optim.Optimizer | None = None
@@ -67,27 +88,29 @@ class Trainer:
         self.step_ = 0
         self.samples_seen_ = 0
         self.history_: History | None = None
+        self.memory_: MemoryEstimate | None = None
         self.stop_training = False
 
-    def fit(self, x: Any, y: Any = None, *, batch_size: int = 128, epochs: int = 5,
+    def fit(self, x: Any, y: Any = None, *, batch_size: BatchSizeLike = 128, epochs: int = 5,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
             callbacks: Iterable[Callback] = ()) -> History:
         """Train for `epochs` passes over x, y (arrays/tensors, or a Dataset of (x, y) as x).
 
-        batch_size: samples per optimizer step. validation_split: the last fraction of x held out
-        before shuffling (as Keras). validation_data: (x_val, y_val) or a Dataset; overrides it.
+        batch_size: samples per optimizer step: an int, "max" (the memory ceiling), a spec string
+        ("128,256@2e", "double:64,1e,1024": see batching/spec.py) or a BatchSizePolicy.
+        validation_split: the last fraction of x held out before shuffling (as Keras).
+        validation_data: (x_val, y_val) or a Dataset; overrides validation_split.
         """
-        check_batch_size(batch_size)
+        requested = parse_batch_size(batch_size)
         _check_epochs(epochs)
         train, val = self._fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
-        batches = BatchIterator(self._with_targets(train), batch_size, shuffle, self.seed_,
-                                self.device_)
+        self._begin_run(requested, train, int(epochs))
+        batches = BatchIterator(self._with_targets(train), self.policy_.batch_size, shuffle,
+                                self.seed_, self.device_)
         val_batches = self._eval_batches(val) if val is not None else None
         hooks = CallbackList(callbacks)
-        self.history_, self.stop_training = History(), False
-        hooks.on_fit_begin(self, FitInfo(epochs, len(batches), batches.num_samples, batch_size,
-                                         len(val) if val is not None else 0))
+        hooks.on_fit_begin(self, self._fit_info(batches, int(epochs), val))
         for epoch in range(int(epochs)):
             logs = self.run_epoch(batches, epoch, hooks)
             if val_batches is not None:
@@ -100,28 +123,46 @@ class Trainer:
         return self.history_
 
     def run_epoch(self, batches: BatchIterator, epoch: int, hooks: Callback) -> dict:
-        """One pass over the training batches; returns the epoch's record."""
+        """One pass over the training batches (whatever sizes the policy picks); the epoch's record."""
         hooks.on_epoch_begin(self, epoch)
         self.train_metrics_.reset()
         self.model_.train()
         started = time.perf_counter()
         for x, y in batches.epoch(epoch):
-            self.train_step(x, y)
+            self.last_step_ = self.train_step(x, y)
+            self.history_.steps.append(self.last_step_)
+            self.policy_.observe(StepStats(self.run_samples_, epoch, batches.num_samples, len(y)))
             hooks.on_batch_end(self, len(y))
         logs = {"epoch": epoch + 1, **self.train_metrics_.compute()}  # reads the device once
         elapsed_s = time.perf_counter() - started
-        return {**logs, "time_s": elapsed_s, "samples_per_s": batches.num_samples / elapsed_s}
+        return {**logs, "batch_size": self.last_step_["batch_size"], "lr": self.last_step_["lr"],
+                "time_s": elapsed_s, "samples_per_s": batches.num_samples / elapsed_s}
 
-    def train_step(self, x: Tensor, y: Tensor) -> None:
-        """One optimizer step on one batch; metrics accumulate on the device (no sync)."""
-        outputs = self.model_(x)
-        loss = self.task_.loss_fn(outputs, y)
+    def train_step(self, x: Tensor, y: Tensor) -> dict:
+        """One optimizer step on one logical batch, accumulated over physical micro-batches.
+
+        Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
+        gradient equals the gradient of the logical batch's mean loss: the same update as one step
+        on the whole batch. Metrics accumulate on the device (no sync). Returns the step's record.
+        """
+        logical = len(y)
+        # Coupled to the size the policy asked for, not to len(y): an epoch's short last batch is
+        # not a change of batch size and must not change the learning rate.
+        lr = self.lr_control_.apply(self.policy_.batch_size(), self._clock())
+        physical = min(logical, self.max_physical_batch_)
+        micro_batches = list(zip(x.split(physical), y.split(physical)))
         self.optimizer_.zero_grad(set_to_none=True)
-        loss.backward()
+        for inputs, targets in micro_batches:
+            outputs = self.model_(inputs)
+            loss = self.task_.loss_fn(outputs, targets)
+            (loss * (len(targets) / logical) if len(micro_batches) > 1 else loss).backward()
+            self.train_metrics_.update(outputs, targets, loss)
         self.optimizer_.step()
-        self.train_metrics_.update(outputs, y, loss)
         self.step_ += 1
-        self.samples_seen_ += len(y)
+        self.samples_seen_ += logical
+        self.run_samples_ += logical
+        return {"step": self.step_, "samples_seen": self.run_samples_, "batch_size": logical,
+                "physical_batch": physical, "accumulation_steps": len(micro_batches), "lr": lr}
 
     def running_logs(self) -> dict[str, float]:
         """Loss and metrics over the current epoch so far (reads the device: call at intervals)."""
@@ -178,6 +219,44 @@ class Trainer:
         return restore_trainer(trainer, run_dir, model)
 
     # -- set-up ---------------------------------------------------------------------------------
+
+    def _begin_run(self, requested: BatchSizePolicy | str, train: Source, epochs: int) -> None:
+        """Per-run state: memory ceiling, batch-size policy, learning-rate control, counters."""
+        if self.max_physical_batch is not None:
+            check_batch_size(self.max_physical_batch)
+            self.memory_ = None
+            self.max_physical_batch_ = int(self.max_physical_batch)
+        else:
+            self.memory_ = self._memory_ceiling(train)
+            self.max_physical_batch_ = self.memory_.max_batch
+        self.policy_ = resolve_policy(requested, self.max_physical_batch_)
+        self.lr_control_ = LearningRate(self.optimizer_, self.lr_scaling,
+                                        as_lr_schedule(self.lr_schedule))
+        self.samples_per_epoch_, self.total_samples_ = len(train), len(train) * epochs
+        self.run_samples_, self.last_step_ = 0, None
+        self.history_, self.stop_training = History(), False
+        self.policy_.observe(StepStats(0, 0, len(train), 0))  # where training stands
+
+    def _memory_ceiling(self, train: Source) -> MemoryEstimate:
+        if self.memory_ is not None:  # the model does not change between fit() calls
+            return self.memory_
+        sample_x, _ = next(BatchIterator(train, 16, False, 0, self.device_).epoch(0))
+        budget = resolve_budget(self.memory_budget)
+        return memory_ceiling(self.model_, sample_x, self.device_, budget_bytes=budget,
+                              optimizer=self.optimizer_)
+
+    def _clock(self) -> SampleClock:
+        return SampleClock(self.run_samples_, self.samples_per_epoch_, self.total_samples_)
+
+    def _fit_info(self, batches: BatchIterator, epochs: int, val: Source | None) -> FitInfo:
+        return FitInfo(epochs=epochs, steps_per_epoch=len(batches), num_samples=batches.num_samples,
+                       batch_size=self.policy_.batch_size(),
+                       validation_samples=len(val) if val is not None else 0,
+                       policy=repr(self.policy_),
+                       memory=self.memory_.describe() if self.memory_ else
+                       f"physical batch at most {self.max_physical_batch_} (set by the user)",
+                       lr=f"lr scaling {self.lr_control_.rule}, schedule "
+                          f"{self.lr_control_.schedule.describe()}")
 
     def _fit_sources(self, x, y, validation_split, validation_data) -> tuple[Source, Source | None]:
         source = as_source(x, y)

@@ -10,7 +10,8 @@ from batchtrain import Callback, MetricsLogger, Plotter, ProgressBar, Trainer
 from batchtrain.callbacks import FitInfo
 from batchtrain.history import History
 
-INFO = FitInfo(epochs=2, steps_per_epoch=4, num_samples=40, batch_size=10, validation_samples=0)
+INFO = FitInfo(epochs=2, steps_per_epoch=4, num_samples=40, batch_size=10, validation_samples=0,
+               policy="Fixed(10)", memory="memory ceiling: 99 samples", lr="lr scaling sqrt")
 
 
 class FakeTrainer:
@@ -30,6 +31,10 @@ def drive(callback, trainer, epochs=2, steps=4, batch=10):
         for _ in range(steps):
             trainer.step_ += 1
             trainer.samples_seen_ += batch
+            trainer.last_step_ = {"step": trainer.step_, "samples_seen": trainer.samples_seen_,
+                                  "batch_size": batch, "physical_batch": batch,
+                                  "accumulation_steps": 1, "lr": 0.001}
+            trainer.history_.steps.append(trainer.last_step_)
             callback.on_batch_end(trainer, batch)
         logs = {"epoch": epoch + 1, "loss": 1.0 / (epoch + 1), "accuracy": 0.5 + epoch / 10,
                 "val_loss": 1.2, "val_accuracy": 0.4, "time_s": 2.0, "samples_per_s": 20.0}
@@ -44,7 +49,8 @@ def test_progress_lines_off_terminal_have_no_carriage_returns():
     drive(ProgressBar(stream=stream, terminal=False, interval_s=3600), trainer)
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
-    assert lines == ["epoch 1/2 - 2.0s - 20 samples/s - loss 1.0000 - accuracy 0.5000 - "
+    assert lines == ["batch size Fixed(10); memory ceiling: 99 samples; lr scaling sqrt",
+                     "epoch 1/2 - 2.0s - 20 samples/s - loss 1.0000 - accuracy 0.5000 - "
                      "val_loss 1.2000 - val_accuracy 0.4000",
                      "epoch 2/2 - 2.0s - 20 samples/s - loss 0.5000 - accuracy 0.6000 - "
                      "val_loss 1.2000 - val_accuracy 0.4000"]
@@ -68,7 +74,11 @@ def test_metrics_logger_writes_epoch_and_step_lines(tmp_path):
     trainer = FakeTrainer()
     drive(MetricsLogger(tmp_path, every_steps=3), trainer)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["type"] == "step"] == [3, 6]
+    steps = [r for r in records if r["type"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 9))  # every step, host values only
+    assert [r["step"] for r in steps if "loss" in r] == [3, 6]  # running metrics at the interval
+    assert steps[0]["batch_size"] == 10 and steps[0]["lr"] == 0.001
+    assert records[0]["type"] == "fit" and records[0]["batch_policy"] == "Fixed(10)"
     epochs = [r for r in records if r["type"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2] and epochs[1]["samples_seen"] == 80
     assert (tmp_path / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy")
@@ -76,7 +86,7 @@ def test_metrics_logger_writes_epoch_and_step_lines(tmp_path):
 
 def test_plotter_writes_one_png_per_metric(tmp_path):
     drive(Plotter(tmp_path), FakeTrainer())
-    for name in ("loss.png", "accuracy.png"):
+    for name in ("loss.png", "accuracy.png", "batch_size.png", "lr.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "val_loss.png").exists()
 
@@ -103,7 +113,7 @@ def test_trainer_calls_every_hook_in_order_and_honours_stop_training():
     x, y = np.random.default_rng(0).normal(size=(25, 3)).astype(np.float32), np.arange(25) % 2
     recorder = Recorder()
     Trainer("mlp", seed=0).fit(x, y, batch_size=10, epochs=5, callbacks=[recorder])
-    keys = sorted(["epoch", "loss", "accuracy", "time_s", "samples_per_s"])
+    keys = sorted(["epoch", "loss", "accuracy", "batch_size", "lr", "time_s", "samples_per_s"])
     expected = [("fit_begin", 5, 3, 25)]
     for epoch in range(2):
         expected += [("epoch_begin", epoch), ("batch", 10), ("batch", 10), ("batch", 5),

@@ -11,13 +11,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FitInfo:
-    """What a fit() will do. epochs: count; steps_per_epoch: batches; num_samples: per epoch."""
+    """What a fit() will do. epochs: count; steps_per_epoch: batches at the first batch size;
+    num_samples: per epoch; batch_size: the first logical batch; policy, memory, lr: one-line
+    descriptions of the batch-size policy, the memory ceiling and the learning-rate control."""
 
     epochs: int
     steps_per_epoch: int
     num_samples: int
     batch_size: int
     validation_samples: int
+    policy: str = ""
+    memory: str = ""
+    lr: str = ""
 
 
 class Callback:
@@ -31,7 +36,8 @@ class Callback:
         """Before epoch `epoch` (0-based)."""
 
     def on_batch_end(self, trainer: "Trainer", batch_size: int) -> None:
-        """After each optimizer step; trainer.step_ and trainer.samples_seen_ are updated."""
+        """After each optimizer step; trainer.last_step_ holds the step's record (batch size,
+        physical batch, accumulation steps, lr, samples seen)."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> None:
         """After epoch `epoch` and its validation; logs is the epoch's History record.

@@ -9,8 +9,10 @@ from batchtrain.callbacks.base import Callback, FitInfo
 class MetricsLogger(Callback):
     """Appends JSON lines to run_dir/metrics.jsonl and rewrites run_dir/history.csv each epoch.
 
-    Lines: {"type": "epoch", ...History record} after each epoch and, if every_steps is set,
-    {"type": "step", "step", "epoch", "samples_seen", running loss/metrics} every that many steps.
+    Lines: {"type": "fit", the run's set-up} first; {"type": "step", "step", "epoch",
+    "samples_seen", "batch_size", "physical_batch", "accumulation_steps", "lr"} after every step,
+    with the running loss and metrics added every `every_steps` steps (reading them waits for the
+    device, so not every step); {"type": "epoch", ...History record} after each epoch.
     """
 
     def __init__(self, run_dir: str | Path, every_steps: int | None = None):
@@ -21,18 +23,22 @@ class MetricsLogger(Callback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path_ = self.run_dir / "metrics.jsonl"
         self.epoch_ = 0
+        self._write({"type": "fit", "epochs": info.epochs, "samples_per_epoch": info.num_samples,
+                     "validation_samples": info.validation_samples, "batch_policy": info.policy,
+                     "memory": info.memory, "lr_control": info.lr})
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
 
     def on_batch_end(self, trainer, batch_size: int) -> None:
+        record = {"type": "step", "epoch": self.epoch_ + 1, **trainer.last_step_}
         if self.every_steps and trainer.step_ % self.every_steps == 0:
-            self._write({"type": "step", "step": trainer.step_, "epoch": self.epoch_ + 1,
-                         "samples_seen": trainer.samples_seen_, **trainer.running_logs()})
+            record.update(trainer.running_logs())
+        self._write(record)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
-        self._write({"type": "epoch", "step": trainer.step_, "samples_seen": trainer.samples_seen_,
-                     **logs})
+        self._write({"type": "epoch", "step": trainer.step_,
+                     "samples_seen": trainer.last_step_["samples_seen"], **logs})
         trainer.history_.to_csv(self.run_dir / "history.csv")
 
     def _write(self, record: dict) -> None:

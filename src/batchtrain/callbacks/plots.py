@@ -10,7 +10,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from batchtrain.callbacks.base import Callback  # noqa: E402
 from batchtrain.history import History  # noqa: E402
 
-NOT_PLOTTED = {"epoch", "time_s", "samples_per_s"}
+NOT_PLOTTED = {"epoch", "time_s", "samples_per_s", "batch_size", "lr"}  # per step instead
 
 
 class Plotter(Callback):
@@ -45,4 +45,20 @@ def plot_history(history: History, run_dir: str | Path) -> list[Path]:
         figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
+    for key, label in (("batch_size", "logical batch (samples)"), ("lr", "learning rate")):
+        if history.steps:
+            written.append(_plot_steps(history.steps, key, label, run_dir / f"{key}.png"))
     return written
+
+
+def _plot_steps(steps: list[dict], key: str, label: str, path: Path) -> Path:
+    """`key` of every step against samples seen (a step function: the value holds until the next)."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.step([step["samples_seen"] for step in steps], [step[key] for step in steps], where="post")
+    axes.set_xlabel("samples seen")
+    axes.set_ylabel(label)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -29,6 +29,7 @@ class ProgressBar(Callback):
         self.is_terminal_ = self.terminal if self.terminal is not None else _isatty(self.out_)
         self.info_ = info
         self.bar_ = None
+        print(f"batch size {info.policy}; {info.memory}; {info.lr}", file=self.out_, flush=True)
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
@@ -64,15 +65,16 @@ class ProgressBar(Callback):
 
 
 def format_logs(logs: dict) -> str:
-    """'loss 0.3012 - accuracy 0.8931 - ...' for the numeric metric entries."""
-    skip = {"epoch", "time_s", "samples_per_s"}
+    """'loss 0.3012 - accuracy 0.8931 - ...' for the loss and metric entries."""
+    skip = {"epoch", "time_s", "samples_per_s", "batch_size", "lr"}
     return " - ".join(f"{key} {value:.4f}" for key, value in logs.items()
                       if key not in skip and isinstance(value, float))
 
 
 def format_epoch(logs: dict, epochs: int) -> str:
+    setting = f"batch {logs['batch_size']} - lr {logs['lr']:.3g} - " if "batch_size" in logs else ""
     return (f"epoch {logs['epoch']}/{epochs} - {logs['time_s']:.1f}s - "
-            f"{logs['samples_per_s']:.0f} samples/s - {format_logs(logs)}")
+            f"{logs['samples_per_s']:.0f} samples/s - {setting}{format_logs(logs)}")
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -7,7 +7,7 @@ iterator itself, so no caller can forget to reseed an epoch), the batch boundari
 to the device.
 """
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -31,42 +31,55 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 class BatchIterator:
-    """Batches of `batch_size` samples (the last one may be smaller) from a source, per epoch.
+    """Batches from a source, per epoch; every sample exactly once per epoch.
 
-    batch_size: samples per batch, >= 1.
+    batch_size: samples per batch, or a callable asked before every batch (a batch-size policy's
+        batch_size method): a new size takes effect at the next batch, mid-epoch included, and
+        the epoch continues from the same position in the same order.
     shuffle: a new seeded order every epoch (epoch_order); else the stored order.
     seed: the shuffle seed; device: where batches are delivered.
+    position: samples of the current epoch already delivered (for checkpoints).
     """
 
-    def __init__(self, source: Source, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 device: torch.device = torch.device("cpu")):
-        check_batch_size(batch_size)
+    def __init__(self, source: Source, batch_size: int | Callable[[], int], shuffle: bool = True,
+                 seed: int = 0, device: torch.device = torch.device("cpu")):
+        if not callable(batch_size):
+            check_batch_size(batch_size)
         self.source = _place(source, device)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size if callable(batch_size) else int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
         self.device = device
+        self.position = 0
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        return -(-len(self.source) // self.batch_size)
+        """Batches per epoch at the current batch size."""
+        return -(-len(self.source) // self._next_size())
 
     @property
     def num_samples(self) -> int:
         return len(self.source)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The batches of epoch `epoch` (0-based), on the device."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of epoch `epoch` (0-based), on the device, from sample `start` of its order."""
         non_blocking = self.device.type == "cuda"
-        for x, y in self.source.batches(self._index_batches(epoch)):
+        for x, y in self.source.batches(self._index_batches(epoch, start)):
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
-    def _index_batches(self, epoch: int) -> Iterator[IndexBatch]:
+    def _index_batches(self, epoch: int, start: int) -> Iterator[IndexBatch]:
         num_samples = len(self.source)
         order = epoch_order(num_samples, self.seed, epoch) if self.shuffle else None
-        for start in range(0, num_samples, self.batch_size):
-            stop = min(start + self.batch_size, num_samples)
-            yield slice(start, stop) if order is None else order[start:stop]
+        self.position = start
+        while self.position < num_samples:
+            stop = min(self.position + self._next_size(), num_samples)
+            index = slice(self.position, stop) if order is None else order[self.position:stop]
+            self.position = stop
+            yield index
+
+    def _next_size(self) -> int:
+        size = self.batch_size() if callable(self.batch_size) else self.batch_size
+        check_batch_size(size)
+        return int(size)
 
 
 def is_count(value: object, minimum: int = 1) -> bool:

@@ -1,0 +1,1 @@
+"""Batch-size policies, memory ceiling and learning-rate coupling."""

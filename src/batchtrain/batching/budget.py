@@ -1,0 +1,37 @@
+"""Memory budgets as users write them: bytes, a fraction of available RAM, or "8GiB"."""
+import re
+
+from batchtrain.errors import ConfigError
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_budget(budget: float | int | str | None) -> float | int | None:
+    """None (default), a fraction of available memory (float in (0, 1]) or a byte count (int)."""
+    if budget is None or isinstance(budget, bool):
+        if isinstance(budget, bool):
+            raise ConfigError(f"memory_budget must be bytes, a fraction or a size, got {budget!r}")
+        return None
+    if isinstance(budget, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", budget)
+        if not match or match.group(2).lower() not in UNITS:
+            raise ConfigError(f"memory budget {budget!r} is not a size; write e.g. 8GiB, 512MiB, "
+                              "a byte count, or a fraction of available memory such as 0.5")
+        number, unit = float(match.group(1)), match.group(2).lower()
+        budget = number if not unit and number <= 1 else int(number * UNITS[unit])
+    if isinstance(budget, float) and not 0 < budget <= 1:
+        raise ConfigError(f"a fractional memory budget must be in (0, 1], got {budget}")
+    if isinstance(budget, int) and budget < 1:
+        raise ConfigError(f"memory budget must be positive, got {budget} bytes")
+    return budget
+
+
+def resolve_budget(budget: float | int | str | None) -> int | None:
+    """Bytes for the memory estimate (None: the estimator's default, half the available RAM)."""
+    from batchtrain.batching.memory import available_memory_bytes  # the estimator owns the probe
+
+    parsed = parse_budget(budget)
+    if isinstance(parsed, float):
+        return int(parsed * available_memory_bytes())
+    return parsed

@@ -1,0 +1,80 @@
+"""Learning-rate coupling: how the learning rate follows the logical batch size.
+
+When the batch grows by a factor k the gradient's noise shrinks by k, and the step can grow:
+- "linear": lr x k (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): the rule for SGD.
+- "sqrt": lr x sqrt(k) (Krizhevsky 2014; Hoffer et al. 2017; Malladi et al. 2022 for Adam):
+  keeps the update's noise constant; the usual rule for adaptive optimizers (Adam, RMSprop).
+- "none": leave the learning rate alone.
+The reference batch (k = 1) is the first logical batch of the run: the learning rate the user gave
+applies to the batch size the user started with.
+"""
+import math
+
+import torch
+
+from batchtrain.errors import ConfigError
+from batchtrain.schedules import Constant, LRSchedule, SampleClock
+
+LR_SCALING_RULES = ("none", "linear", "sqrt")
+
+# The documented default per optimizer: SGD follows Goyal et al., adaptive methods the sqrt rule.
+DEFAULT_LR_SCALING = {torch.optim.SGD: "linear", torch.optim.Adam: "sqrt",
+                      torch.optim.AdamW: "sqrt", torch.optim.RMSprop: "sqrt",
+                      torch.optim.Adagrad: "sqrt"}
+
+
+def default_lr_scaling(optimizer: torch.optim.Optimizer) -> str:
+    """The rule for this optimizer's class (subclasses included); "none" for unknown optimizers."""
+    for cls, rule in DEFAULT_LR_SCALING.items():
+        if isinstance(optimizer, cls):
+            return rule
+    return "none"
+
+
+def lr_scale(rule: str, batch_size: int, reference_batch: int) -> float:
+    """The learning-rate multiplier for `batch_size` samples under `rule`."""
+    ratio = batch_size / reference_batch
+    if rule == "linear":
+        return ratio
+    if rule == "sqrt":
+        return math.sqrt(ratio)
+    if rule == "none":
+        return 1.0
+    raise ConfigError(f"unknown lr scaling {rule!r}; choose one of {', '.join(LR_SCALING_RULES)}")
+
+
+class LearningRate:
+    """Sets the optimizer's learning rates before each step: base x coupling x schedule.
+
+    scaling: "auto" (DEFAULT_LR_SCALING), "none", "linear" or "sqrt".
+    schedule: a sample-keyed LRSchedule (schedules.py); default constant.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaling: str = "auto",
+                 schedule: LRSchedule | None = None):
+        self.optimizer = optimizer
+        self.rule = default_lr_scaling(optimizer) if scaling == "auto" else scaling
+        lr_scale(self.rule, 1, 1)  # validates the rule now, not at the first step
+        self.schedule = schedule or Constant()
+        # "initial_lr" (torch's own scheduler convention) keeps the user's lr across fit() calls,
+        # after this class has rescaled group["lr"].
+        self.base_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+        self.reference_batch: int | None = None
+
+    def apply(self, batch_size: int, clock: SampleClock) -> float:
+        """Set every param group's lr for a step of `batch_size` samples; returns the first group's."""
+        if self.reference_batch is None:
+            self.reference_batch = batch_size
+        factor = lr_scale(self.rule, batch_size, self.reference_batch) * self.schedule.factor(clock)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * factor
+        return self.base_lrs[0] * factor
+
+    def state_dict(self) -> dict:
+        return {"rule": self.rule, "base_lrs": list(self.base_lrs),
+                "reference_batch": self.reference_batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rule = state["rule"]
+        self.base_lrs = list(state["base_lrs"])
+        self.reference_batch = state["reference_batch"]
