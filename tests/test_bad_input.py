@@ -182,7 +182,7 @@ def test_dataset_not_found_without_download_names_the_searched_dirs(capsys, tmp_
     ("broken.yaml", "epochs: [1, 2\n", "is malformed"),
     ("broken.toml", "epochs = \n", "is malformed"),
     ("typo.yaml", "batch_sise: 32\n", "has unknown option(s) batch_sise; valid options: data,"),
-    ("type.yaml", 'batch_size: "big"\n', "batch_size in config file"),
+    ("type.yaml", 'epochs: "many"\n', "epochs in config file"),
     ("type.toml", 'shuffle = "maybe"\n', "must be true or false, got 'maybe'"),
     ("list.yaml", "- epochs\n", "must hold a mapping of option: value, got list"),
     ("options.ini", "epochs = 1\n", "must end in .yaml, .yml, .toml or .json"),
@@ -202,14 +202,21 @@ def test_config_file_that_does_not_exist(capsys, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--validation-split", "1.5"], "validation_split must be in [0, 1), got 1.5"),
-    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
-    (["--batch-size", "2.5"], "--batch-size must be an integer, got '2.5'"),
+    (["--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
+    (["--batch-size", "2.5"], "batch size '2.5' is not valid"),
+    (["--batch-size", "double:64"], "expected 3 comma-separated values"),
+    (["--lr-schedule", "cosine:-1"], "bad learning-rate schedule 'cosine:-1'"),
+    (["--memory-budget", "lots"], "memory budget 'lots' is not a size"),
+    (["--memory-budget", "1.5"], "a fractional memory budget must be in (0, 1], got 1.5"),
+    (["--lr-scaling", "cubic"], "--lr-scaling must be one of auto, none, linear, sqrt"),
+    (["--max-physical-batch", "0"], "max_physical_batch must be >= 1, got 0"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
     (["--optimizer", "nope"], "--optimizer must be one of sgd, adam, adamw, rmsprop; "
                               "got 'nope'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ], ids=["validation-split", "batch-size-0", "batch-size-float", "epochs-0", "optimizer",
-        "unknown-flag"])
+        "unknown-flag", "batch-schedule", "lr-schedule", "budget-word", "budget-fraction",
+        "lr-scaling", "physical-batch"])
 def test_bad_fit_flags(capsys, flags, message):
     assert message in cli_error(capsys, "fit", *flags)
 

@@ -309,6 +309,6 @@ def test_bad_input_in_a_real_process_is_one_stderr_line_and_status_2(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ),
                             timeout=120)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["batchtrain fit: error: batch_size must be >= 1, got 0"]
+    assert result.stderr.splitlines() == ["batchtrain fit: error: batch_size must be an integer >= 1, got 0"]
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert not (tmp_path / "runs").exists()  # rejected before anything was written

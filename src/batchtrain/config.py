@@ -8,8 +8,19 @@ from typing import Any
 
 import yaml
 
+from batchtrain.batching.budget import parse_budget
+from batchtrain.batching.spec import parse_batch_size
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
+from batchtrain.schedules import as_lr_schedule
+
+
+def int_or_text(value: Any) -> int | str:
+    """An integer where the text is one ("128"), else the text ("max", "double:64,1e,1024")."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
 
 
 def option(default: Any, help: str, kind: type = str, choices: tuple | None = None) -> Any:
@@ -34,7 +45,17 @@ class FitConfig:
     loss: str | None = option(None, "loss name (default inferred from the task)")
     task: str | None = option(None, "task (default inferred from the labels)",
                               choices=("multiclass", "binary", "regression"))
-    batch_size: int = option(128, "samples per optimizer step", int)
+    batch_size: int | str = option(128, "samples per optimizer step: N, max (the memory "
+                                   "ceiling), a schedule 128,256@2e,512@4e, ramp:64,512,3e or "
+                                   "double:64,1e,1024", int_or_text)
+    lr_scaling: str = option("auto", "how the lr follows the batch size (auto: linear for sgd, "
+                             "sqrt otherwise)", choices=("auto", "none", "linear", "sqrt"))
+    lr_schedule: str | None = option(None, "sample-keyed lr schedule, e.g. cosine, "
+                                     "warmup:1e+cosine, step:2e,4e, onecycle (default constant)")
+    memory_budget: str | None = option(None, "memory for the physical batch: 8GiB, 512MiB or a "
+                                       "fraction of available RAM (default 0.5)")
+    max_physical_batch: int | None = option(None, "cap on the physical batch, instead of the "
+                                            "memory estimate; larger batches accumulate", int)
     epochs: int = option(5, "passes over the training data", int)
     validation_split: float = option(0.2, "last fraction of the training data held out", float)
     shuffle: bool = option(True, "shuffle the training data every epoch", bool)
@@ -47,7 +68,11 @@ class FitConfig:
 
     def validate(self) -> "FitConfig":
         """Raise ConfigError for values out of range, before any data is loaded."""
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        parse_batch_size(self.batch_size)
+        as_lr_schedule(self.lr_schedule)
+        parse_budget(self.memory_budget)
+        _check(self.max_physical_batch is None or self.max_physical_batch >= 1,
+               f"max_physical_batch must be >= 1, got {self.max_physical_batch}")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(0.0 <= self.validation_split < 1.0,
                f"validation_split must be in [0, 1), got {self.validation_split}")
@@ -114,7 +139,8 @@ def _coerce(kind: type, value: Any) -> Any:
 
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number",
-            list: "a list of integers (e.g. 128,64)"}.get(kind, "a string")
+            list: "a list of integers (e.g. 128,64)",
+            int_or_text: "an integer or a batch-size spec (max, 128,256@2e ...)"}.get(kind, "a string")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

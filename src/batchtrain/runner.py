@@ -67,7 +67,9 @@ def make_trainer(config: FitConfig) -> Trainer:
     return Trainer(config.model, optimizer=config.optimizer, loss=config.loss, lr=config.lr,
                    device=config.device, seed=config.seed, task=config.task,
                    model_options={"hidden": config.hidden} if config.hidden else None,
-                   optimizer_options=optimizer_options)
+                   optimizer_options=optimizer_options, lr_scaling=config.lr_scaling,
+                   lr_schedule=config.lr_schedule, memory_budget=config.memory_budget,
+                   max_physical_batch=config.max_physical_batch)
 
 
 def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:

@@ -19,7 +19,8 @@ def parse_budget(budget: float | int | str | None) -> float | int | None:
             raise ConfigError(f"memory budget {budget!r} is not a size; write e.g. 8GiB, 512MiB, "
                               "a byte count, or a fraction of available memory such as 0.5")
         number, unit = float(match.group(1)), match.group(2).lower()
-        budget = number if not unit and number <= 1 else int(number * UNITS[unit])
+        # Without a unit: a decimal is a fraction of available memory, an integer a byte count.
+        budget = number if not unit and "." in match.group(1) else int(number * UNITS[unit])
     if isinstance(budget, float) and not 0 < budget <= 1:
         raise ConfigError(f"a fractional memory budget must be in (0, 1], got {budget}")
     if isinstance(budget, int) and budget < 1:

@@ -25,7 +25,8 @@ def load_splits(data: str, data_dir: str | os.PathLike | None = None, download: 
 def load_npz(path: Path) -> Splits:
     """Splits from a .npz archive (keys x_train/y_train[/x_test/y_test], or x/y)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaves its file open when the archive is truncated.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise DataError(f"data file {path} not found; check the path") from None
