@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.coupling import LearningRate
+from batchtrain.batching.budget import resolve_budget
 from batchtrain.batching.memory import MemoryEstimate, memory_ceiling
 from batchtrain.batching.spec import parse_batch_size, resolve_policy
-from batchtrain.batching.budget import resolve_budget
 from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
 from batchtrain.checkpoint import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
@@ -241,7 +241,7 @@ class Trainer:
         if self.memory_ is not None:  # the model does not change between fit() calls
             return self.memory_
         sample_x, _ = next(BatchIterator(train, 16, False, 0, self.device_).epoch(0))
-        budget = resolve_budget(self.memory_budget)
+        budget = resolve_budget(self.memory_budget, self.device_)
         return memory_ceiling(self.model_, sample_x, self.device_, budget_bytes=budget,
                               optimizer=self.optimizer_)
 

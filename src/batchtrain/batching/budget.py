@@ -1,6 +1,8 @@
 """Memory budgets as users write them: bytes, a fraction of available RAM, or "8GiB"."""
 import re
 
+import torch
+
 from batchtrain.errors import ConfigError
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -28,11 +30,14 @@ def parse_budget(budget: float | int | str | None) -> float | int | None:
     return budget
 
 
-def resolve_budget(budget: float | int | str | None) -> int | None:
-    """Bytes for the memory estimate (None: the estimator's default, half the available RAM)."""
+def resolve_budget(budget: float | int | str | None, device: torch.device | None = None) -> int | None:
+    """Bytes for the memory ceiling (None: the estimator's default). A fraction is of the free
+    memory of the device that trains: the GPU's on CUDA, the available RAM otherwise."""
     from batchtrain.batching.memory import available_memory_bytes  # the estimator owns the probe
 
     parsed = parse_budget(budget)
     if isinstance(parsed, float):
+        if device is not None and device.type == "cuda":
+            return int(parsed * torch.cuda.mem_get_info(device)[0])
         return int(parsed * available_memory_bytes())
     return parsed

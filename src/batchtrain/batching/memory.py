@@ -225,7 +225,8 @@ class _BackwardTrace:
     def node_ran(self, node, grad_inputs, grad_outputs) -> None:
         produced = dict(_storage_key(grad) for grad, (next_node, _)
                         in zip(grad_inputs, node.next_functions)
-                        if grad is not None and next_node and not _accumulates_grad(next_node))
+                        if grad is not None and next_node is not None
+                        and not _accumulates_grad(next_node))
         new_bytes = sum(size for key, size in produced.items() if key not in self.grads)
         saved_bytes = sum(size for size, _ in self.saved.values())
         self.live_bytes.append(self.held_bytes + saved_bytes + sum(self.grads.values()) + new_bytes)
