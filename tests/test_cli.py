@@ -29,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRAIN_SAMPLES = 192  # 240 images less the validation_split=0.2 tail
 STEPS_PER_EPOCH = TRAIN_SAMPLES // 32
 RUN_FILES = {"config.yaml", "metrics.jsonl", "history.csv", "model.safetensors", "model.json",
-             "test.json", "loss.png", "accuracy.png", "batch_size.png", "lr.png"}
+             "test.json", "loss.png", "accuracy.png", "batch_size.png", "lr.png", "checkpoints"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -257,12 +257,15 @@ def test_config_file_sets_options_and_flags_override_it(kind, npz_file, tmp_path
 def test_rerun_into_the_same_output_needs_overwrite(npz_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *mlp_fit_args(npz_file, run_dir, "--seed", "1"))[0] == 0
-    first = {path.name: path.read_bytes() for path in run_dir.iterdir()}
+    first = {path.relative_to(run_dir): path.read_bytes() for path in run_dir.rglob("*")
+             if path.is_file()}
 
     code, out, err = run_cli(capsys, *mlp_fit_args(npz_file, run_dir, "--seed", "2"))
     assert code == 2
     assert len(err.splitlines()) == 1 and "already holds a run" in err and "--overwrite" in err
-    assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == first
+    assert "--resume" in err
+    assert {path.relative_to(run_dir): path.read_bytes() for path in run_dir.rglob("*")
+            if path.is_file()} == first
 
     code, out, err = run_cli(capsys, *mlp_fit_args(npz_file, run_dir, "--seed", "2", "--overwrite"))
     assert code == 0, err

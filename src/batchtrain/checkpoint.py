@@ -1,118 +1,123 @@
-"""Saving and loading trained models without pickle: safetensors weights + a JSON description.
+"""Training checkpoints on disk: atomic, checksummed, the last K kept, loaded without unpickling.
 
-model.safetensors holds the state dict; model.json the model spec (to rebuild the module), the
-task, the input shape and the metric names. Neither format can execute code when loaded.
+A checkpoint is two files in the checkpoint directory:
+  ckpt-<samples_seen, 14 digits>.pt    torch.save of a dict holding only tensors, numbers, strings,
+                                        lists and dicts: torch.load(path, weights_only=True) reads it
+  ckpt-<samples_seen, 14 digits>.json  {"sha256": ..., "bytes": ...}: written after the .pt, so a
+                                        .pt without its .json is an interrupted save
+Both are written atomically (fileio.atomic_write). A checkpoint whose .json is missing or whose
+checksum differs is skipped, with a warning, for the previous one.
 """
 import json
-import os
-import tempfile
-from collections.abc import Callable
+import pickle
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+import torch
 
 from batchtrain.errors import BatchTrainError
-from batchtrain.models.spec import ModelSpec
-from batchtrain.tasks import Task
+from batchtrain.fileio import atomic_write, fsync_directory, sha256_file
 
-if TYPE_CHECKING:
-    from batchtrain.trainer import Trainer
-
-WEIGHTS_FILE = "model.safetensors"
-DESCRIPTION_FILE = "model.json"
+PREFIX = "ckpt-"
 FORMAT_VERSION = 1
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over `path`.
+class CheckpointError(BatchTrainError):
+    """A checkpoint cannot be written, found or trusted."""
 
-    A crash leaves either the old file or the new one, never a torn file; os.replace is atomic
-    within one filesystem, which is why the temporary file lives beside the destination.
+
+def checkpoint_path(directory: Path, samples_seen: int) -> Path:
+    return Path(directory) / f"{PREFIX}{samples_seen:014d}.pt"
+
+
+def save_checkpoint(directory: str | Path, state: dict, keep: int = 3) -> Path:
+    """Write `state` as the checkpoint for state["progress"]["samples_seen"]; keep the newest `keep`.
+
+    Raises CheckpointError (disk full, unwritable directory): the previous checkpoints are intact.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    directory = Path(directory)
+    path = checkpoint_path(directory, state["progress"]["total_samples_seen"])
     try:
-        write(Path(temporary))
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda temporary: torch.save({"format": FORMAT_VERSION, **state}, temporary))
+        record = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        atomic_write(path.with_suffix(".json"), lambda temporary: temporary.write_text(json.dumps(record)))
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the "
+                              "previous checkpoints are intact; free space or choose another "
+                              "--output and resume") from None
+    _prune(directory, keep)
+    return path
 
 
-def save_model(trainer: "Trainer", run_dir: str | Path) -> None:
-    """Write run_dir/model.safetensors and run_dir/model.json for a trained trainer."""
-    run_dir = Path(run_dir)
-    spec = getattr(trainer, "model_spec_", None)
-    description = {
-        "format": FORMAT_VERSION,
-        "model": spec.to_dict() if spec is not None else None,
-        "task": trainer.task_.to_dict(),
-        "input_shape": list(trainer.input_shape_),
-        "metrics": list(trainer.metric_names_),
-    }
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor
-             in trainer.model_.state_dict().items()}
-    atomic_write(run_dir / WEIGHTS_FILE, lambda path: save_file(state, str(path)))
-    atomic_write(run_dir / DESCRIPTION_FILE,
-                 lambda path: path.write_text(json.dumps(description, indent=2) + "\n"))
+def _prune(directory: Path, keep: int) -> None:
+    """Remove all but the newest `keep` complete checkpoints, and leftovers of interrupted saves."""
+    complete = [path for path in list_checkpoints(directory) if path.with_suffix(".json").exists()]
+    for path in complete[:-keep] if keep > 0 else []:
+        path.with_suffix(".json").unlink(missing_ok=True)  # first: a .pt alone reads as incomplete
+        path.unlink(missing_ok=True)
+    for leftover in directory.glob(f".{PREFIX}*.tmp"):
+        leftover.unlink(missing_ok=True)
+    fsync_directory(directory)
 
 
-def load_description(run_dir: str | Path) -> dict:
-    """The parsed model.json of a run directory, with a clear error if it is missing or malformed."""
-    path = Path(run_dir) / DESCRIPTION_FILE
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """The .pt files of a checkpoint directory, oldest first (by samples seen)."""
+    return sorted(Path(directory).glob(f"{PREFIX}*.pt"))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read one checkpoint after checking its checksum; refuses anything that needs unpickling."""
+    path = Path(path)
+    record_path = path.with_suffix(".json")
     try:
-        description = json.loads(path.read_text())
+        record = json.loads(record_path.read_text())
     except FileNotFoundError:
-        raise BatchTrainError(f"{path} not found: {run_dir} is not a finished batchtrain run "
-                              "(run `batchtrain fit --output DIR` first)") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise BatchTrainError(f"cannot read {path}: {error}; the run directory is damaged") from None
-    if not isinstance(description, dict) or description.get("format") != FORMAT_VERSION:
-        raise BatchTrainError(f"{path} is not a batchtrain model description (format "
-                              f"{FORMAT_VERSION}); it may come from another version")
-    return description
+        raise CheckpointError(f"checkpoint {path} is incomplete (no {record_path.name}): the save "
+                              "was interrupted") from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint record {record_path} is unreadable: {error}") from None
+    if not isinstance(record, dict) or sha256_file(path) != record.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its SHA-256 does not match "
+                              f"{record_path.name}")
+    return read_checkpoint_file(path)
 
 
-def load_model_state(run_dir: str | Path, model: nn.Module) -> nn.Module:
-    """Load run_dir/model.safetensors into `model` (strict: every tensor must match)."""
-    path = Path(run_dir) / WEIGHTS_FILE
+def read_checkpoint_file(path: Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain data only, never arbitrary objects."""
     try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise BatchTrainError(f"{path} not found: the run has no saved weights") from None
-    except (SafetensorError, OSError, ValueError) as error:
-        raise BatchTrainError(f"cannot read weights {path}: {error}; the file is damaged") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise BatchTrainError(f"the weights in {path} do not fit the model: {first_line}") from None
-    return model
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise CheckpointError(f"refusing checkpoint {path}: it holds pickled objects that could run "
+                              f"code when loaded ({first_line[:160]}); only checkpoints written "
+                              "by batchtrain can be resumed") from None
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a batchtrain checkpoint (format {FORMAT_VERSION})")
+    return state
 
 
-def restore_trainer(trainer: "Trainer", run_dir: str | Path, model: nn.Module | None) -> "Trainer":
-    """Set a fresh trainer's learned state (model_, task_ ...) from a run directory."""
-    description = load_description(run_dir)
-    task = Task(**description["task"])
-    input_shape = tuple(description["input_shape"])
-    if model is None:
-        if description["model"] is None:
-            raise BatchTrainError(f"{run_dir} holds weights of a custom nn.Module; pass the module: "
-                                  "Trainer.load(run_dir, model=MyModel())")
-        spec = ModelSpec(description["model"]["name"], description["model"]["options"])
-        model = spec.build(input_shape, task.n_outputs)
-        trainer.model = trainer.model_spec_ = spec
-    trainer.model_ = load_model_state(run_dir, model).to(trainer.device_)
-    trainer.task_ = task
-    trainer.input_shape_ = input_shape
-    trainer.metrics = description["metrics"]
-    return trainer
+def newest_checkpoint(location: str | Path) -> tuple[dict, Path]:
+    """The newest valid checkpoint in a checkpoint directory, a run directory, or one .pt file.
 
-
-__all__ = ["atomic_write", "load_description", "load_model_state", "restore_trainer", "save_model"]
+    Incomplete or corrupt checkpoints are skipped with a warning naming them; a refused (unsafe)
+    checkpoint stops the search: it is not silently replaced by an older one.
+    """
+    location = Path(location)
+    if location.is_file():
+        return load_checkpoint(location), location
+    directory = location / "checkpoints" if (location / "checkpoints").is_dir() else location
+    candidates = list_checkpoints(directory)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint to resume from in {location} (looked for "
+                              f"{directory}/{PREFIX}*.pt); start a new run instead of resuming")
+    for path in reversed(candidates):
+        try:
+            return load_checkpoint(path), path
+        except CheckpointError as error:
+            if "refusing" in str(error):
+                raise
+            warnings.warn(f"{error}; using the previous checkpoint", stacklevel=2)
+    raise CheckpointError(f"every checkpoint in {directory} is incomplete or corrupt; "
+                          "start a new run")

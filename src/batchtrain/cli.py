@@ -1,9 +1,11 @@
 """The `batchtrain` command: fit, evaluate, predict, download.
 
 Bad input (options, config files, data files, run directories) ends with one line on stderr and
-exit status 2, never a traceback; Ctrl-C ends with status 130.
+exit status 2, never a traceback. Ctrl-C / SIGTERM during fit finish the step, write a
+checkpoint and exit with 130 / 143; a non-finite loss stops training with status 1.
 """
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +13,11 @@ from pathlib import Path
 from batchtrain import __version__
 from batchtrain.config import FIELDS, convert, read_config_file, resolve_config
 from batchtrain.data.builtin import DATASETS, download
-from batchtrain.runner import run_evaluate, run_fit, run_predict
+from batchtrain.errors import ConfigError
+from batchtrain.interrupts import TrainingInterrupted
+from batchtrain.runner import read_run_config, run_evaluate, run_fit, run_predict
 
+EXIT_STOPPED = 1  # training stopped on a non-finite loss (the last good checkpoint is kept)
 EXIT_BAD_INPUT = 2
 
 
@@ -32,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Train a model. With no options: the design document's "
                               "reference job (seed-cnn, Adam, batch 128, 5 epochs, validation 0.2).")
     fit.add_argument("--config", help="YAML, TOML or JSON file of options (flags override it)")
+    fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR from its newest checkpoint, with its "
+                          "options (flags given here override them, e.g. --epochs)")
     for name, spec in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{spec.metadata['help']} (default: {spec.default})"
@@ -78,8 +86,16 @@ def _fit(args: argparse.Namespace) -> int:
     file_options = read_config_file(args.config) if args.config else {}
     flag_options = {name: convert(name, value) for name, value in vars(args).items()
                     if name in FIELDS}
-    run_fit(resolve_config(file_options, flag_options))
-    return 0
+    if args.resume is not None:
+        if flag_options.get("overwrite"):
+            raise ConfigError("--resume continues a run and --overwrite replaces it; choose one")
+        run_options = read_run_config(args.resume).to_dict()
+        flag_options["output"] = str(args.resume)
+        config = resolve_config({**run_options, **file_options}, flag_options)
+    else:
+        config = resolve_config(file_options, flag_options)
+    results = run_fit(config, resume=args.resume is not None)
+    return EXIT_STOPPED if "stopped" in results else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -106,9 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"batchtrain {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrainingInterrupted as interrupted:  # the checkpoint is written; run_fit said where
+        return 128 + signal.Signals[interrupted.signal_name].value
     except KeyboardInterrupt:
         print(f"batchtrain {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT.value
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from batchtrain.batching.budget import parse_budget
 from batchtrain.batching.spec import parse_batch_size
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
-from batchtrain.schedules import as_lr_schedule
+from batchtrain.schedules import as_lr_schedule, to_samples
 
 
 def int_or_text(value: Any) -> int | str:
@@ -63,6 +63,12 @@ class FitConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     output: str | None = option(None, "run directory (default runs/<data>-<date>-<time>)")
     overwrite: bool = option(False, "replace the run directory's previous contents", bool)
+    checkpoint_every: str | None = option(None, "also checkpoint every N samples (or 0.5e: twice "
+                                          "an epoch); checkpoints are always written at epoch ends")
+    keep_checkpoints: int = option(3, "number of newest checkpoints kept", int)
+    on_nonfinite: str = option("stop", "on a NaN/inf loss or gradient: stop (keep the last good "
+                               "checkpoint), skip the step, or raise",
+                               choices=("stop", "skip", "raise"))
     log_every_steps: int = option(0, "also log running metrics every N steps (0: per epoch only)", int)
     progress: str = option("auto", "progress display", choices=("auto", "bar", "lines", "none"))
 
@@ -77,6 +83,9 @@ class FitConfig:
         _check(0.0 <= self.validation_split < 1.0,
                f"validation_split must be in [0, 1), got {self.validation_split}")
         _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.checkpoint_every is not None:
+            _check(to_samples(self.checkpoint_every, 1) >= 0, "checkpoint_every must be >= 0")
         _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {self.log_every_steps}")
         _check(self.hidden is None or all(size >= 1 for size in self.hidden),
                f"hidden sizes must be >= 1, got {self.hidden}")

@@ -13,7 +13,8 @@ class History:
 
     def __init__(self, epochs: list[dict] | None = None, steps: list[dict] | None = None):
         self.epochs: list[dict] = list(epochs or [])
-        # One record per optimizer step: step, samples_seen, batch_size, physical_batch,
+        # One record per optimizer step: step, samples_seen, batch_size (the logical batch asked
+        # for), samples (in this step: fewer at an epoch's end), physical_batch,
         # accumulation_steps, lr (host values only: recording them never waits for the device).
         self.steps: list[dict] = list(steps or [])
 

@@ -15,33 +15,51 @@ from typing import TextIO
 import numpy as np
 import yaml
 
-from batchtrain.callbacks import Callback, MetricsLogger, Plotter, ProgressBar
-from batchtrain.checkpoint import DESCRIPTION_FILE, WEIGHTS_FILE, atomic_write
+from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar
+from batchtrain.checkpoint import PREFIX, list_checkpoints
+from batchtrain.saving import DESCRIPTION_FILE, WEIGHTS_FILE
+from batchtrain.fileio import atomic_write
 from batchtrain.config import FitConfig
 from batchtrain.data.files import load_splits, scale_pixels
 from batchtrain.errors import ConfigError, DataError
+from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.trainer import Trainer
 
 CONFIG_FILE = "config.yaml"
 TEST_FILE = "test.json"
-RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE)
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE,
+             CHECKPOINT_DIR)
 
 
-def run_fit(config: FitConfig, out: TextIO | None = None) -> dict:
-    """Train as `config` says, write the run directory, print the test metrics; returns them."""
+def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) -> dict:
+    """Train as `config` says, write the run directory, print the test metrics; returns them.
+
+    resume: continue the run in config.output from its newest checkpoint.
+    """
     out = out or sys.stdout
     config = replace(config, seed=config.seed if config.seed is not None
                      else int.from_bytes(os.urandom(4), "little"))
-    run_dir = choose_run_dir(config)  # refuses an existing run before any slow work
+    run_dir = choose_run_dir(config, resume)  # refuses an existing run before any slow work
     splits = load_splits(config.data, config.data_dir, config.download)
     trainer = make_trainer(config)
-    create_run_dir(run_dir, config.overwrite)  # only now: bad input must not cost the old run
+    create_run_dir(run_dir, config.overwrite and not resume)  # only now: bad input must not cost the old run
     atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
     print(f"run directory: {run_dir}", file=out, flush=True)
     started = time.perf_counter()
-    trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size, epochs=config.epochs,
-                validation_split=config.validation_split, shuffle=config.shuffle,
-                callbacks=fit_callbacks(config, run_dir))
+    try:
+        trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size,
+                    epochs=config.epochs, validation_split=config.validation_split,
+                    shuffle=config.shuffle, callbacks=fit_callbacks(config, run_dir),
+                    resume=run_dir / CHECKPOINT_DIR if resume else None)
+    except TrainingInterrupted as interrupted:
+        print(f"batchtrain fit: {interrupted}; checkpoint written in {run_dir / CHECKPOINT_DIR}; "
+              f"continue with: batchtrain fit --resume {run_dir}", file=sys.stderr, flush=True)
+        raise
+    if trainer.stop_reason_:
+        print(f"batchtrain fit: {trainer.stop_reason_}; see {run_dir / CHECKPOINT_DIR}",
+              file=sys.stderr, flush=True)
+        return {"stopped": trainer.stop_reason_}
     trainer.save(run_dir)
     results = {"train_time_s": round(time.perf_counter() - started, 2)}
     if splits.x_test is not None:
@@ -69,34 +87,43 @@ def make_trainer(config: FitConfig) -> Trainer:
                    model_options={"hidden": config.hidden} if config.hidden else None,
                    optimizer_options=optimizer_options, lr_scaling=config.lr_scaling,
                    lr_schedule=config.lr_schedule, memory_budget=config.memory_budget,
-                   max_physical_batch=config.max_physical_batch)
+                   max_physical_batch=config.max_physical_batch, on_nonfinite=config.on_nonfinite)
 
 
 def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
     callbacks: list[Callback] = [MetricsLogger(run_dir, config.log_every_steps or None),
-                                 Plotter(run_dir)]
+                                 Plotter(run_dir),
+                                 Checkpoint(run_dir / CHECKPOINT_DIR, config.checkpoint_every,
+                                            config.keep_checkpoints)]
     if config.progress != "none":
         terminal = {"auto": None, "bar": True, "lines": False}[config.progress]
         callbacks.insert(0, ProgressBar(terminal=terminal))
     return callbacks
 
 
-def choose_run_dir(config: FitConfig) -> Path:
-    """The run directory to use; refuses one holding a run unless overwrite is set. Changes nothing."""
+def choose_run_dir(config: FitConfig, resume: bool = False) -> Path:
+    """The run directory to use; refuses one holding a run unless overwrite (or resume) is set.
+    Changes nothing on disk."""
     run_dir = Path(config.output) if config.output is not None else _new_run_dir(config.data)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--output {run_dir} is a file, not a directory; choose another path")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing and not config.overwrite:
-        raise ConfigError(f"{run_dir} already holds a run ({', '.join(existing)}); pass --overwrite "
-                          "to replace it or choose another --output")
+    if resume:
+        if not list_checkpoints(run_dir / CHECKPOINT_DIR):
+            raise ConfigError(f"nothing to resume in {run_dir}: it holds no checkpoints "
+                              f"({run_dir / CHECKPOINT_DIR}); start a new run without --resume")
+    elif existing and not config.overwrite:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
+                          f"--resume {run_dir}, replace it with --overwrite, or choose another --output")
     return run_dir
 
 
 def create_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create the run directory; with overwrite, remove a previous run's files (and only those)."""
     if overwrite:
-        for path in [run_dir / name for name in RUN_FILES] + list(run_dir.glob("*.png")):
+        for path in ([run_dir / name for name in RUN_FILES if name != CHECKPOINT_DIR]
+                     + list(run_dir.glob("*.png"))
+                     + list((run_dir / CHECKPOINT_DIR).glob(f"{PREFIX}*"))):
             path.unlink(missing_ok=True)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

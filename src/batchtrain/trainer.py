@@ -5,6 +5,7 @@ reporting in callbacks/, the task's loss and target handling in tasks.py.
 """
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,23 @@ from batchtrain.batching.budget import resolve_budget
 from batchtrain.batching.memory import MemoryEstimate, memory_ceiling
 from batchtrain.batching.spec import parse_batch_size, resolve_policy
 from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
-from batchtrain.checkpoint import restore_trainer, save_model
+from batchtrain.checkpoint import newest_checkpoint
+from batchtrain.saving import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
 from batchtrain.data.sources import Source, as_source, split_validation
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError, DataError
 from batchtrain.history import History
+from batchtrain.interrupts import NonFiniteError, TrainingInterrupted, stop_on_signals
 from batchtrain.metrics import MetricSet
 from batchtrain.models.spec import ModelSpec
 from batchtrain.optim import OptimizerLike, make_optimizer
+from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
 from batchtrain.tasks import DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets
 
 BatchSizeLike = int | str | BatchSizePolicy
+NONFINITE_ACTIONS = ("stop", "skip", "raise")
 EVAL_BATCH_SIZE = 1024  # evaluation keeps no activations for backward, so large batches are cheap
 
 
@@ -56,6 +61,9 @@ class Trainer:
         (float in (0, 1]), or a string such as "8GiB"; default half the available RAM (CPU) or the
         device's memory found by trial (CUDA). Larger logical batches accumulate gradients.
     max_physical_batch: a cap on the physical batch that replaces the memory estimate.
+    on_nonfinite: a NaN or infinite loss or gradient "stop"s training (default; the step is not
+        applied, fit() returns with stop_reason_ set), is "skip"ped (no update), or "raise"s
+        NonFiniteError.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -65,7 +73,7 @@ class Trainer:
                  model_options: dict | None = None, optimizer_options: dict | None = None,
                  lr_scaling: str = "auto", lr_schedule: LRSchedule | str | None = None,
                  memory_budget: float | int | str | None = None,
-                 max_physical_batch: int | None = None):
+                 max_physical_batch: int | None = None, on_nonfinite: str = "stop"):
         self.model = model
         self.optimizer = optimizer
         self.loss = loss
@@ -80,6 +88,7 @@ class Trainer:
         self.lr_schedule = lr_schedule
         self.memory_budget = memory_budget
         self.max_physical_batch = max_physical_batch
+        self.on_nonfinite = on_nonfinite
         # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls.
         self.model_: nn.Module | None = None
         self.optimizer_: torch.optim.Optimizer | None = None
@@ -90,79 +99,131 @@ class Trainer:
         self.history_: History | None = None
         self.memory_: MemoryEstimate | None = None
         self.stop_training = False
+        self.interrupt_: str | None = None
 
     def fit(self, x: Any, y: Any = None, *, batch_size: BatchSizeLike = 128, epochs: int = 5,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
-            callbacks: Iterable[Callback] = ()) -> History:
+            callbacks: Iterable[Callback] = (), resume: str | Path | None = None) -> History:
         """Train for `epochs` passes over x, y (arrays/tensors, or a Dataset of (x, y) as x).
 
         batch_size: samples per optimizer step: an int, "max" (the memory ceiling), a spec string
         ("128,256@2e", "double:64,1e,1024": see batching/spec.py) or a BatchSizePolicy.
         validation_split: the last fraction of x held out before shuffling (as Keras).
         validation_data: (x_val, y_val) or a Dataset; overrides validation_split.
+        resume: a checkpoint directory, run directory or checkpoint file: continue from its newest
+            valid checkpoint (mid-epoch included), with the same data and arguments.
+        Ctrl-C or SIGTERM finish the current step, let callbacks checkpoint, then raise
+        TrainingInterrupted.
         """
         requested = parse_batch_size(batch_size)
         _check_epochs(epochs)
         train, val = self._fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
         self._begin_run(requested, train, int(epochs))
+        start_epoch, start_position = self._resume(resume) if resume is not None else (0, 0)
         batches = BatchIterator(self._with_targets(train), self.policy_.batch_size, shuffle,
                                 self.seed_, self.device_)
         val_batches = self._eval_batches(val) if val is not None else None
         hooks = CallbackList(callbacks)
         hooks.on_fit_begin(self, self._fit_info(batches, int(epochs), val))
-        for epoch in range(int(epochs)):
-            logs = self.run_epoch(batches, epoch, hooks)
-            if val_batches is not None:
-                logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
-            self.history_.append(logs)
-            hooks.on_epoch_end(self, epoch, logs)
-            if self.stop_training:
-                break
+        with stop_on_signals(self):
+            for epoch in range(start_epoch, int(epochs)):
+                logs = self.run_epoch(batches, epoch, hooks, start_position * (epoch == start_epoch))
+                if self.stop_training:  # a non-finite step: this epoch is not complete
+                    break
+                if val_batches is not None:
+                    logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
+                self.history_.append(logs)
+                hooks.on_epoch_end(self, epoch, logs)
+                if self.stop_training:
+                    break
         hooks.on_fit_end(self, self.history_)
         return self.history_
 
-    def run_epoch(self, batches: BatchIterator, epoch: int, hooks: Callback) -> dict:
-        """One pass over the training batches (whatever sizes the policy picks); the epoch's record."""
+    def run_epoch(self, batches: BatchIterator, epoch: int, hooks: Callback, start: int = 0) -> dict:
+        """One pass over the training batches (whatever sizes the policy picks), from sample
+        `start` of the epoch's order; returns the epoch's record."""
         hooks.on_epoch_begin(self, epoch)
-        self.train_metrics_.reset()
+        if start == 0:  # a resumed epoch keeps the metric sums restored from its checkpoint
+            self.train_metrics_.reset()
         self.model_.train()
         started = time.perf_counter()
-        for x, y in batches.epoch(epoch):
+        for x, y in batches.epoch(epoch, start):
             self.last_step_ = self.train_step(x, y)
+            self.position_ = batches.position
+            if self.last_step_ is None:  # non-finite, on_nonfinite="stop"
+                break
             self.history_.steps.append(self.last_step_)
             self.policy_.observe(StepStats(self.run_samples_, epoch, batches.num_samples, len(y)))
             hooks.on_batch_end(self, len(y))
+            if self.interrupt_ is not None:
+                raise TrainingInterrupted(self.interrupt_, self.step_)
         logs = {"epoch": epoch + 1, **self.train_metrics_.compute()}  # reads the device once
         elapsed_s = time.perf_counter() - started
-        return {**logs, "batch_size": self.last_step_["batch_size"], "lr": self.last_step_["lr"],
-                "time_s": elapsed_s, "samples_per_s": batches.num_samples / elapsed_s}
+        last = self.history_.steps[-1] if self.history_.steps else {"batch_size": 0, "lr": 0.0}
+        return {**logs, "batch_size": last["batch_size"], "lr": last["lr"], "time_s": elapsed_s,
+                "samples_per_s": (batches.num_samples - start) / elapsed_s}
 
-    def train_step(self, x: Tensor, y: Tensor) -> dict:
+    def train_step(self, x: Tensor, y: Tensor) -> dict | None:
         """One optimizer step on one logical batch, accumulated over physical micro-batches.
 
         Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
         gradient equals the gradient of the logical batch's mean loss: the same update as one step
-        on the whole batch. Metrics accumulate on the device (no sync). Returns the step's record.
+        on the whole batch. Metrics accumulate on the device. Returns the step's record (None when
+        a non-finite step stops training).
         """
         logical = len(y)
         # Coupled to the size the policy asked for, not to len(y): an epoch's short last batch is
         # not a change of batch size and must not change the learning rate.
-        lr = self.lr_control_.apply(self.policy_.batch_size(), self._clock())
+        requested = self.policy_.batch_size()
+        lr = self.lr_control_.apply(requested, self._clock())
         physical = min(logical, self.max_physical_batch_)
         micro_batches = list(zip(x.split(physical), y.split(physical)))
         self.optimizer_.zero_grad(set_to_none=True)
+        total_loss = torch.zeros((), device=self.device_)
         for inputs, targets in micro_batches:
             outputs = self.model_(inputs)
             loss = self.task_.loss_fn(outputs, targets)
-            (loss * (len(targets) / logical) if len(micro_batches) > 1 else loss).backward()
+            weighted = loss * (len(targets) / logical) if len(micro_batches) > 1 else loss
+            weighted.backward()
+            total_loss += weighted.detach()
             self.train_metrics_.update(outputs, targets, loss)
-        self.optimizer_.step()
+        finite = self._check_finite(total_loss, logical)
+        if finite is None:
+            return None
+        if finite:
+            self.optimizer_.step()
         self.step_ += 1
         self.samples_seen_ += logical
         self.run_samples_ += logical
-        return {"step": self.step_, "samples_seen": self.run_samples_, "batch_size": logical,
-                "physical_batch": physical, "accumulation_steps": len(micro_batches), "lr": lr}
+        return {"step": self.step_, "samples_seen": self.run_samples_, "batch_size": requested,
+                "samples": logical, "physical_batch": physical, "accumulation_steps": len(micro_batches), "lr": lr,
+                **({} if finite else {"skipped": True})}
+
+    def _check_finite(self, loss: Tensor, logical: int) -> bool | None:
+        """True if the step's loss and gradients are finite; else act on on_nonfinite:
+        "skip" -> False (no update), "stop" -> None, "raise" -> NonFiniteError.
+
+        One host synchronisation per step: the price of never applying a NaN update. Gradient
+        norms go in one fused call, so the check costs one pass over the gradients.
+        """
+        grads = [p.grad for p in self.model_.parameters() if p.grad is not None]
+        total = loss + (torch.stack(torch._foreach_norm(grads)).sum() if grads else 0.0)
+        if bool(torch.isfinite(total)):
+            return True
+        message = (f"non-finite loss or gradients at step {self.step_ + 1} (epoch "
+                   f"{self.run_samples_ // self.samples_per_epoch_ + 1}, {self.run_samples_} samples "
+                   "seen)")
+        if self.on_nonfinite == "skip":
+            self.optimizer_.zero_grad(set_to_none=True)
+            warnings.warn(f"{message}: step skipped", stacklevel=3)
+            return False
+        if self.on_nonfinite == "raise":
+            raise NonFiniteError(f"{message}; lower the learning rate or check the data")
+        self.stop_reason_ = f"{message}: training stopped; the last checkpoint is intact"
+        self.stop_training = True
+        warnings.warn(self.stop_reason_, stacklevel=3)
+        return None
 
     def running_logs(self) -> dict[str, float]:
         """Loss and metrics over the current epoch so far (reads the device: call at intervals)."""
@@ -233,9 +294,18 @@ class Trainer:
         self.lr_control_ = LearningRate(self.optimizer_, self.lr_scaling,
                                         as_lr_schedule(self.lr_schedule))
         self.samples_per_epoch_, self.total_samples_ = len(train), len(train) * epochs
-        self.run_samples_, self.last_step_ = 0, None
-        self.history_, self.stop_training = History(), False
+        self.run_samples_, self.position_, self.last_step_ = 0, 0, None
+        self.history_, self.stop_training, self.stop_reason_ = History(), False, None
+        if self.on_nonfinite not in NONFINITE_ACTIONS:
+            raise ConfigError(f"on_nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, "
+                              f"got {self.on_nonfinite!r}")
         self.policy_.observe(StepStats(0, 0, len(train), 0))  # where training stands
+
+    def _resume(self, location: str | Path) -> tuple[int, int]:
+        """Restore the newest valid checkpoint at `location`; returns (epoch, position) to continue."""
+        state, path = newest_checkpoint(location)
+        self.resumed_from_ = path
+        return restore_state(self, state)
 
     def _memory_ceiling(self, train: Source) -> MemoryEstimate:
         if self.memory_ is not None:  # the model does not change between fit() calls

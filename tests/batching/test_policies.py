@@ -20,10 +20,12 @@ from batchtrain.errors import ConfigError
 EPOCH = 100  # samples per epoch in the simulated runs
 
 
-def simulate(policy: BatchSizePolicy, samples: int, start: int = 0) -> list[int]:
-    """The sizes a policy picks over `samples` samples, driven as the trainer drives it."""
+def simulate(policy: BatchSizePolicy, samples: int, start: int = 0,
+             observe_start: bool = True) -> list[int]:
+    """The sizes a policy picks until `samples` samples are seen, driven as the trainer drives it."""
     seen, sizes = start, []
-    policy.observe(StepStats(seen, seen // EPOCH, EPOCH, 0))
+    if observe_start:
+        policy.observe(StepStats(seen, seen // EPOCH, EPOCH, 0))
     while seen < samples:
         size = min(policy.batch_size(), EPOCH - seen % EPOCH)  # epochs end on their last sample
         seen += size
@@ -53,11 +55,13 @@ def test_policy_sizes_over_a_run(policy, expected):
                                   lambda: Ramp(10, 50, "1e"), lambda: Doubling(20, "1e", 60)],
                          ids=["fixed", "piecewise", "ramp", "doubling"])
 def test_policy_restored_from_state_dict_continues_identically(make):
+    uninterrupted = simulate(make(), 2 * EPOCH)
     original = make()
-    simulate(original, 70)
+    before = simulate(original, 70)  # stops mid-epoch, at a step boundary
     restored = make()
     restored.load_state_dict(original.state_dict())
-    assert restored.batch_size() == original.batch_size()
+    after = simulate(restored, 2 * EPOCH, start=sum(before), observe_start=False)
+    assert before + after == uninterrupted
     assert isinstance(restored, BatchSizePolicy)
 
 
@@ -139,7 +143,8 @@ def test_batch_size_max_uses_the_memory_ceiling():
     x, y = torch.randn(50, 6), torch.randint(0, 3, (50,))
     trainer = Trainer(_model(), max_physical_batch=20, seed=0)
     history = trainer.fit(x, y, batch_size="max", epochs=1)
-    assert [step["batch_size"] for step in history.steps] == [20, 20, 10]
+    assert [step["samples"] for step in history.steps] == [20, 20, 10]
+    assert {step["batch_size"] for step in history.steps} == {20}  # the logical batch asked for
 
 
 def test_memory_ceiling_is_measured_and_reported_by_default():
@@ -189,7 +194,7 @@ def test_lr_schedule_keyed_to_samples_is_the_same_under_any_batch_schedule():
                           lr_schedule="warmup:0.5e+cosine", seed=0)
         history = trainer.fit(x, y, batch_size=batch_size, epochs=2)
         # the lr of a step is set from the samples seen before it
-        lr_by_samples.append({step["samples_seen"] - step["batch_size"]: step["lr"]
+        lr_by_samples.append({step["samples_seen"] - step["samples"]: step["lr"]
                               for step in history.steps})
     shared = set(lr_by_samples[0]) & set(lr_by_samples[1])
     assert len(shared) >= 4

@@ -4,13 +4,15 @@ import time
 from pathlib import Path
 
 from batchtrain.callbacks.base import Callback, FitInfo
+from batchtrain.fileio import atomic_write
 
 
 class MetricsLogger(Callback):
     """Appends JSON lines to run_dir/metrics.jsonl and rewrites run_dir/history.csv each epoch.
 
     Lines: {"type": "fit", the run's set-up} first; {"type": "step", "step", "epoch",
-    "samples_seen", "batch_size", "physical_batch", "accumulation_steps", "lr"} after every step,
+    "samples_seen", "batch_size", "samples", "physical_batch", "accumulation_steps", "lr"} after
+    every step,
     with the running loss and metrics added every `every_steps` steps (reading them waits for the
     device, so not every step); {"type": "epoch", ...History record} after each epoch.
     """
@@ -23,6 +25,8 @@ class MetricsLogger(Callback):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path_ = self.run_dir / "metrics.jsonl"
         self.epoch_ = 0
+        if trainer.step_ and self.path_.exists():
+            self._truncate_after(trainer.step_)
         self._write({"type": "fit", "epochs": info.epochs, "samples_per_epoch": info.num_samples,
                      "validation_samples": info.validation_samples, "batch_policy": info.policy,
                      "memory": info.memory, "lr_control": info.lr})
@@ -40,6 +44,12 @@ class MetricsLogger(Callback):
         self._write({"type": "epoch", "step": trainer.step_,
                      "samples_seen": trainer.last_step_["samples_seen"], **logs})
         trainer.history_.to_csv(self.run_dir / "history.csv")
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run repeats the steps after its checkpoint: drop their earlier records."""
+        kept = [line for line in self.path_.read_text().splitlines(keepends=True)
+                if json.loads(line).get("step", 0) <= step]
+        atomic_write(self.path_, lambda path: path.write_text("".join(kept)))
 
     def _write(self, record: dict) -> None:
         record = {"time": round(time.time(), 3), **record}
