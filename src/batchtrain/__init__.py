@@ -3,17 +3,19 @@ __version__ = "0.1.0"
 
 from batchtrain.batching import (  # noqa: E402
     BatchSizePolicy, Doubling, Fixed, Piecewise, Ramp, Schedule, StepStats)
-from batchtrain.callbacks import Callback, MetricsLogger, Plotter, ProgressBar  # noqa: E402
+from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar  # noqa: E402
+from batchtrain.checkpoint import CheckpointError  # noqa: E402
 from batchtrain.data.builtin import load_dataset  # noqa: E402
 from batchtrain.errors import BatchTrainError, ConfigError, DataError, DatasetNotFoundError  # noqa: E402
 from batchtrain.history import History  # noqa: E402
+from batchtrain.interrupts import NonFiniteError, TrainingInterrupted  # noqa: E402
 from batchtrain.models import ModelSpec  # noqa: E402
 from batchtrain.schedules import Constant, Cosine, OneCycle, Step, Warmup  # noqa: E402
 from batchtrain.trainer import Trainer  # noqa: E402
 
 __all__ = [
-    "BatchSizePolicy", "BatchTrainError", "Callback", "ConfigError", "Constant", "Cosine",
+    "BatchSizePolicy", "BatchTrainError", "Callback", "Checkpoint", "CheckpointError", "ConfigError", "Constant", "Cosine",
     "DataError", "DatasetNotFoundError", "Doubling", "Fixed", "History", "MetricsLogger",
-    "ModelSpec", "OneCycle", "Piecewise", "Plotter", "ProgressBar", "Ramp", "Schedule", "Step",
-    "StepStats", "Trainer", "Warmup", "__version__", "load_dataset",
+    "ModelSpec", "NonFiniteError", "OneCycle", "Piecewise", "Plotter", "ProgressBar", "Ramp", "Schedule", "Step",
+    "StepStats", "Trainer", "TrainingInterrupted", "Warmup", "__version__", "load_dataset",
 ]

@@ -42,25 +42,35 @@ def max4_first(phases: list[Tensor], need_index: bool) -> tuple[Tensor, tuple | 
     """Elementwise max of the four window phases (scan order) and, if asked, which one won.
 
     The winner is the first maximum, as in max_pool2d: o1 wins over o0 only if strictly larger.
-    Returns (max, (right_in_top, right_in_bottom, bottom)) with boolean masks, or (max, None).
+    Returns (max, (right_in_top, right_in_bottom, bottom)) as 0/1 float masks, or (max, None).
+    Masks are floats because torch's CPU kernels that read or write bool tensors are not
+    vectorised: torch.where on bool masks ran ~25x slower than a float multiply here.
     """
     top = torch.maximum(phases[0], phases[1])
     bottom = torch.maximum(phases[2], phases[3])
     maximum = torch.maximum(top, bottom)
     if not need_index:
         return maximum, None
-    return maximum, (phases[1] > phases[0], phases[3] > phases[2], bottom > top)
+    masks = [torch.empty_like(top) for _ in range(3)]  # top's layout keeps the loops contiguous
+    torch.gt(phases[1], phases[0], out=masks[0])
+    torch.gt(phases[3], phases[2], out=masks[1])
+    torch.gt(bottom, top, out=masks[2])
+    return maximum, tuple(masks)
 
 
 def scatter4_first(grad: Tensor, winners: tuple, outputs: list[Tensor]) -> None:
-    """Write grad into the winning phase of each window and zero into the three others."""
+    """Write grad into the winning phase of each window and zero into the three others.
+
+    Multiplying by a 0/1 mask and subtracting a value from itself are exact, so each output holds
+    either grad or zero, as a scatter would.
+    """
     right_top, right_bottom, bottom = winners
-    top_grad = torch.where(bottom, 0.0, grad)
-    bottom_grad = torch.where(bottom, grad, 0.0)
-    outputs[0].copy_(torch.where(right_top, 0.0, top_grad))
-    outputs[1].copy_(torch.where(right_top, top_grad, 0.0))
-    outputs[2].copy_(torch.where(right_bottom, 0.0, bottom_grad))
-    outputs[3].copy_(torch.where(right_bottom, bottom_grad, 0.0))
+    bottom_grad = grad * bottom
+    top_grad = grad - bottom_grad
+    torch.mul(top_grad, right_top, out=outputs[1])
+    torch.sub(top_grad, outputs[1], out=outputs[0])
+    torch.mul(bottom_grad, right_bottom, out=outputs[3])
+    torch.sub(bottom_grad, outputs[3], out=outputs[2])
 
 
 def phase_patches(x: Tensor, rows: int, cols: int) -> Tensor:
@@ -87,11 +97,13 @@ class GemmConvReluPool(Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, rows: int, cols: int) -> Tensor:
         n, out_channels = len(x), weight.shape[0]
         patches = phase_patches(x.contiguous(), rows, cols)
-        outputs = torch.addmm(bias, patches.t(), weight.reshape(out_channels, -1).t())
+        outputs = patches.t() @ weight.reshape(out_channels, -1).t()
         phases = list(outputs.view(4, -1, out_channels))
         need_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         maximum, winners = max4_first(phases, need_grad)
-        result = maximum.clamp_min_(0)
+        # The bias is the same for the four candidates of a window: adding it after the max
+        # gives the same value (rounding is monotone) at a quarter of the cost.
+        result = maximum.add_(bias).clamp_min_(0)
         if need_grad:
             ctx.save_for_backward(patches, result, *winners)
             ctx.weight_shape = weight.shape
@@ -128,8 +140,8 @@ class MaxPoolRelu(Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         result, *winners = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, result, 0)
         layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        grad = torch.ops.aten.threshold_backward(grad.contiguous(memory_format=layout), result, 0)
         grad_input = torch.empty(ctx.input_shape, dtype=grad.dtype, device=grad.device,
                                  memory_format=layout).zero_()
         scatter4_first(grad, winners, _spatial_phases(grad_input, ctx.rows, ctx.cols))

@@ -1,0 +1,50 @@
+"""SIGKILL a training process at random moments (and inside checkpoint writes), resume each time:
+the final parameters equal those of an uninterrupted run, bit for bit."""
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("kill_worker.py")
+
+
+def start(directory, output, *extra):
+    return subprocess.Popen([sys.executable, str(WORKER), str(directory), str(output), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
+    reference = start(tmp_path / "reference", tmp_path / "reference.pt")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+    expected = torch.load(tmp_path / "reference.pt")
+
+    rng = random.Random(20261127)
+    directory, output = tmp_path / "killed", tmp_path / "killed.pt"
+    kills, inside_saves, resumed_starts, finished = 0, 0, 0, False
+    while not finished:
+        resumed_starts += bool(list(directory.glob("ckpt-*.pt")))
+        if kills < 10 and kills % 3 == 2:  # every third kill lands inside a checkpoint write
+            process = start(directory, output, "die_in_save", str(rng.randint(1, 4)))
+            code = process.wait(timeout=300)
+            inside_saves += code == -9
+            kills += code == -9
+            finished = code == 0
+            continue
+        process = start(directory, output)
+        try:
+            code = process.wait(timeout=rng.uniform(1.5, 4.0) if kills < 10 else 300)
+            finished = code == 0
+            assert finished, process.stderr.read().decode()
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            kills += 1
+    assert kills >= 10 and inside_saves >= 3
+    assert resumed_starts >= 6  # most restarts continued from a checkpoint, not from scratch
+    for ours, theirs in zip(torch.load(output), expected):
+        assert torch.equal(ours, theirs)
