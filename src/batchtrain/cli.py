@@ -7,6 +7,7 @@ checkpoint and exit with 130 / 143; a non-finite loss stops training with status
 import argparse
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,7 +115,12 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"batchtrain: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # a terminal user needs the message, not our file
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

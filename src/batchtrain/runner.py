@@ -56,9 +56,7 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
         print(f"batchtrain fit: {interrupted}; checkpoint written in {run_dir / CHECKPOINT_DIR}; "
               f"continue with: batchtrain fit --resume {run_dir}", file=sys.stderr, flush=True)
         raise
-    if trainer.stop_reason_:
-        print(f"batchtrain fit: {trainer.stop_reason_}; see {run_dir / CHECKPOINT_DIR}",
-              file=sys.stderr, flush=True)
+    if trainer.stop_reason_:  # the trainer has warned, naming the step
         return {"stopped": trainer.stop_reason_}
     trainer.save(run_dir)
     results = {"train_time_s": round(time.perf_counter() - started, 2)}

@@ -1,0 +1,108 @@
+"""The command line: --resume, SIGTERM/Ctrl-C in a real process, --on-nonfinite, refusals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from batchtrain.cli import main
+from batchtrain.fileio import sha256_file
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(arg) for arg in argv])
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(600) % 3
+    features = rng.normal(0.0, 1.0, (600, 6)).astype(np.float32)
+    features[np.arange(600), labels] += 1.5
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x_train=features[:500], y_train=labels[:500], x_test=features[500:],
+             y_test=labels[500:])
+    return path
+
+
+def fit_args(data, output, *extra):
+    return ["fit", "--data", data, "--model", "mlp", "--hidden", "32", "--epochs", "3",
+            "--batch-size", "20", "--seed", "4", "--progress", "none", "--output", output, *extra]
+
+
+def test_resume_continues_a_run_and_extends_it(capsys, blobs, tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert run(capsys, *fit_args(blobs, reference, "--epochs", "3"))[0] == 0
+    assert run(capsys, *fit_args(blobs, resumed, "--epochs", "1"))[0] == 0
+    code, out, err = run(capsys, "fit", "--resume", resumed, "--epochs", "3")
+    assert code == 0, err
+    assert (resumed / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    epochs = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["type"] == "epoch"]
+    assert [record["epoch"] for record in epochs] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("number, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_to_a_real_process_checkpoints_and_exits_cleanly(blobs, tmp_path, number, status):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "batchtrain", *map(str, fit_args(
+        blobs, run_dir, "--epochs", "200", "--progress", "lines", "--checkpoint-every", "100"))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:  # wait until training runs
+        if line.startswith("epoch 2/"):
+            break
+    process.send_signal(number)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    assert f"interrupted by {signal.Signals(number).name}" in err and "Traceback" not in err
+    assert f"batchtrain fit --resume {run_dir}" in err
+    assert list((run_dir / "checkpoints").glob("ckpt-*.pt"))
+
+
+def test_nonfinite_stop_from_the_cli(capsys, blobs, tmp_path):
+    with pytest.warns(UserWarning, match="non-finite loss or gradients at step .*training stopped"):
+        code, out, err = run(capsys, *fit_args(blobs, tmp_path / "run", "--lr", "1e38",
+                                              "--optimizer", "sgd"))
+    assert code == 1 and not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_resume_refusals(capsys, blobs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "fit", "--resume", empty)
+    assert code == 2 and "not a batchtrain run directory" in err
+    run_dir = tmp_path / "run"
+    assert run(capsys, *fit_args(blobs, run_dir, "--epochs", "1"))[0] == 0
+    code, _, err = run(capsys, "fit", "--resume", run_dir, "--overwrite")
+    assert code == 2 and "choose one" in err
+
+
+class Payload:
+    """Unpickling this would run code (create the marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_refuses_a_malicious_checkpoint(capsys, blobs, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run(capsys, *fit_args(blobs, run_dir, "--epochs", "1"))[0] == 0
+    newest = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))[-1]
+    marker = tmp_path / "pwned"
+    torch.save({"format": 1, "evil": Payload(marker)}, newest)
+    newest.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(newest)}))
+    code, _, err = run(capsys, "fit", "--resume", run_dir, "--epochs", "2")
+    assert code == 2 and "refusing checkpoint" in err and len(err.splitlines()) == 1
+    assert not marker.exists()
