@@ -210,13 +210,16 @@ def test_config_file_that_does_not_exist(capsys, tmp_path):
     (["--memory-budget", "1.5"], "a fractional memory budget must be in (0, 1], got 1.5"),
     (["--lr-scaling", "cubic"], "--lr-scaling must be one of auto, none, linear, sqrt"),
     (["--max-physical-batch", "0"], "max_physical_batch must be >= 1, got 0"),
+    (["--keep-checkpoints", "0"], "keep_checkpoints must be >= 1, got 0"),
+    (["--checkpoint-every", "2x"], "2x"),
+    (["--on-nonfinite", "ignore"], "--on-nonfinite must be one of stop, skip, raise"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
     (["--optimizer", "nope"], "--optimizer must be one of sgd, adam, adamw, rmsprop; "
                               "got 'nope'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ], ids=["validation-split", "batch-size-0", "batch-size-float", "epochs-0", "optimizer",
         "unknown-flag", "batch-schedule", "lr-schedule", "budget-word", "budget-fraction",
-        "lr-scaling", "physical-batch"])
+        "lr-scaling", "physical-batch", "keep-checkpoints", "checkpoint-every", "on-nonfinite"])
 def test_bad_fit_flags(capsys, flags, message):
     assert message in cli_error(capsys, "fit", *flags)
 
