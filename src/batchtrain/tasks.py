@@ -117,6 +117,24 @@ def _check_label_range(y: Tensor, n_classes: int) -> None:
                         f"0..{n_classes - 1} or give the model more outputs")
 
 
+def probe_outputs(model: torch.nn.Module, x: Tensor) -> Tensor:
+    """The model's outputs for a few samples, in eval mode without gradients; a model that cannot
+    take such samples fails here, with a DataError, before any training."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(x)
+    except RuntimeError as error:
+        raise DataError(f"the model cannot take samples of shape {tuple(x.shape[1:])}: "
+                        f"{str(error).splitlines()[0]}; make its first layer fit the data") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(outputs, Tensor):
+        raise DataError(f"the model returned {type(outputs).__name__}, not a tensor; return "
+                        "the outputs (logits or values) as one tensor")
+    return outputs
+
+
 def check_outputs(task: Task, outputs: Tensor) -> None:
     """Raise if the model's outputs (a batch) cannot be compared with this task's targets."""
     expected = (task.n_outputs,)

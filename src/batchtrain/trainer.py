@@ -25,7 +25,7 @@ from batchtrain.saving import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
 from batchtrain.data.sources import Source, as_source, split_validation
 from batchtrain.device import resolve_device
-from batchtrain.errors import ConfigError, DataError
+from batchtrain.errors import ConfigError
 from batchtrain.history import History
 from batchtrain.interrupts import NonFiniteError, TrainingInterrupted, stop_on_signals
 from batchtrain.metrics import MetricSet
@@ -33,7 +33,8 @@ from batchtrain.models.spec import ModelSpec
 from batchtrain.optim import OptimizerLike, make_optimizer
 from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
-from batchtrain.tasks import DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets
+from batchtrain.tasks import (DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets,
+                              probe_outputs)
 
 BatchSizeLike = int | str | BatchSizePolicy
 NONFINITE_ACTIONS = ("stop", "skip", "raise")
@@ -371,18 +372,7 @@ class Trainer:
     def _fit_task_to_model(self, task: Task, model: nn.Module, source: Source) -> Task:
         """Probe the model's output on two samples; a user model's output width sets the classes."""
         x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
-        was_training = model.training
-        try:
-            with torch.no_grad():
-                outputs = model.eval()(x)
-        except RuntimeError as error:  # shape mismatches surface here, before any training
-            raise DataError(f"the model cannot take samples of shape {tuple(x.shape[1:])}: "
-                            f"{str(error).splitlines()[0]}; make its first layer fit the data") from None
-        finally:
-            model.train(was_training)
-        if not isinstance(outputs, Tensor):
-            raise DataError(f"the model returned {type(outputs).__name__}, not a tensor; return "
-                            "the outputs (logits or values) as one tensor")
+        outputs = probe_outputs(model, x)
         if isinstance(self.model, nn.Module) and task.kind == "multiclass" and outputs.dim() == 2:
             if outputs.shape[1] == 1 and self.task is None and self.loss is None:
                 task = Task("binary", 1, "binary_crossentropy")  # one logit for 0/1 labels
