@@ -18,7 +18,11 @@ class StepStats:
     epoch: 0-based epoch of the step; samples_per_epoch: samples in one epoch.
     batch_size: the step's logical batch (the last batch of an epoch may be smaller than asked).
     loss: the step's mean loss as a tensor (reading it syncs the device: do so only when needed).
-    gradient: gradient statistics, when the policy asked for them (wants_gradient_stats).
+    gradient: gradient statistics, when the policy asked for them (a policy with a true
+        `wants_gradient_stats` attribute): {"micro_sizes": [...], "micro_sq_norms": [...],
+        "batch_sq_norm": float} (stats/noise.py turns them into a noise-scale estimate).
+    physical_batch: the micro-batch size used; time_s: the step's wall time in seconds
+        (forward, backward and update of every micro-batch), for throughput models.
     """
 
     samples_seen: int
@@ -27,6 +31,8 @@ class StepStats:
     batch_size: int
     loss: Tensor | None = None
     gradient: dict = field(default_factory=dict)
+    physical_batch: int = 0
+    time_s: float = 0.0
 
 
 @runtime_checkable
