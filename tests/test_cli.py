@@ -19,10 +19,10 @@ import yaml
 from safetensors.torch import load_file
 
 from batchtrain import Trainer
-from batchtrain.cli import main
 from batchtrain.config import FIELDS
 from batchtrain.data.idx import read_idx
 from batchtrain.models.seed_cnn import seed_cnn
+from helpers import run_cli
 
 N_CLASSES = 10
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -32,16 +32,6 @@ RUN_FILES = {"config.yaml", "metrics.jsonl", "history.csv", "model.safetensors",
              "test.json", "loss.png", "accuracy.png", "batch_size.png", "lr.png", "checkpoints"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `batchtrain argv...`, argparse's SystemExit included."""
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def read_jsonl(path: Path) -> list[dict]:

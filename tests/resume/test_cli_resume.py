@@ -9,17 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from batchtrain.cli import main
+from helpers import run_cli as run
 from batchtrain.fileio import sha256_file
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
