@@ -35,6 +35,7 @@ def capture_state(trainer: "Trainer", epoch: int, position: int) -> dict:
         "history": {"epochs": trainer.history_.to_list(), "steps": list(trainer.history_.steps)},
         "max_physical_batch": trainer.max_physical_batch_,
         "seed": trainer.seed_,
+        "noise": trainer.noise_.state_dict() if trainer.noise_ is not None else None,
     }
 
 
@@ -59,6 +60,8 @@ def restore_state(trainer: "Trainer", state: dict) -> tuple[int, int]:
     trainer.last_step_ = trainer.history_.steps[-1] if trainer.history_.steps else None
     trainer.max_physical_batch_ = state["max_physical_batch"]
     trainer.seed_ = state["seed"]
+    if trainer.noise_ is not None and state["noise"] is not None:
+        trainer.noise_.load_state_dict(state["noise"])
     restore_rng(state["rng"])
     return progress["epoch"], progress["position"]
 

@@ -33,6 +33,7 @@ from batchtrain.models.spec import ModelSpec
 from batchtrain.optim import OptimizerLike, make_optimizer
 from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
+from batchtrain.stats import MicroBatchGradients, NoiseScaleTracker, split_for_stats
 from batchtrain.tasks import (DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets,
                               probe_outputs)
 
@@ -155,7 +156,9 @@ class Trainer:
             if self.last_step_ is None:  # non-finite, on_nonfinite="stop"
                 break
             self.history_.steps.append(self.last_step_)
-            self.policy_.observe(StepStats(self.run_samples_, epoch, batches.num_samples, len(y)))
+            self.policy_.observe(StepStats(
+                self.run_samples_, epoch, batches.num_samples, len(y), gradient=self._noise_summary(),
+                physical_batch=self.last_step_["physical_batch"], time_s=self.step_time_s_))
             hooks.on_batch_end(self, len(y))
             if self.interrupt_ is not None:
                 raise TrainingInterrupted(self.interrupt_, self.step_)
@@ -168,38 +171,66 @@ class Trainer:
     def train_step(self, x: Tensor, y: Tensor) -> dict | None:
         """One optimizer step on one logical batch, accumulated over physical micro-batches.
 
-        Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
-        gradient equals the gradient of the logical batch's mean loss: the same update as one step
-        on the whole batch. Metrics accumulate on the device. Returns the step's record (None when
-        a non-finite step stops training).
+        Returns the step's record (None when a non-finite step stops training).
         """
         logical = len(y)
         # Coupled to the size the policy asked for, not to len(y): an epoch's short last batch is
         # not a change of batch size and must not change the learning rate.
         requested = self.policy_.batch_size()
         lr = self.lr_control_.apply(requested, self._clock())
-        physical = min(logical, self.max_physical_batch_)
+        started = time.perf_counter()
+        physical = self._physical_batch(logical)
         micro_batches = list(zip(x.split(physical), y.split(physical)))
+        total_loss, gradient_stats = self._forward_backward(micro_batches, logical)
+        finite = self._check_finite(total_loss, logical)
+        if finite is None:
+            return None
+        if finite:
+            self.optimizer_.step()
+            if gradient_stats is not None:
+                self.noise_.update(**gradient_stats)
+        self.step_time_s_ = time.perf_counter() - started
+        self.step_ += 1
+        self.samples_seen_ += logical
+        self.run_samples_ += logical
+        record = {"step": self.step_, "samples_seen": self.run_samples_, "batch_size": requested,
+                  "samples": logical, "physical_batch": physical,
+                  "accumulation_steps": len(micro_batches), "lr": lr}
+        if not finite:
+            record["skipped"] = True
+        if self.noise_ is not None and self.noise_.estimate() is not None:
+            record["noise_scale"] = self.noise_.estimate().noise_scale
+        return record
+
+    def _forward_backward(self, micro_batches: list, logical: int) -> tuple[Tensor, dict | None]:
+        """Accumulate the gradient of the logical batch's mean loss over its micro-batches.
+
+        Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
+        gradient equals the gradient of the whole batch's mean loss: the same update as one step on
+        it. With a gradient collector (policies that want noise statistics) each micro-batch's
+        own gradient norm is measured too. Returns (the batch's mean loss, gradient statistics).
+        """
+        collector = self.gradient_collector_ if len(micro_batches) > 1 else None
         self.optimizer_.zero_grad(set_to_none=True)
+        if collector is not None:
+            collector.begin()
         total_loss = torch.zeros((), device=self.device_)
         for inputs, targets in micro_batches:
             outputs = self.model_(inputs)
             loss = self.task_.loss_fn(outputs, targets)
             weighted = loss * (len(targets) / logical) if len(micro_batches) > 1 else loss
             weighted.backward()
+            if collector is not None:
+                collector.after_micro_batch(len(targets), len(targets) / logical)
             total_loss += weighted.detach()
             self.train_metrics_.update(outputs, targets, loss)
-        finite = self._check_finite(total_loss, logical)
-        if finite is None:
-            return None
-        if finite:
-            self.optimizer_.step()
-        self.step_ += 1
-        self.samples_seen_ += logical
-        self.run_samples_ += logical
-        return {"step": self.step_, "samples_seen": self.run_samples_, "batch_size": requested,
-                "samples": logical, "physical_batch": physical, "accumulation_steps": len(micro_batches), "lr": lr,
-                **({} if finite else {"skipped": True})}
+        return total_loss, collector.finish(logical) if collector is not None else None
+
+    def _physical_batch(self, logical: int) -> int:
+        """The micro-batch size: the memory ceiling; at least two micro-batches when measuring noise."""
+        if self.gradient_collector_ is not None and logical >= 2:
+            return split_for_stats(logical, self.max_physical_batch_)
+        return min(logical, self.max_physical_batch_)
 
     def _check_finite(self, loss: Tensor, logical: int) -> bool | None:
         """True if the step's loss and gradients are finite; else act on on_nonfinite:
@@ -292,6 +323,10 @@ class Trainer:
             self.memory_ = self._memory_ceiling(train)
             self.max_physical_batch_ = self.memory_.max_batch
         self.policy_ = resolve_policy(requested, self.max_physical_batch_)
+        wants_stats = getattr(self.policy_, "wants_gradient_stats", False)
+        self.gradient_collector_ = (MicroBatchGradients(list(self.model_.parameters()))
+                                    if wants_stats else None)
+        self.noise_ = NoiseScaleTracker() if wants_stats else None
         self.lr_control_ = LearningRate(self.optimizer_, self.lr_scaling,
                                         as_lr_schedule(self.lr_schedule))
         self.samples_per_epoch_, self.total_samples_ = len(train), len(train) * epochs
@@ -301,6 +336,13 @@ class Trainer:
             raise ConfigError(f"on_nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, "
                               f"got {self.on_nonfinite!r}")
         self.policy_.observe(StepStats(0, 0, len(train), 0))  # where training stands
+
+    def _noise_summary(self) -> dict:
+        estimate = self.noise_.estimate() if self.noise_ is not None else None
+        if estimate is None:
+            return {}
+        return {"noise_scale": estimate.noise_scale, "grad_sq": estimate.grad_sq,
+                "trace": estimate.trace, "confidence": estimate.confidence}
 
     def _resume(self, location: str | Path) -> tuple[int, int]:
         """Restore the newest valid checkpoint at `location`; returns (epoch, position) to continue."""

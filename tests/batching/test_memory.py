@@ -129,7 +129,8 @@ def test_cuda_trial_runs_forward_and_backward_without_touching_grads():
 
 def test_traced_bytes_match_a_hand_count_for_the_reference_cnn():
     torch.manual_seed(0)
-    model, sample_x = seed_cnn((1, 28, 28), 10), torch.randn(4, 1, 28, 28)
+    # the layer-by-layer network (fused=False): the hand count follows its autograd graph
+    model, sample_x = seed_cnn((1, 28, 28), 10, fused=False), torch.randn(4, 1, 28, 28)
     estimate = estimate_cpu(model, sample_x, budget_bytes=2**40)
     # Peak at the first ReLU's backward: the input (1x28x28 float), the ReLU output it saved
     # (32x26x26 float), the gradient arriving from max-pool and the one it produces (same size),

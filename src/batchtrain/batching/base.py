@@ -18,9 +18,9 @@ class StepStats:
     epoch: 0-based epoch of the step; samples_per_epoch: samples in one epoch.
     batch_size: the step's logical batch (the last batch of an epoch may be smaller than asked).
     loss: the step's mean loss as a tensor (reading it syncs the device: do so only when needed).
-    gradient: gradient statistics, when the policy asked for them (a policy with a true
-        `wants_gradient_stats` attribute): {"micro_sizes": [...], "micro_sq_norms": [...],
-        "batch_sq_norm": float} (stats/noise.py turns them into a noise-scale estimate).
+    gradient: gradient-noise statistics, for a policy with a true `wants_gradient_stats`
+        attribute (empty until there is an estimate): {"noise_scale": B_simple, "grad_sq": |G|^2,
+        "trace": tr(Sigma) per sample, "confidence": in [0, 1]} (stats/tracker.py).
     physical_batch: the micro-batch size used; time_s: the step's wall time in seconds
         (forward, backward and update of every micro-batch), for throughput models.
     """

@@ -1,0 +1,257 @@
+"""Adaptive(rule): the logical batch follows the gradient noise scale, measured during training.
+
+phi, the noise scale, is B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8): Sigma the
+per-sample gradient covariance, G the true gradient. The trainer estimates it from micro-batches
+and passes it in StepStats.gradient = {"noise_scale", "grad_sq", "trace", "confidence"}. Rules:
+- "goodput" (Pollux, Qiao et al. 2021): the candidate size with the most goodput, measured
+  throughput T(B) (samples/s, ThroughputModel) times statistical efficiency
+  E(B) = (phi + B0) / (phi + B), the progress per sample relative to the base batch B0.
+- "noise-scale": B = noise_multiplier * phi, the critical batch B_crit ~ B_noise (McCandlish).
+- "norm-test": B = phi / theta^2, the smallest batch whose gradient passes the norm test
+  E|g_B - G|^2 <= theta^2 |G|^2 (Byrd et al. 2012; De et al. 2017), as tr(Sigma)/B = E|g_B - G|^2.
+Every answer is clamped to [min_batch, max_batch]. To keep the size from flapping on a noisy
+estimate it changes only at a decision (every `update_every`, at least MIN_STEPS_PER_DECISION
+steps apart), only on a confident estimate, only by more than `margin`, and under "goodput" only
+for a gain of more than MIN_GOODPUT_GAIN: adjacent candidates are 1.33-1.5x apart, more than any
+size margin, and near the optimum their goodputs differ by a few percent, so a size margin alone
+would let noise in phi swap them back and forth. The margin alone holds the size still while phi
+wanders within +-e of its level with 2e / (1 - e) <= margin: e <= 9 % for the default 0.2; the
+estimator's smoothing (an EMA in stats/) is what keeps phi's step-to-step noise that small.
+"""
+import math
+import numbers
+from collections.abc import Callable, Iterable
+
+from batchtrain.batching.base import StepStats
+from batchtrain.batching.throughput import ThroughputModel
+from batchtrain.data.iterator import check_batch_size
+from batchtrain.errors import ConfigError
+from batchtrain.schedules import Duration, to_samples
+
+RULES = ("goodput", "noise-scale", "norm-test")
+MIN_GOODPUT_GAIN = 0.05  # a move must promise 5 % more goodput (adjacent sizes differ by ~4 %)
+MIN_STEPS_PER_DECISION = 10  # the noise estimate and the step times need steps at each size
+TRUST_FACTOR = 2  # goodput trusts the throughput line up to 2x the largest measured micro-batch
+UNBOUNDED_BATCH = 1 << 20  # the upper bound when neither max_batch nor set_limit gave one
+
+
+def statistical_efficiency(batch: int, noise_scale: float, base_batch: int) -> float:
+    """Progress per sample at `batch` relative to `base_batch` (Pollux: (phi + B0) / (phi + B))."""
+    if math.isinf(noise_scale):
+        return 1.0  # all noise: every sample counts fully at any batch
+    return (noise_scale + base_batch) / (noise_scale + batch)
+
+
+def goodput_choice(noise_scale: float, base_batch: int, candidates: Iterable[int],
+                   samples_per_s: Callable[[int], float]) -> tuple[int, dict]:
+    """The candidate with the most goodput T(B) * E(B), and {"goodput": {size: samples/s}}.
+
+    goodput is in base-batch-equivalent samples per second; ties go to the smaller batch. B0 only
+    scales every goodput by the same factor (phi + B0): it never changes the choice.
+    """
+    goodput = {int(size): samples_per_s(int(size)) *
+               statistical_efficiency(int(size), noise_scale, base_batch)
+               for size in sorted(set(candidates))}
+    top = max(goodput.values())
+    best = min(size for size, value in goodput.items() if value >= top * (1 - 1e-12))
+    return best, {"goodput": goodput}
+
+
+def candidate_sizes(lower: int, upper: int) -> list[int]:
+    """Powers of two and the 1.5x steps between them (32, 48, 64, 96, ...), plus both bounds."""
+    sizes, power = {lower, upper}, 1
+    while power <= upper:
+        sizes.update(size for size in (power, power * 3 // 2) if lower <= size <= upper)
+        power *= 2
+    return sorted(sizes)
+
+
+def adascale_gain(trace: float, grad_sq: float, batch: int, base_batch: int) -> float | None:
+    """AdaScale's gain ratio r (Johnson et al. 2020): lr multiplier for `batch` vs `base_batch`.
+
+    r = (var + sqr) / (var / S + sqr), S = batch / base_batch, var = trace / base_batch (the
+    variance of a base-batch gradient), sqr = grad_sq = |G|^2. Equals S * E(batch): between 1 and
+    S. None when both terms are 0 (nothing measured). Negative estimates count as 0.
+    """
+    variance, signal = max(trace, 0.0) / base_batch, max(grad_sq, 0.0)
+    if variance + signal == 0:
+        return None
+    return (variance + signal) / (variance * base_batch / batch + signal)
+
+
+class Adaptive:
+    """Chooses the logical batch from the gradient noise scale (and, for goodput, throughput).
+
+    rule: "goodput" (default), "noise-scale" or "norm-test" (module docstring).
+    min_batch, max_batch: bounds in samples; max_batch None: the memory ceiling, which the
+        trainer gives with set_limit() when fit begins.
+    initial: the first batch and the base batch B0 of the efficiency; default min_batch.
+    margin: the size changes only when the rule's answer differs by more than this fraction.
+    noise_multiplier: c in B = c * phi ("noise-scale"). theta: in B = phi / theta^2 ("norm-test";
+        0.5 asks for a gradient error at most half the gradient's norm, B = 4 phi).
+    update_every: a duration between decisions, samples (5000) or epochs ("0.1e", the default:
+        ten looks an epoch). min_confidence: estimates below it (the estimator's own confidence
+        in [0, 1]) are not acted on; 0.5 by default.
+    Under "goodput" the policy first times a second size (double the first) to fit the throughput
+    line, then trusts the line up to TRUST_FACTOR x the largest micro-batch it has timed, so it
+    climbs a rising curve in steps it can measure. Without step times (time_s 0) throughput counts
+    as flat, and goodput keeps to the smallest batch.
+    """
+
+    wants_gradient_stats = True  # the trainer then passes noise-scale estimates in StepStats
+
+    def __init__(self, rule: str = "goodput", min_batch: int = 32, max_batch: int | None = None,
+                 initial: int | None = None, margin: float = 0.2, noise_multiplier: float = 1.0,
+                 theta: float = 0.5, update_every: Duration = "0.1e", min_confidence: float = 0.5):
+        _check_options(rule, min_batch, max_batch, initial, margin, noise_multiplier, theta,
+                       update_every, min_confidence)
+        self.rule, self.min_batch, self.max_batch = rule, int(min_batch), max_batch
+        self.initial = int(initial) if initial is not None else self.min_batch
+        self.margin, self.noise_multiplier, self.theta = margin, noise_multiplier, theta
+        self.update_every, self.min_confidence = update_every, min_confidence
+        self.limit: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of a new run (fit() calls observe with batch_size 0 when it begins)."""
+        self.current = self._clamp(self.initial)
+        self.samples_seen = self.samples_per_epoch = self.decided_at = self.steps_since_decision = 0
+        self.grad_sq: float | None = None
+        self.trace: float | None = None
+        self.throughput = ThroughputModel()
+        self.last_decision: dict | None = None  # for logs and plots
+
+    def set_limit(self, max_batch: int) -> None:
+        """The memory ceiling (largest physical batch): the upper bound when max_batch is None."""
+        check_batch_size(max_batch)
+        self.limit = int(max_batch)
+        self.current = self._clamp(self.current)
+
+    @property
+    def upper(self) -> int:
+        bound = self.max_batch if self.max_batch is not None else self.limit
+        return max(self.min_batch, bound if bound is not None else UNBOUNDED_BATCH)
+
+    def _clamp(self, size: float) -> int:
+        return int(min(max(round(size), self.min_batch), self.upper))
+
+    def batch_size(self) -> int:
+        return self.current
+
+    def observe(self, step: StepStats) -> None:
+        if step.batch_size == 0:  # fit() begins: a new run
+            self._reset()
+        self.samples_seen, self.samples_per_epoch = step.samples_seen, step.samples_per_epoch
+        if step.batch_size == 0:
+            return
+        trace, grad_sq = _finite(step.gradient.get("trace")), _finite(step.gradient.get("grad_sq"))
+        if trace is not None and grad_sq is not None:
+            self.trace, self.grad_sq = trace, grad_sq
+        self.throughput.observe(step.batch_size, step.physical_batch, step.time_s)
+        self.steps_since_decision += 1
+        every = to_samples(self.update_every, max(self.samples_per_epoch, 1))
+        if (self.steps_since_decision >= MIN_STEPS_PER_DECISION
+                and self.samples_seen - self.decided_at >= every):
+            self._decide(step.gradient)
+
+    def _decide(self, gradient: dict) -> None:
+        """Apply the rule to the latest estimate; an unusable estimate is retried next step."""
+        phi = _finite(gradient.get("noise_scale"))
+        confidence = _finite(gradient.get("confidence")) or 0.0  # missing: not confident
+        record = {"samples_seen": self.samples_seen, "rule": self.rule, "phi": phi,
+                  "confidence": confidence, "current": self.current}
+        if phi is None or phi < 0:
+            self.last_decision = {**record, "chosen": self.current, "reason": "no estimate"}
+            return
+        if confidence < self.min_confidence:
+            self.last_decision = {**record, "chosen": self.current, "reason": "low confidence"}
+            return
+        target, details = self._target(phi)
+        move, reason = self._worth_moving(target, details)
+        self.current = target if move else self.current
+        self.last_decision = {**record, **details, "target": target, "chosen": self.current,
+                              "reason": reason}
+        self.decided_at, self.steps_since_decision = self.samples_seen, 0
+
+    def _target(self, phi: float) -> tuple[int, dict]:
+        """The rule's size for noise scale phi, and what it weighed."""
+        if self.rule == "noise-scale":
+            return self._clamp(self.noise_multiplier * phi), {}
+        if self.rule == "norm-test":
+            return self._clamp(phi / self.theta ** 2), {}
+        if self.throughput.fit() is None and self.throughput.observed_sizes:
+            return self._exploration_size(), {"exploring": True}
+        cap = self.limit if self.limit is not None else self.max_batch
+        best, details = goodput_choice(phi, self.initial, [*self._trusted_sizes(cap), self.current],
+                                       lambda size: self.throughput.samples_per_s(size, cap))
+        return best, details
+
+    def _exploration_size(self) -> int:
+        """A second size to time, so the throughput line can be fitted: double, or else halve."""
+        larger = self._clamp(2 * self.current)
+        return larger if larger > self.current else self._clamp(self.current // 2)
+
+    def _trusted_sizes(self, cap: int | None) -> list[int]:
+        """Candidates whose micro-batches are within TRUST_FACTOR of the largest one measured."""
+        measured = max(self.throughput.observed_sizes, default=0)
+        return [size for size in candidate_sizes(self.min_batch, self.upper)
+                if measured == 0 or math.ceil(size / self.throughput.micro_batches(size, cap))
+                <= TRUST_FACTOR * measured]
+
+    def _worth_moving(self, target: int, details: dict) -> tuple[bool, str]:
+        if abs(target - self.current) <= self.margin * self.current:
+            return False, "within margin"
+        goodput = details.get("goodput")
+        if goodput and goodput[target] <= (1 + MIN_GOODPUT_GAIN) * goodput[self.current]:
+            return False, "gain too small"
+        return True, "exploring" if details.get("exploring") else "changed"
+
+    def lr_scale(self, base_batch: int) -> float:
+        """AdaScale's lr multiplier for the current batch against base_batch (adascale_gain), from
+        the latest estimate; the sqrt rule before any estimate."""
+        gain = None
+        if self.trace is not None and self.grad_sq is not None:
+            gain = adascale_gain(self.trace, self.grad_sq, self.current, base_batch)
+        return gain if gain is not None else math.sqrt(self.current / base_batch)
+
+    def state_dict(self) -> dict:
+        return {"current": self.current, "samples_seen": self.samples_seen,
+                "samples_per_epoch": self.samples_per_epoch, "decided_at": self.decided_at,
+                "steps_since_decision": self.steps_since_decision, "grad_sq": self.grad_sq,
+                "trace": self.trace, "throughput": self.throughput.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores a run; the memory ceiling is not state (set_limit gives this machine's)."""
+        self.current = self._clamp(state["current"])
+        self.samples_seen = int(state["samples_seen"])
+        self.samples_per_epoch = int(state["samples_per_epoch"])
+        self.decided_at = int(state["decided_at"])
+        self.steps_since_decision = int(state["steps_since_decision"])
+        self.grad_sq, self.trace = state["grad_sq"], state["trace"]
+        self.throughput = ThroughputModel()
+        self.throughput.load_state_dict(state["throughput"])
+
+    def __repr__(self) -> str:
+        return (f"Adaptive({self.rule!r}, min_batch={self.min_batch}, max_batch={self.max_batch}, "
+                f"initial={self.initial})")
+
+
+def _finite(value: object) -> float | None:
+    """value as a float when it is a finite number, else None (missing, inf, nan)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _check_options(rule, min_batch, max_batch, initial, margin, noise_multiplier, theta,
+                   update_every, min_confidence) -> None:
+    if rule not in RULES:
+        raise ConfigError(f"unknown adaptive rule {rule!r}; choose one of {', '.join(RULES)}")
+    for size in (min_batch, *(value for value in (max_batch, initial) if value is not None)):
+        check_batch_size(size)
+    if max_batch is not None and max_batch < min_batch:
+        raise ConfigError(f"max_batch ({max_batch}) must be >= min_batch ({min_batch})")
+    if not (margin >= 0 and noise_multiplier > 0 and 0 < theta and 0 <= min_confidence <= 1):
+        raise ConfigError(f"need margin >= 0, noise_multiplier > 0, theta > 0 and min_confidence "
+                          f"in [0, 1]; got {margin}, {noise_multiplier}, {theta}, {min_confidence}")
+    to_samples(update_every, 1)  # raises ConfigError for a malformed duration

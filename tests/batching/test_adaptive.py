@@ -1,0 +1,272 @@
+"""Adaptive batch sizes: goodput against analytic optima, rules, hysteresis, gating, throughput."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from batchtrain.batching import adaptive
+from batchtrain.batching.adaptive import (Adaptive, adascale_gain, candidate_sizes, goodput_choice,
+                                          statistical_efficiency)
+from batchtrain.batching.base import BatchSizePolicy, StepStats
+from batchtrain.batching.throughput import ThroughputModel
+from batchtrain.errors import ConfigError
+
+EPOCH = 1_000_000  # samples per epoch: decisions are spaced by MIN_STEPS_PER_DECISION steps
+CAP = 512  # memory ceiling (largest physical batch) in the simulated runs
+GPU = (0.05, 0.001)  # (alpha s per micro-batch, beta s per sample): T rises until B ~ 100
+CPU = (0.0, 1 / 2000)  # time proportional to samples: flat throughput
+
+
+def gradient_stats(phi: float, confidence: float = 1.0) -> dict:
+    return {"noise_scale": phi, "grad_sq": 1.0, "trace": phi, "confidence": confidence}
+
+
+def drive(policy: Adaptive, phis, confidence: float = 1.0, timing=GPU,
+          seen: int | None = None) -> list[int]:
+    """One step per phi, as the trainer drives the policy: >= 2 micro-batches, timed by `timing`;
+    samples are counted on from `seen` (default: where the policy stands)."""
+    alpha, beta = timing
+    seen = policy.samples_seen if seen is None else seen
+    sizes = []
+    for phi in phis:
+        size = policy.batch_size()
+        micro_batches = max(2, math.ceil(size / CAP))
+        seen += size
+        policy.observe(StepStats(seen, seen // EPOCH, EPOCH, size,
+                                 gradient=gradient_stats(phi, confidence),
+                                 physical_batch=math.ceil(size / micro_batches),
+                                 time_s=micro_batches * alpha + beta * size))
+        sizes.append(size)
+    return sizes
+
+
+def changes(sizes: list[int]) -> int:
+    return sum(a != b for a, b in zip(sizes, sizes[1:]))
+
+
+def noisy(center: float, steps: int, spread: float, seed: int = 0) -> np.ndarray:
+    return center * (1 + spread * np.random.default_rng(seed).uniform(-1, 1, steps))
+
+
+# -- goodput, analytically: T(B) = B / (a + b B) makes goodput ~ B / ((a + b B)(phi + B)), whose
+# maximum is at B* = sqrt(a phi / b); between candidates c1 < c2 it prefers c2 iff
+# phi > b c1 c2 / a.
+
+def saturating(a: float, b: float):
+    return lambda size: size / (a + b * size)
+
+
+@pytest.mark.parametrize("phi", [1.0, 50.0, 400.0, 3000.0, 1e5])
+def test_goodput_picks_the_candidate_next_to_the_analytic_optimum(phi):
+    a, b = 1.0, 0.01
+    candidates = candidate_sizes(16, 4096)
+    best, info = goodput_choice(phi, 16, candidates, saturating(a, b))
+    optimum = math.sqrt(a * phi / b)
+    below = max([size for size in candidates if size <= optimum], default=candidates[0])
+    above = min([size for size in candidates if size >= optimum], default=candidates[-1])
+    assert best == (above if phi > b * below * above / a else below)
+    assert set(info["goodput"]) == set(candidates)
+    dense, _ = goodput_choice(phi, 16, range(1, 40_001), saturating(a, b))
+    assert abs(dense - optimum) <= 1
+
+
+@pytest.mark.parametrize("throughput, phi, expected", [
+    (saturating(1.0, 0.01), 0.0, 16),  # no noise: every sample counts at B0; the fastest steps win
+    (saturating(1.0, 0.01), math.inf, 4096),  # all noise: efficiency 1, the fastest samples win
+    (lambda size: 2000.0, 1e6, 16),  # flat throughput: efficiency falls with B, nothing to gain
+    (lambda size: 2000.0, math.inf, 16),  # flat and all noise: every size ties, the smaller wins
+    (lambda size: float(size), 10.0, 4096),  # throughput proportional to B beats efficiency
+    (lambda size: float(size), 0.0, 16),  # ... except with no noise at all: a tie
+], ids=["no-noise", "all-noise", "flat", "flat-all-noise", "linear", "linear-no-noise"])
+def test_goodput_limits(throughput, phi, expected):
+    assert goodput_choice(phi, 16, candidate_sizes(16, 4096), throughput)[0] == expected
+
+
+def test_candidate_sizes_and_efficiency():
+    assert candidate_sizes(32, 1000) == [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1000]
+    assert statistical_efficiency(32, 100.0, 32) == 1.0
+    assert statistical_efficiency(132, 100.0, 32) == pytest.approx(132 / 232)
+    assert statistical_efficiency(4096, math.inf, 32) == 1.0
+
+
+# -- the rules through the policy ---------------------------------------------------------------
+
+@pytest.mark.parametrize("options, phi, expected", [
+    ({"rule": "noise-scale", "noise_multiplier": 2.0}, 100.0, 200),
+    ({"rule": "noise-scale"}, 3.0, 32),  # clamped to min_batch
+    ({"rule": "noise-scale"}, 1e5, 1024),  # clamped to max_batch
+    ({"rule": "norm-test"}, 100.0, 400),  # phi / 0.5^2
+    ({"rule": "norm-test", "theta": 0.25}, 10.0, 160),
+    ({"rule": "norm-test"}, 1e4, 1024),
+])
+def test_noise_scale_and_norm_test_rules(options, phi, expected):
+    policy = Adaptive(min_batch=32, max_batch=1024, update_every=1, **options)
+    drive(policy, [phi] * 20)
+    assert policy.batch_size() == expected
+    assert policy.last_decision["target"] == expected
+    assert policy.last_decision["rule"] == options["rule"]
+
+
+def test_bounds_come_from_set_limit_when_max_batch_is_none():
+    policy = Adaptive("noise-scale", min_batch=32, initial=1000, update_every=1)
+    assert policy.batch_size() == 1000 and policy.upper == adaptive.UNBOUNDED_BATCH
+    policy.set_limit(256)  # the trainer, at fit start
+    assert policy.batch_size() == 256
+    assert max(drive(policy, [1e6] * 30)) == 256
+    assert drive(policy, [1.0] * 30)[-1] == 32
+    explicit = Adaptive("noise-scale", max_batch=2048, update_every=1)
+    explicit.set_limit(256)  # the memory ceiling only splits batches: 2048 uses accumulation
+    assert drive(explicit, [1e6] * 20)[-1] == 2048
+
+
+def test_confidence_gating():
+    policy = Adaptive("noise-scale", min_batch=32, max_batch=1024, initial=64, update_every=1)
+    assert drive(policy, [500.0] * 100, confidence=0.3) == [64] * 100
+    assert policy.last_decision["reason"] == "low confidence"
+    for missing in ({}, {"noise_scale": math.inf, "confidence": 1.0},
+                    {"noise_scale": 500.0}):  # no confidence given: not confident
+        policy.observe(StepStats(10_000, 0, EPOCH, 64, gradient=missing))
+        assert policy.batch_size() == 64
+    assert policy.last_decision["reason"] == "low confidence"
+    drive(policy, [500.0], confidence=0.6, seen=10_000)  # the first confident step decides
+    assert policy.batch_size() == 500
+
+
+def test_no_flapping_on_noise_but_follows_a_trend():
+    # margin 0.2 tolerates phi wandering +-e around its level when 2e / (1 - e) <= 0.2: e <= 9 %
+    policy = Adaptive("noise-scale", min_batch=32, max_batch=4096, initial=32, update_every=1)
+    settled = drive(policy, noisy(200.0, 2000, 0.08))
+    assert changes(settled) == 1 and abs(settled[-1] - 200) <= 0.08 * 200  # 32 -> ~200, then stays
+    trend = drive(policy, np.geomspace(200, 1600, 2000) * noisy(1.0, 2000, 0.08, seed=1))
+    assert changes(trend) >= 4 and trend == sorted(trend)
+    assert abs(policy.batch_size() - 1600) <= 0.2 * 1600
+    loose = Adaptive("noise-scale", min_batch=32, max_batch=4096, initial=32, margin=0.0,
+                     update_every=1)
+    assert changes(drive(loose, noisy(200.0, 2000, 0.08))) > 50  # the test can fail
+
+
+def test_goodput_does_not_flap_between_neighbours(monkeypatch):
+    # GPU timing: a = 2 alpha = 0.1, b = beta = 0.001; 64 and 96 tie at phi = b 64 96 / a.
+    boundary = 0.001 * 64 * 96 / 0.1
+    phis = noisy(boundary, 2000, 0.1, seed=2)
+    policy = Adaptive(min_batch=32, max_batch=1024, initial=64, update_every=1)
+    sizes = drive(policy, phis)
+    assert sizes[0] == 64 and 128 in sizes  # it explored a second size to time
+    assert changes(sizes) <= 3 and sizes[-1] in (64, 96)
+    monkeypatch.setattr(adaptive, "MIN_GOODPUT_GAIN", 0.0)
+    policy = Adaptive(min_batch=32, max_batch=1024, initial=64, update_every=1)
+    assert changes(drive(policy, phis)) > 10  # without the gain threshold it flaps
+
+
+@pytest.mark.parametrize("timing, phi, expected", [
+    (CPU, 500.0, {32}),  # flat measured throughput: back to the smallest after exploring
+    (GPU, 6000.0, {512, 768, 1024}),  # B* = sqrt(0.1 * 6000 / 0.001) = 775
+    ((0.05, 1e-5), 1e4, {1024}),  # steep GPU curve, lots of noise: the ceiling
+], ids=["flat", "rising", "steep"])  # no "gpu" in ids: conftest skips those
+def test_goodput_policy_learns_throughput_from_step_times(timing, phi, expected):
+    policy = Adaptive(min_batch=32, max_batch=1024, update_every=1)
+    sizes = drive(policy, [phi] * 600, timing=timing)
+    assert sizes[-1] in expected and max(sizes) <= 1024
+    decision = policy.last_decision
+    assert decision["rule"] == "goodput" and decision["phi"] == phi
+    json.dumps(decision)  # loggable as it is
+
+
+def test_adascale_gain():
+    assert adascale_gain(trace=5.0, grad_sq=0.0, batch=256, base_batch=32) == pytest.approx(8)
+    assert adascale_gain(trace=0.0, grad_sq=2.0, batch=256, base_batch=32) == pytest.approx(1)
+    assert adascale_gain(trace=5.0, grad_sq=2.0, batch=32, base_batch=32) == pytest.approx(1)
+    assert adascale_gain(0.0, -1.0, 64, 32) is None
+    phi = 100.0  # trace / grad_sq: r = S * E(B)
+    assert adascale_gain(phi * 2.0, 2.0, 256, 32) == pytest.approx(
+        256 / 32 * statistical_efficiency(256, phi, 32))
+    policy = Adaptive("noise-scale", initial=128)
+    assert policy.lr_scale(32) == pytest.approx(2.0)  # no estimate yet: the sqrt rule
+    drive(policy, [64.0])
+    assert policy.lr_scale(32) == pytest.approx(adascale_gain(64.0, 1.0, 128, 32))
+
+
+# -- the throughput model -----------------------------------------------------------------------
+
+def test_throughput_model_recovers_alpha_and_beta_from_noisy_times():
+    alpha, beta = 0.02, 4e-4
+    rng = np.random.default_rng(3)
+    model = ThroughputModel()
+    model.observe(64, 32, 100.0)  # a warm-up step (autotuning) at a new size is not measured
+    for _ in range(40):
+        for physical in rng.permutation([16, 32, 64, 128, 256]):
+            batch = int(rng.choice([2 * physical, 3 * physical - 5]))  # even and uneven splits
+            steps = math.ceil(batch / physical)
+            model.observe(batch, physical, (steps * alpha + beta * batch) * rng.normal(1, 0.03))
+    fitted_alpha, fitted_beta = model.fit()
+    assert fitted_alpha == pytest.approx(alpha, rel=0.1)
+    assert fitted_beta == pytest.approx(beta, rel=0.05)
+    assert model.observed_sizes == [16, 32, 64, 128, 256]
+    assert model.micro_batches(1000, 256) == 4
+    predicted = 1000 / (4 * alpha + 1000 * beta)
+    assert model.samples_per_s(1000, 256) == pytest.approx(predicted, rel=0.05)
+
+
+def test_throughput_is_flat_before_two_sizes_are_measured():
+    model = ThroughputModel()
+    assert {model.samples_per_s(size) for size in (1, 32, 4096)} == {1.0}
+    for _ in range(5):
+        model.observe(128, 64, 0.2)  # 640 samples/s, the first step being warm-up
+    assert model.fit() is None and model.observed_sizes == [64]
+    assert [model.samples_per_s(size, 512) for size in (1, 32, 4096)] == [pytest.approx(640.0)] * 3
+
+
+def test_throughput_fit_never_predicts_negative_costs():
+    model = ThroughputModel()
+    for physical, time_s in ((32, 0.1), (64, 0.09), (32, 0.1), (64, 0.09)):  # faster when larger
+        model.observe(2 * physical, physical, time_s)
+    assert model.fit() == (pytest.approx(0.0475), 0.0)
+    model = ThroughputModel()
+    for physical, time_s in ((10, 0.009), (20, 0.021), (10, 0.009), (20, 0.021)):
+        model.observe(2 * physical, physical, time_s)  # the line's intercept would be -0.003 s
+    fitted_alpha, fitted_beta = model.fit()
+    assert fitted_alpha == 0.0 and fitted_beta > 0
+
+
+# -- contract -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rule", adaptive.RULES)
+def test_restored_policy_continues_identically(rule):
+    phis = noisy(300.0, 400, 0.3, seed=4) * np.geomspace(1, 4, 400)
+    uninterrupted = drive(Adaptive(rule, update_every=700), phis)
+    original = Adaptive(rule, update_every=700)
+    original.observe(StepStats(0, 0, EPOCH, 0))
+    before = drive(original, phis[:137])
+    restored = Adaptive(rule, update_every=700)
+    restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    after = drive(restored, phis[137:], seen=sum(before))
+    assert before + after == uninterrupted
+    assert changes(uninterrupted) >= 2  # the run did decide something
+    assert restored.state_dict() == json.loads(json.dumps(restored.state_dict()))
+
+
+def test_policy_contract_and_new_run_reset():
+    policy = Adaptive(initial=64, update_every=1)
+    assert isinstance(policy, BatchSizePolicy) and policy.wants_gradient_stats
+    drive(policy, [5000.0] * 300)
+    assert policy.batch_size() != 64 and policy.throughput.observed_sizes
+    policy.observe(StepStats(0, 0, EPOCH, 0))  # fit() begins again
+    assert policy.batch_size() == 64 and not policy.throughput.observed_sizes
+    assert policy.last_decision is None
+    assert repr(policy) == "Adaptive('goodput', min_batch=32, max_batch=None, initial=64)"
+    assert policy.samples_seen == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"rule": "largest"}, "choose one of goodput, noise-scale, norm-test"),
+    ({"min_batch": 0}, "batch_size must be an integer >= 1"),
+    ({"min_batch": 64, "max_batch": 32}, "must be >= min_batch"),
+    ({"margin": -0.1}, "margin >= 0"),
+    ({"theta": 0.0}, "theta > 0"),
+    ({"min_confidence": 1.5}, "min_confidence"),
+    ({"update_every": "often"}, "often"),
+])
+def test_bad_options_name_the_fix(options, message):
+    with pytest.raises(ConfigError, match=message):
+        Adaptive(**options)
