@@ -46,10 +46,10 @@ class FitConfig:
     task: str | None = option(None, "task (default inferred from the labels)",
                               choices=("multiclass", "binary", "regression"))
     batch_size: int | str = option(128, "samples per optimizer step: N, max (the memory "
-                                   "ceiling), a schedule 128,256@2e,512@4e, ramp:64,512,3e or "
-                                   "double:64,1e,1024", int_or_text)
+                                   "ceiling), auto (adaptive), a schedule 128,256@2e,512@4e, "
+                                   "ramp:64,512,3e or double:64,1e,1024", int_or_text)
     lr_scaling: str = option("auto", "how the lr follows the batch size (auto: linear for sgd, "
-                             "sqrt otherwise)", choices=("auto", "none", "linear", "sqrt"))
+                             "sqrt otherwise)", choices=("auto", "none", "linear", "sqrt", "adascale"))
     lr_schedule: str | None = option(None, "sample-keyed lr schedule, e.g. cosine, "
                                      "warmup:1e+cosine, step:2e,4e, onecycle (default constant)")
     memory_budget: str | None = option(None, "memory for the physical batch: 8GiB, 512MiB or a "

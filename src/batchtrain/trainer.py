@@ -328,7 +328,7 @@ class Trainer:
                                     if wants_stats else None)
         self.noise_ = NoiseScaleTracker() if wants_stats else None
         self.lr_control_ = LearningRate(self.optimizer_, self.lr_scaling,
-                                        as_lr_schedule(self.lr_schedule))
+                                        as_lr_schedule(self.lr_schedule), self.policy_)
         self.samples_per_epoch_, self.total_samples_ = len(train), len(train) * epochs
         self.run_samples_, self.position_, self.last_step_ = 0, 0, None
         self.history_, self.stop_training, self.stop_reason_ = History(), False, None

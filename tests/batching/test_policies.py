@@ -102,7 +102,7 @@ def test_spec_schedules():
     ("128,256@2x", "2x"),
     ("ramp:64,512", "expected 3 comma-separated values"),
     ("double:64,1e,0", "batch_size must be an integer >= 1"),
-    ("auto", "not available yet"),
+    ("adaptive:guess", "rule"),
     (2.5, "batch_size must be an integer >= 1"),
 ])
 def test_bad_specs(spec, message):
@@ -231,3 +231,29 @@ def test_lr_scale_rules():
 def test_memory_budget_forms(text, expected):
     from batchtrain.batching.budget import parse_budget
     assert parse_budget(text) == expected
+
+
+def test_auto_and_adaptive_specs():
+    from batchtrain.batching.adaptive import Adaptive
+    auto = parse_batch_size("auto")
+    assert isinstance(auto, Adaptive) and auto.rule == "goodput" and auto.wants_gradient_stats
+    assert parse_batch_size("adaptive:norm-test").rule == "norm-test"
+
+
+def test_adaptive_in_the_trainer_measures_noise_and_is_capped_by_memory():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 6, generator=generator)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    from batchtrain.batching.adaptive import Adaptive
+    policy = Adaptive(rule="noise-scale", min_batch=8, initial=8, update_every=200)
+    trainer = Trainer(_model(), optimizer="sgd", lr=0.05, max_physical_batch=40, seed=0,
+                      lr_scaling="adascale")
+    history = trainer.fit(x, y, batch_size=policy, epochs=3)
+    with_noise = [step for step in history.steps if "noise_scale" in step]
+    assert len(with_noise) > len(history.steps) // 2
+    assert all(step["accumulation_steps"] >= 2 for step in history.steps if step["samples"] >= 2)
+    sizes = [step["batch_size"] for step in history.steps]
+    assert max(sizes) > 8 and max(sizes) <= 2000  # it grew from 8, within the bounds
+    assert policy.upper == 40  # the memory ceiling (here: max_physical_batch) is its limit
+    lrs = {round(step["lr"] / 0.05, 6) for step in history.steps}
+    assert len(lrs) > 1 and min(lrs) >= 1.0  # AdaScale's gain: between 1 and B/B0

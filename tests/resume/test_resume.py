@@ -142,3 +142,26 @@ def test_resume_with_other_data_is_refused(tmp_path):
     first.fit(x, y, **FIT, callbacks=[Checkpoint(tmp_path)])
     with pytest.raises(ValueError, match="trained on 90 samples per epoch but this data has 75"):
         trainer().fit(x[:100], y[:100], **FIT, resume=tmp_path)
+
+
+def test_adaptive_noise_scale_run_resumes_exactly(tmp_path):
+    """The noise tracker and the adaptive policy are in the checkpoint (the goodput rule also
+    reads wall-clock step times, so only timing-free rules can be bitwise reproducible)."""
+    from batchtrain.batching.adaptive import Adaptive
+
+    def run(**extra):
+        policy = Adaptive(rule="noise-scale", min_batch=8, initial=8, update_every=30)
+        fitted = Trainer(model(), optimizer="sgd", lr=0.05, max_physical_batch=12, seed=2)
+        fitted.fit(x, y, batch_size=policy, epochs=3, **extra)
+        return fitted
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1200, 8, generator=generator)
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    reference = run(callbacks=[Checkpoint(tmp_path, every=200, keep=100)])
+    assert len({step["batch_size"] for step in reference.history_.steps}) > 1
+    middle = list_checkpoints(tmp_path)[len(list_checkpoints(tmp_path)) // 2]
+    resumed = run(resume=middle)
+    for ours, theirs in zip(parameters(resumed), parameters(reference)):
+        assert torch.equal(ours, theirs)
+    assert resumed.history_.steps == reference.history_.steps

@@ -5,6 +5,8 @@ When the batch grows by a factor k the gradient's noise shrinks by k, and the st
 - "sqrt": lr x sqrt(k) (Krizhevsky 2014; Hoffer et al. 2017; Malladi et al. 2022 for Adam):
   keeps the update's noise constant; the usual rule for adaptive optimizers (Adam, RMSprop).
 - "none": leave the learning rate alone.
+- "adascale": the AdaScale gain r = (var + |G|^2)/(var/S + |G|^2) (Johnson et al. 2020), from the
+  measured gradient noise; only with a policy that measures it (Adaptive), between 1 and S.
 The reference batch (k = 1) is the first logical batch of the run: the learning rate the user gave
 applies to the batch size the user started with.
 """
@@ -15,7 +17,7 @@ import torch
 from batchtrain.errors import ConfigError
 from batchtrain.schedules import Constant, LRSchedule, SampleClock
 
-LR_SCALING_RULES = ("none", "linear", "sqrt")
+LR_SCALING_RULES = ("none", "linear", "sqrt", "adascale")
 
 # The documented default per optimizer: SGD follows Goyal et al., adaptive methods the sqrt rule.
 DEFAULT_LR_SCALING = {torch.optim.SGD: "linear", torch.optim.Adam: "sqrt",
@@ -38,7 +40,7 @@ def lr_scale(rule: str, batch_size: int, reference_batch: int) -> float:
         return ratio
     if rule == "sqrt":
         return math.sqrt(ratio)
-    if rule == "none":
+    if rule in ("none", "adascale"):  # adascale's gain comes from the policy (LearningRate.apply)
         return 1.0
     raise ConfigError(f"unknown lr scaling {rule!r}; choose one of {', '.join(LR_SCALING_RULES)}")
 
@@ -51,10 +53,14 @@ class LearningRate:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scaling: str = "auto",
-                 schedule: LRSchedule | None = None):
+                 schedule: LRSchedule | None = None, policy: object | None = None):
         self.optimizer = optimizer
+        self.policy = policy
         self.rule = default_lr_scaling(optimizer) if scaling == "auto" else scaling
         lr_scale(self.rule, 1, 1)  # validates the rule now, not at the first step
+        if self.rule == "adascale" and not hasattr(policy, "lr_scale"):
+            raise ConfigError("lr scaling 'adascale' needs a batch-size policy that measures the "
+                              "gradient noise (batch_size='auto' or 'adaptive:...'); use sqrt or linear")
         self.schedule = schedule or Constant()
         # "initial_lr" (torch's own scheduler convention) keeps the user's lr across fit() calls,
         # after this class has rescaled group["lr"].
@@ -65,7 +71,9 @@ class LearningRate:
         """Set every param group's lr for a step of `batch_size` samples; returns the first group's."""
         if self.reference_batch is None:
             self.reference_batch = batch_size
-        factor = lr_scale(self.rule, batch_size, self.reference_batch) * self.schedule.factor(clock)
+        coupling = (self.policy.lr_scale(self.reference_batch) if self.rule == "adascale"
+                    else lr_scale(self.rule, batch_size, self.reference_batch))
+        factor = coupling * self.schedule.factor(clock)
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base_lr * factor
         return self.base_lrs[0] * factor

@@ -7,14 +7,19 @@ Grammar of a batch-size spec (the CLI's --batch-size, or fit(batch_size="...")):
                            (a duration is epochs with "e", samples otherwise: 256@60000)
   ramp:64,512,3e           Ramp: linear from 64 to 512 over 3 epochs, then 512
   double:64,1e,1024        Doubling: 64, doubled every epoch, at most 1024
+  auto                     Adaptive(rule="goodput"): from the measured gradient noise scale and
+                           throughput, capped by the memory ceiling
+  adaptive:noise-scale     Adaptive(rule="noise-scale"); also adaptive:norm-test, adaptive:goodput
 """
+from batchtrain.batching.adaptive import Adaptive
 from batchtrain.batching.base import BatchSizePolicy
 from batchtrain.batching.fixed import Fixed
 from batchtrain.batching.schedule import Doubling, Piecewise, Ramp
 from batchtrain.errors import ConfigError
 from batchtrain.schedules import Duration, to_samples
 
-FORMS = "an integer, max, 128,256@2e,512@4e, ramp:64,512,3e or double:64,1e,1024"
+FORMS = ("an integer, max, auto, adaptive:noise-scale, adaptive:norm-test, 128,256@2e,512@4e, "
+         "ramp:64,512,3e or double:64,1e,1024")
 MAX = "max"
 
 
@@ -29,8 +34,9 @@ def parse_batch_size(spec: int | str | BatchSizePolicy) -> BatchSizePolicy | str
         if text == MAX:
             return MAX
         if text == "auto":
-            raise ConfigError("batch_size 'auto' (the adaptive policy) is not available yet; give "
-                              f"{FORMS}")
+            return Adaptive(rule="goodput")
+        if text.startswith("adaptive:"):
+            return Adaptive(rule=text.split(":", 1)[1])
         if text.startswith("ramp:"):
             start, end, duration = _fields(text, 3)
             return Ramp(int(start), int(end), _duration(duration))
@@ -71,5 +77,10 @@ def _duration(text: str) -> Duration:
 
 
 def resolve_policy(spec: BatchSizePolicy | str, memory_ceiling: int) -> BatchSizePolicy:
-    """The policy for a run: MAX becomes Fixed(memory_ceiling)."""
-    return Fixed(memory_ceiling) if spec == MAX else spec
+    """The policy for a run: MAX becomes Fixed(memory_ceiling); a policy that takes a limit
+    (Adaptive.set_limit) is told the memory ceiling."""
+    if spec == MAX:
+        return Fixed(memory_ceiling)
+    if hasattr(spec, "set_limit"):
+        spec.set_limit(memory_ceiling)
+    return spec

@@ -45,8 +45,9 @@ def plot_history(history: History, run_dir: str | Path) -> list[Path]:
         figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
-    for key, label in (("batch_size", "logical batch (samples)"), ("lr", "learning rate")):
-        if history.steps:
+    for key, label in (("batch_size", "logical batch (samples)"), ("lr", "learning rate"),
+                       ("noise_scale", "gradient noise scale B_simple (samples)")):
+        if any(key in step for step in history.steps):
             written.append(_plot_steps(history.steps, key, label, run_dir / f"{key}.png"))
     return written
 
@@ -54,6 +55,7 @@ def plot_history(history: History, run_dir: str | Path) -> list[Path]:
 def _plot_steps(steps: list[dict], key: str, label: str, path: Path) -> Path:
     """`key` of every step against samples seen (a step function: the value holds until the next)."""
     figure, axes = plt.subplots(figsize=(6, 4))
+    steps = [step for step in steps if key in step]
     axes.step([step["samples_seen"] for step in steps], [step[key] for step in steps], where="post")
     axes.set_xlabel("samples seen")
     axes.set_ylabel(label)
