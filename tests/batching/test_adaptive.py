@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from batchtrain.batching import adaptive
-from batchtrain.batching.adaptive import (Adaptive, adascale_gain, candidate_sizes, goodput_choice,
+from batchtrain.batching.adaptive import (Adaptive, candidate_sizes, goodput_choice,
                                           statistical_efficiency)
+from batchtrain.stats import adascale_gain
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.throughput import ThroughputModel
 from batchtrain.errors import ConfigError
@@ -173,18 +174,14 @@ def test_goodput_policy_learns_throughput_from_step_times(timing, phi, expected)
     json.dumps(decision)  # loggable as it is
 
 
-def test_adascale_gain():
-    assert adascale_gain(trace=5.0, grad_sq=0.0, batch=256, base_batch=32) == pytest.approx(8)
-    assert adascale_gain(trace=0.0, grad_sq=2.0, batch=256, base_batch=32) == pytest.approx(1)
-    assert adascale_gain(trace=5.0, grad_sq=2.0, batch=32, base_batch=32) == pytest.approx(1)
-    assert adascale_gain(0.0, -1.0, 64, 32) is None
+def test_adascale_gain_is_scale_times_statistical_efficiency():
     phi = 100.0  # trace / grad_sq: r = S * E(B)
-    assert adascale_gain(phi * 2.0, 2.0, 256, 32) == pytest.approx(
+    assert adascale_gain(phi * 2.0, 2.0, 256 / 32, base_batch=32) == pytest.approx(
         256 / 32 * statistical_efficiency(256, phi, 32))
     policy = Adaptive("noise-scale", initial=128)
     assert policy.lr_scale(32) == pytest.approx(2.0)  # no estimate yet: the sqrt rule
     drive(policy, [64.0])
-    assert policy.lr_scale(32) == pytest.approx(adascale_gain(64.0, 1.0, 128, 32))
+    assert policy.lr_scale(32) == pytest.approx(adascale_gain(64.0, 1.0, 128 / 32, base_batch=32))
 
 
 # -- the throughput model -----------------------------------------------------------------------

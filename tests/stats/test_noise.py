@@ -126,8 +126,9 @@ def test_adascale_gain():
     assert adascale_gain(64.0, -0.3, 8.0, base_batch=16) == 8.0  # negative estimate clipped
     assert adascale_gain(64.0, 1.0, 1.0, base_batch=16) == 1.0
     assert adascale_gain(0.0, 0.0, 4.0, base_batch=16) == 1.0
-    with pytest.raises(ConfigError, match="scale must be >= 1"):
-        adascale_gain(1.0, 1.0, 0.5, base_batch=16)
+    assert adascale_gain(64.0, 0.0, 0.5, base_batch=16) == 0.5  # a smaller batch: a smaller lr
+    with pytest.raises(ConfigError, match="scale must be > 0"):
+        adascale_gain(1.0, 1.0, 0.0, base_batch=16)
 
 
 @pytest.mark.parametrize("call, message", [

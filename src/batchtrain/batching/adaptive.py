@@ -27,6 +27,7 @@ from batchtrain.batching.throughput import ThroughputModel
 from batchtrain.data.iterator import check_batch_size
 from batchtrain.errors import ConfigError
 from batchtrain.schedules import Duration, to_samples
+from batchtrain.stats.noise import adascale_gain
 
 RULES = ("goodput", "noise-scale", "norm-test")
 MIN_GOODPUT_GAIN = 0.05  # a move must promise 5 % more goodput (adjacent sizes differ by ~4 %)
@@ -64,19 +65,6 @@ def candidate_sizes(lower: int, upper: int) -> list[int]:
         sizes.update(size for size in (power, power * 3 // 2) if lower <= size <= upper)
         power *= 2
     return sorted(sizes)
-
-
-def adascale_gain(trace: float, grad_sq: float, batch: int, base_batch: int) -> float | None:
-    """AdaScale's gain ratio r (Johnson et al. 2020): lr multiplier for `batch` vs `base_batch`.
-
-    r = (var + sqr) / (var / S + sqr), S = batch / base_batch, var = trace / base_batch (the
-    variance of a base-batch gradient), sqr = grad_sq = |G|^2. Equals S * E(batch): between 1 and
-    S. None when both terms are 0 (nothing measured). Negative estimates count as 0.
-    """
-    variance, signal = max(trace, 0.0) / base_batch, max(grad_sq, 0.0)
-    if variance + signal == 0:
-        return None
-    return (variance + signal) / (variance * base_batch / batch + signal)
 
 
 class Adaptive:
@@ -209,10 +197,10 @@ class Adaptive:
     def lr_scale(self, base_batch: int) -> float:
         """AdaScale's lr multiplier for the current batch against base_batch (adascale_gain), from
         the latest estimate; the sqrt rule before any estimate."""
-        gain = None
-        if self.trace is not None and self.grad_sq is not None:
-            gain = adascale_gain(self.trace, self.grad_sq, self.current, base_batch)
-        return gain if gain is not None else math.sqrt(self.current / base_batch)
+        if self.trace is None or self.grad_sq is None or max(self.trace, 0) + max(self.grad_sq, 0) == 0:
+            return math.sqrt(self.current / base_batch)
+        return adascale_gain(self.trace, self.grad_sq, self.current / base_batch,
+                             base_batch=base_batch)
 
     def state_dict(self) -> dict:
         return {"current": self.current, "samples_seen": self.samples_seen,

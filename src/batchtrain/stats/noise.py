@@ -115,13 +115,14 @@ def adascale_gain(trace: float, grad_sq: float, scale: float, *, base_batch: flo
             samples, i.e. AdaScale's sigma^2 at the batch the learning rate was tuned for
             (NOT the per-sample trace the tracker reports: that is why base_batch is required);
       sqr = |G|^2;
-      S   = scale = (batch used) / base_batch, >= 1.
+      S   = scale = (batch used) / base_batch, > 0 (below 1 the gain is below 1 too).
     trace: per-sample tr(Sigma) [squared norm x samples]; grad_sq: |G|^2 [squared norm];
-    base_batch [samples]. Negative estimates are clipped to 0 (our choice, so r stays in
-    [1, scale]): r = scale when grad_sq <= 0 (pure noise), r = 1 when there is no noise.
+    base_batch [samples]. Negative estimates are clipped to 0 (our choice, so r stays between 1
+    and scale): r = scale when grad_sq <= 0 (pure noise), r = 1 when there is no noise or nothing
+    was measured.
     """
-    if not scale >= 1.0:
-        raise ConfigError(f"scale must be >= 1 (batch / base_batch), got {scale}")
+    if not scale > 0.0:
+        raise ConfigError(f"scale must be > 0 (batch / base_batch), got {scale}")
     if not base_batch > 0:
         raise ConfigError(f"base_batch must be > 0 samples, got {base_batch}")
     var = max(trace, 0.0) / base_batch
