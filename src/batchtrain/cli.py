@@ -16,7 +16,7 @@ from batchtrain.config import FIELDS, convert, read_config_file, resolve_config
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
 from batchtrain.interrupts import TrainingInterrupted
-from batchtrain.runner import read_run_config, run_evaluate, run_fit, run_predict
+from batchtrain.runner import read_run_config, run_evaluate, run_fit, run_predict, run_probe
 
 EXIT_STOPPED = 1  # training stopped on a non-finite loss (the last good checkpoint is kept)
 EXIT_BAD_INPUT = 2
@@ -67,6 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_and_device(predict)
     predict.set_defaults(handler=_predict)
 
+    probe = commands.add_parser("probe", help="measure throughput, memory and gradient noise; "
+                                "recommend a batch size and learning rate")
+    probe.add_argument("--data", default="fashion-mnist", help="dataset name or .npz file")
+    probe.add_argument("--data-dir", help="directory holding the dataset's files")
+    probe.add_argument("--model", default="seed-cnn", help="seed-cnn, mlp or package.module:factory")
+    probe.add_argument("--hidden", help="mlp hidden sizes, e.g. 128,64")
+    probe.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "adamw", "rmsprop"))
+    probe.add_argument("--lr", type=float, help="learning rate, taken as tuned for batch 128")
+    probe.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    probe.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    probe.add_argument("--memory-budget", help="memory for the physical batch (8GiB, 0.5 ...)")
+    probe.add_argument("--sizes", default="16,32,64,128,256,512,1024,2048",
+                       help="physical batch sizes to time (default 16,...,2048)")
+    probe.add_argument("--warmup", type=int, default=6400, help="warm-up samples (default 6400)")
+    probe.add_argument("--repeats", type=int, default=5, help="timed steps per size (default 5)")
+    probe.add_argument("--output", type=Path, help="report directory (default runs/probe-<time>)")
+    probe.set_defaults(handler=_probe)
+
     fetch = commands.add_parser("download", help="download and verify a built-in dataset")
     fetch.add_argument("name", choices=sorted(DATASETS), help="dataset name")
     fetch.add_argument("--data-dir", help="destination (default: ~/.cache/batchtrain/<name>)")
@@ -107,6 +125,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     predictions = run_predict(args.run_dir, args.input, args.output, args.batch_size, args.device)
     print(f"wrote {len(predictions)} predictions of shape {predictions.shape[1:]} to {args.output}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    report = run_probe(args)
+    print(f"report: {report} (and probe.png beside it)")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TextIO
 import numpy as np
 import yaml
 
+from batchtrain.batching.budget import resolve_budget
 from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar
 from batchtrain.checkpoint import PREFIX, list_checkpoints
 from batchtrain.saving import DESCRIPTION_FILE, WEIGHTS_FILE
@@ -185,3 +186,22 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 __all__ = ["choose_run_dir", "create_run_dir", "run_evaluate", "run_fit", "run_predict"]
+
+
+def run_probe(args) -> Path:
+    """`batchtrain probe`: measure, recommend, write probe.md and probe.png; returns the .md path."""
+    from batchtrain.probe import probe, write_report  # matplotlib and the stats only when probing
+
+    sizes = [int(size) for size in str(args.sizes).split(",") if size.strip()]
+    if not sizes or min(sizes) < 1 or args.warmup < 1 or args.repeats < 1:
+        raise ConfigError("--sizes must be positive integers and --warmup, --repeats >= 1")
+    hidden = [int(size) for size in args.hidden.split(",")] if args.hidden else None
+    trainer = Trainer(args.model, optimizer=args.optimizer, lr=args.lr, device=args.device,
+                      seed=args.seed, model_options={"hidden": hidden} if hidden else None)
+    splits = load_splits(args.data, args.data_dir)
+    out_dir = args.output or Path("runs") / f"probe-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = probe(trainer, splits.x_train, splits.y_train, sorted(set(sizes)), args.warmup,
+                   args.repeats, resolve_budget(args.memory_budget))
+    path = write_report(result, Path(out_dir))
+    print(f"recommended: --batch-size {result.recommended_batch} --lr {result.recommended_lr:.3g}")
+    return path

@@ -257,6 +257,11 @@ class Trainer:
         warnings.warn(self.stop_reason_, stacklevel=3)
         return None
 
+    def prepare(self, x: Any, y: Any = None) -> "Trainer":
+        """Build the model, task and optimizer for this data without training (fit does it too)."""
+        self._setup(as_source(x, y))
+        return self
+
     def running_logs(self) -> dict[str, float]:
         """Loss and metrics over the current epoch so far (reads the device: call at intervals)."""
         return self.train_metrics_.compute()
