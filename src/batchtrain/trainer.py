@@ -131,7 +131,7 @@ class Trainer:
         with stop_on_signals(self):
             for epoch in range(start_epoch, int(epochs)):
                 logs = self.run_epoch(batches, epoch, hooks, start_position * (epoch == start_epoch))
-                if self.stop_training:  # a non-finite step: this epoch is not complete
+                if self.stop_reason_:  # a non-finite step: this epoch is not complete
                     break
                 if val_batches is not None:
                     logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
@@ -162,6 +162,8 @@ class Trainer:
             hooks.on_batch_end(self, len(y))
             if self.interrupt_ is not None:
                 raise TrainingInterrupted(self.interrupt_, self.step_)
+            if self.stop_training:  # a callback asked to stop now (mid-epoch)
+                break
         logs = {"epoch": epoch + 1, **self.train_metrics_.compute()}  # reads the device once
         elapsed_s = time.perf_counter() - started
         last = self.history_.steps[-1] if self.history_.steps else {"batch_size": 0, "lr": 0.0}

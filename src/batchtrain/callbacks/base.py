@@ -37,7 +37,8 @@ class Callback:
 
     def on_batch_end(self, trainer: "Trainer", batch_size: int) -> None:
         """After each optimizer step; trainer.last_step_ holds the step's record (batch size,
-        physical batch, accumulation steps, lr, samples seen)."""
+        physical batch, accumulation steps, lr, samples seen). Setting trainer.stop_training =
+        True here ends fit() after this step (the partial epoch is still recorded)."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> None:
         """After epoch `epoch` and its validation; logs is the epoch's History record.

@@ -39,7 +39,9 @@ class Checkpoint(Callback):
             self.save(trainer, self.epoch_, trainer.position_)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
-        if self.at_epoch_end:
+        if trainer.position_ < trainer.samples_per_epoch_:  # stopped mid-epoch by a callback
+            self.save(trainer, epoch, trainer.position_)
+        elif self.at_epoch_end:
             self.save(trainer, epoch + 1, 0)
 
     def save(self, trainer, epoch: int, position: int) -> Path:
