@@ -1,7 +1,6 @@
 """Checkpoint files: atomic, checksummed, pruned, refused when unsafe, intact when a save fails."""
 import errno
 import json
-import pickle
 
 import pytest
 import torch

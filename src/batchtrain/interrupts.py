@@ -1,8 +1,11 @@
 """Graceful stops: Ctrl-C and SIGTERM finish the step in progress, then training stops cleanly."""
 import signal
 import threading
+from collections.abc import Iterable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+
+import torch
 
 from batchtrain.errors import BatchTrainError
 
@@ -23,6 +26,14 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteError(BatchTrainError):
     """A step produced a NaN or infinite loss or gradient."""
+
+
+def step_is_finite(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> bool:
+    """True if the loss and every gradient are finite: one fused norm pass over the gradients and
+    one host synchronisation (a NaN or inf anywhere makes the sum non-finite)."""
+    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    total = loss + (torch.stack(torch._foreach_norm(grads)).sum() if grads else 0.0)
+    return bool(torch.isfinite(total))
 
 
 @contextmanager

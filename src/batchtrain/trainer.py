@@ -6,6 +6,7 @@ reporting in callbacks/, the task's loss and target handling in tasks.py.
 import os
 import time
 import warnings
+from dataclasses import asdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,16 @@ from batchtrain.data.sources import Source, as_source, split_validation
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
 from batchtrain.history import History
-from batchtrain.interrupts import NonFiniteError, TrainingInterrupted, stop_on_signals
+from batchtrain.interrupts import (NonFiniteError, TrainingInterrupted, step_is_finite,
+                                   stop_on_signals)
 from batchtrain.metrics import MetricSet
 from batchtrain.models.spec import ModelSpec
 from batchtrain.optim import OptimizerLike, make_optimizer
 from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
 from batchtrain.stats import MicroBatchGradients, NoiseScaleTracker, split_for_stats
-from batchtrain.tasks import (DEFAULT_METRICS, Task, check_outputs, infer_task, prepare_targets,
-                              probe_outputs)
+from batchtrain.setup import build_model, check_input_shape, fit_task_to_model
+from batchtrain.tasks import DEFAULT_METRICS, Task, infer_task, prepare_targets
 
 BatchSizeLike = int | str | BatchSizePolicy
 NONFINITE_ACTIONS = ("stop", "skip", "raise")
@@ -157,7 +159,7 @@ class Trainer:
                 break
             self.history_.steps.append(self.last_step_)
             self.policy_.observe(StepStats(
-                self.run_samples_, epoch, batches.num_samples, len(y), gradient=self._noise_summary(),
+                self.run_samples_, epoch, batches.num_samples, len(y), gradient=self._noise_estimate(),
                 physical_batch=self.last_step_["physical_batch"], time_s=self.step_time_s_))
             hooks.on_batch_end(self, len(y))
             if self.interrupt_ is not None:
@@ -238,12 +240,9 @@ class Trainer:
         """True if the step's loss and gradients are finite; else act on on_nonfinite:
         "skip" -> False (no update), "stop" -> None, "raise" -> NonFiniteError.
 
-        One host synchronisation per step: the price of never applying a NaN update. Gradient
-        norms go in one fused call, so the check costs one pass over the gradients.
+        One host synchronisation per step: the price of never applying a NaN update.
         """
-        grads = [p.grad for p in self.model_.parameters() if p.grad is not None]
-        total = loss + (torch.stack(torch._foreach_norm(grads)).sum() if grads else 0.0)
-        if bool(torch.isfinite(total)):
+        if step_is_finite(loss, self.model_.parameters()):
             return True
         message = (f"non-finite loss or gradients at step {self.step_ + 1} (epoch "
                    f"{self.run_samples_ // self.samples_per_epoch_ + 1}, {self.run_samples_} samples "
@@ -291,7 +290,7 @@ class Trainer:
             raise ConfigError("predict() needs a trained model: call fit() first, or "
                               "Trainer.load(run_dir)")
         source = as_source(x, np.zeros(len(x)) if not isinstance(x, torch.utils.data.Dataset) else None)
-        _check_input_shape(self.input_shape_, source.sample_shape)
+        check_input_shape(self.input_shape_, source.sample_shape)
         self.model_.eval()
         chunks = []
         with torch.inference_mode():
@@ -344,12 +343,9 @@ class Trainer:
                               f"got {self.on_nonfinite!r}")
         self.policy_.observe(StepStats(0, 0, len(train), 0))  # where training stands
 
-    def _noise_summary(self) -> dict:
+    def _noise_estimate(self) -> dict:
         estimate = self.noise_.estimate() if self.noise_ is not None else None
-        if estimate is None:
-            return {}
-        return {"noise_scale": estimate.noise_scale, "grad_sq": estimate.grad_sq,
-                "trace": estimate.trace, "confidence": estimate.confidence}
+        return asdict(estimate) if estimate is not None else {}
 
     def _resume(self, location: str | Path) -> tuple[int, int]:
         """Restore the newest valid checkpoint at `location`; returns (epoch, position) to continue."""
@@ -396,54 +392,28 @@ class Trainer:
             torch.manual_seed(self.seed_)
             self.input_shape_ = source.sample_shape
             task = infer_task(source.targets(), self.loss, self.task)
-            model = self._build_model(task)
-            self.task_ = self._fit_task_to_model(task, model, source)
+            model, self.model_spec_ = build_model(self.model, self.model_options,
+                                                  self.input_shape_, task, self.device_)
+            sample_x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
+            self.task_ = fit_task_to_model(task, model, sample_x, isinstance(self.model, nn.Module),
+                                           task_given=self.task is not None or self.loss is not None)
             self.model_ = model
         if self.optimizer_ is None:
             self.optimizer_ = make_optimizer(self.optimizer, self.model_, self.lr,
                                              **(self.optimizer_options or {}))
-        _check_input_shape(self.input_shape_, source.sample_shape)
+        check_input_shape(self.input_shape_, source.sample_shape)
         names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics
         self.metric_names_ = tuple([names] if isinstance(names, str) else names)
         self.train_metrics_ = MetricSet(self.task_, self.metric_names_)
-
-    def _build_model(self, task: Task) -> nn.Module:
-        if isinstance(self.model, nn.Module):
-            if self.model_options:
-                raise ConfigError("model_options apply to named models only; configure your "
-                                  "nn.Module before passing it")
-            return self.model.to(self.device_)
-        spec = self.model if isinstance(self.model, ModelSpec) else ModelSpec(
-            str(self.model), dict(self.model_options or {}))
-        self.model_spec_ = spec
-        return spec.build(self.input_shape_, task.n_outputs).to(self.device_)
-
-    def _fit_task_to_model(self, task: Task, model: nn.Module, source: Source) -> Task:
-        """Probe the model's output on two samples; a user model's output width sets the classes."""
-        x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
-        outputs = probe_outputs(model, x)
-        if isinstance(self.model, nn.Module) and task.kind == "multiclass" and outputs.dim() == 2:
-            if outputs.shape[1] == 1 and self.task is None and self.loss is None:
-                task = Task("binary", 1, "binary_crossentropy")  # one logit for 0/1 labels
-            else:
-                task = Task(task.kind, outputs.shape[1], task.loss)
-        check_outputs(task, outputs)
-        return task
 
     def _with_targets(self, source: Source) -> Source:
         return source.map_targets(lambda y: prepare_targets(self.task_, y))
 
     def _eval_batches(self, source: Source, batch_size: int = EVAL_BATCH_SIZE) -> BatchIterator:
-        _check_input_shape(self.input_shape_, source.sample_shape)
+        check_input_shape(self.input_shape_, source.sample_shape)
         return BatchIterator(self._with_targets(source), batch_size, False, 0, self.device_)
 
 
 def _check_epochs(epochs: object) -> None:
     if not is_count(epochs):
         raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
-
-
-def _check_input_shape(expected: tuple[int, ...] | None, got: tuple[int, ...]) -> None:
-    if expected is not None and tuple(got) != tuple(expected):
-        raise ConfigError(f"samples have shape {tuple(got)} but the model was built for "
-                          f"{tuple(expected)}; pass data shaped like the training data")

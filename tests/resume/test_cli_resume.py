@@ -1,6 +1,5 @@
 """The command line: --resume, SIGTERM/Ctrl-C in a real process, --on-nonfinite, refusals."""
 import json
-import os
 import signal
 import subprocess
 import sys

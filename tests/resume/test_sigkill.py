@@ -3,7 +3,6 @@ the final parameters equal those of an uninterrupted run, bit for bit."""
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
