@@ -1,7 +1,7 @@
 """Graceful stops: Ctrl-C and SIGTERM finish the step in progress, then training stops cleanly."""
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -28,12 +28,16 @@ class NonFiniteError(BatchTrainError):
     """A step produced a NaN or infinite loss or gradient."""
 
 
-def step_is_finite(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> bool:
+def step_is_finite(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter],
+                   reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> bool:
     """True if the loss and every gradient are finite: one fused norm pass over the gradients and
-    one host synchronisation (a NaN or inf anywhere makes the sum non-finite)."""
+    one host synchronisation (a NaN or inf anywhere makes the sum non-finite). reduce (DDP): sum
+    over ranks first, so every rank takes the same decision."""
     grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
     total = loss + (torch.stack(torch._foreach_norm(grads)).sum() if grads else 0.0)
-    return bool(torch.isfinite(total))
+    if reduce is not None:
+        total = reduce(total.reshape(1))
+    return bool(torch.isfinite(total).all())
 
 
 @contextmanager

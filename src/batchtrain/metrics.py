@@ -3,7 +3,7 @@
 Each metric keeps running sums (tensors) updated every step and turns them into a float only in
 compute(), so a training step never waits for the device (no .item() per step).
 """
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -19,10 +19,12 @@ class MetricSet:
     """Running loss and metrics over the batches seen since the last reset().
 
     names: metric names valid for task.kind ("accuracy"; or "mae", "rmse", "r2").
+    device: where the sums live (the training device).
     """
 
-    def __init__(self, task: Task, names: Iterable[str]):
+    def __init__(self, task: Task, names: Iterable[str], device: torch.device = torch.device("cpu")):
         self.task = task
+        self.device = device
         self.names = tuple(names)
         valid = REGRESSION_METRICS if task.kind == "regression" else CLASSIFICATION_METRICS
         unknown = [name for name in self.names if name not in valid]
@@ -56,15 +58,40 @@ class MetricSet:
     def _add(self, key: str, value: Tensor) -> None:
         self.sums[key] = self.sums[key] + value if key in self.sums else value.double()
 
-    def compute(self) -> dict[str, float]:
-        """Mean loss and each metric over the batches seen; reads the device once."""
-        if self.count == 0:
+    def compute(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        """Mean loss and each metric over the batches seen; reads the device once.
+
+        reduce: sums a tensor over processes (DistributedDataParallel): every rank must call
+        compute together, and gets the exact metrics of all ranks' samples.
+        """
+        sums, count = self.sums, self.count
+        if reduce is not None:
+            sums, count = self._reduced(reduce)
+        if count == 0:
             return {}
-        sums = {key: value.cpu() for key, value in self.sums.items()}
-        values = {"loss": float(sums["loss"]) / self.count}
+        sums = {key: value.cpu() for key, value in sums.items()}
+        values = {"loss": float(sums["loss"]) / count}
         for name in self.names:
-            values[name] = _METRICS[name](sums, self.count)
+            values[name] = _METRICS[name](sums, count)
         return values
+
+    def _reduced(self, reduce: Callable[[Tensor], Tensor]) -> tuple[dict[str, Tensor], int]:
+        """Sums and count over all processes, in one collective call. A rank without batches
+        contributes zeros shaped as the others' (the shapes follow from the task)."""
+        shapes = {"loss": (), "correct": ()} if self.task.kind != "regression" else {
+            "loss": (), **{key: (self.task.n_outputs,) for key in
+                           ("abs_error", "sq_error", "target_sum", "target_sq_sum")}}
+        device = self.device
+        flat = torch.cat([self.sums.get(key, torch.zeros(shape, dtype=torch.float64, device=device))
+                          .double().reshape(-1) for key, shape in shapes.items()]
+                         + [torch.tensor([float(self.count)], dtype=torch.float64, device=device)])
+        total = reduce(flat)
+        sums, offset = {}, 0
+        for key, shape in shapes.items():
+            size = int(torch.Size(shape).numel())
+            sums[key] = total[offset:offset + size].reshape(shape)
+            offset += size
+        return sums, int(total[-1].item())
 
 
 def _accuracy(sums: dict[str, Tensor], count: int) -> float:

@@ -87,7 +87,7 @@ def restore_trainer(trainer: "Trainer", run_dir: str | Path, model: nn.Module | 
         spec = ModelSpec(description["model"]["name"], description["model"]["options"])
         model = spec.build(input_shape, task.n_outputs)
         trainer.model = trainer.model_spec_ = spec
-    trainer.model_ = load_model_state(run_dir, model).to(trainer.device_)
+    trainer.model_ = trainer.network_ = load_model_state(run_dir, model).to(trainer.device_)
     trainer.task_ = task
     trainer.input_shape_ = input_shape
     trainer.metrics = description["metrics"]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from batchtrain.callbacks.base import Callback, FitInfo
+from batchtrain.errors import ConfigError
 
 if TYPE_CHECKING:
     from batchtrain.history import History
@@ -121,3 +122,32 @@ class AdaptiveThreads(Callback):
     def on_fit_end(self, trainer: "Trainer", history: "History") -> None:
         if torch.get_num_threads() != self.previous_threads:
             torch.set_num_threads(self.previous_threads)
+
+
+class PinnedThreads(Callback):
+    """torch's intra-op thread count set to `threads` during fit(), the previous one restored after."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def on_fit_begin(self, trainer: "Trainer", info: FitInfo) -> None:
+        self.previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def on_fit_end(self, trainer: "Trainer", history: "History") -> None:
+        torch.set_num_threads(self.previous_threads)
+
+
+def thread_callbacks(threads: int | str | None, device: torch.device) -> list[Callback]:
+    """The callbacks for a `threads` setting: None (torch's default), an int, or "auto".
+
+    "auto" adapts to the machine's load (AdaptiveThreads) on the CPU; runs then agree to float
+    rounding, not bit for bit, since the summation order follows the thread count.
+    """
+    if threads is None or device.type != "cpu":
+        return []
+    if threads == "auto":
+        return [AdaptiveThreads()]
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
+    return [PinnedThreads(threads)]

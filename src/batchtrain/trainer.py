@@ -6,6 +6,7 @@ reporting in callbacks/, the task's loss and target handling in tasks.py.
 import os
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.coupling import LearningRate
@@ -26,6 +28,7 @@ from batchtrain.saving import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
 from batchtrain.data.sources import Source, as_source, split_validation
 from batchtrain.device import resolve_device
+from batchtrain.distributed import all_reduce_with_stats, from_environment, process_device
 from batchtrain.errors import ConfigError
 from batchtrain.history import History
 from batchtrain.interrupts import (NonFiniteError, TrainingInterrupted, step_is_finite,
@@ -103,6 +106,8 @@ class Trainer:
         self.history_: History | None = None
         self.memory_: MemoryEstimate | None = None
         self.stop_training = False
+        self.dist_ = None  # set when running under torchrun (distributed.py)
+        self.network_: nn.Module | None = None  # model_, or model_ wrapped in DDP
         self.interrupt_: str | None = None
 
     def fit(self, x: Any, y: Any = None, *, batch_size: BatchSizeLike = 128, epochs: int = 5,
@@ -125,10 +130,12 @@ class Trainer:
         self._setup(train)
         self._begin_run(requested, train, int(epochs))
         start_epoch, start_position = self._resume(resume) if resume is not None else (0, 0)
-        batches = BatchIterator(self._with_targets(train), self.policy_.batch_size, shuffle,
-                                self.seed_, self.device_)
+        batches = BatchIterator(self._with_targets(train), self._next_batch_size, shuffle,
+                                self.seed_, self.device_, shard=self.dist_)
         val_batches = self._eval_batches(val) if val is not None else None
-        hooks = CallbackList(callbacks)
+        hooks = CallbackList(callback for callback in callbacks  # rank 0 writes the logs
+                             if self.dist_ is None or self.dist_.is_main
+                             or not getattr(callback, "main_process_only", False))
         hooks.on_fit_begin(self, self._fit_info(batches, int(epochs), val))
         with stop_on_signals(self):
             for epoch in range(start_epoch, int(epochs)):
@@ -153,39 +160,45 @@ class Trainer:
         self.model_.train()
         started = time.perf_counter()
         for x, y in batches.epoch(epoch, start):
-            self.last_step_ = self.train_step(x, y)
+            self.last_step_ = self.train_step(x, y, batches.global_size, batches.real_samples)
             self.position_ = batches.position
             if self.last_step_ is None:  # non-finite, on_nonfinite="stop"
                 break
             self.history_.steps.append(self.last_step_)
             self.policy_.observe(StepStats(
-                self.run_samples_, epoch, batches.num_samples, len(y), gradient=self._noise_estimate(),
+                self.run_samples_, epoch, batches.num_samples, self.last_step_["samples"],
+                gradient=self._noise_estimate(),
                 physical_batch=self.last_step_["physical_batch"], time_s=self.step_time_s_))
-            hooks.on_batch_end(self, len(y))
+            hooks.on_batch_end(self, self.last_step_["samples"])
             if self.interrupt_ is not None:
                 raise TrainingInterrupted(self.interrupt_, self.step_)
             if self.stop_training:  # a callback asked to stop now (mid-epoch)
                 break
-        logs = {"epoch": epoch + 1, **self.train_metrics_.compute()}  # reads the device once
+        logs = {"epoch": epoch + 1, **self.train_metrics_.compute(self._reduce)}  # one device read
         elapsed_s = time.perf_counter() - started
         last = self.history_.steps[-1] if self.history_.steps else {"batch_size": 0, "lr": 0.0}
         return {**logs, "batch_size": last["batch_size"], "lr": last["lr"], "time_s": elapsed_s,
                 "samples_per_s": (batches.num_samples - start) / elapsed_s}
 
-    def train_step(self, x: Tensor, y: Tensor) -> dict | None:
+    def train_step(self, x: Tensor, y: Tensor, logical: int | None = None,
+                   real: int | None = None) -> dict | None:
         """One optimizer step on one logical batch, accumulated over physical micro-batches.
 
+        logical: the global batch (samples over all ranks; default len(y)); real: this rank's
+        samples that count (0 for a rank padded into a global batch smaller than the world).
         Returns the step's record (None when a non-finite step stops training).
         """
-        logical = len(y)
+        logical = len(y) if logical is None else logical
+        real = len(y) if real is None else real
         # Coupled to the size the policy asked for, not to len(y): an epoch's short last batch is
         # not a change of batch size and must not change the learning rate.
-        requested = self.policy_.batch_size()
+        requested = self.requested_ if self.requested_ is not None else self.policy_.batch_size()
+        self.requested_ = None
         lr = self.lr_control_.apply(requested, self._clock())
         started = time.perf_counter()
-        physical = self._physical_batch(logical)
+        physical = self._physical_batch(len(y))
         micro_batches = list(zip(x.split(physical), y.split(physical)))
-        total_loss, gradient_stats = self._forward_backward(micro_batches, logical)
+        total_loss, gradient_stats = self._forward_backward(micro_batches, logical, real > 0)
         finite = self._check_finite(total_loss, logical)
         if finite is None:
             return None
@@ -206,33 +219,45 @@ class Trainer:
             record["noise_scale"] = self.noise_.estimate().noise_scale
         return record
 
-    def _forward_backward(self, micro_batches: list, logical: int) -> tuple[Tensor, dict | None]:
+    def _forward_backward(self, micro_batches: list, logical: int,
+                          counts: bool = True) -> tuple[Tensor, dict | None]:
         """Accumulate the gradient of the logical batch's mean loss over its micro-batches.
 
         Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
         gradient equals the gradient of the whole batch's mean loss: the same update as one step on
-        it. With a gradient collector (policies that want noise statistics) each micro-batch's
-        own gradient norm is measured too. Returns (the batch's mean loss, gradient statistics).
+        it. Under DDP the share is multiplied by the world size (DDP averages over ranks) and only
+        the last micro-batch's backward all-reduces (no_sync before it). With noise statistics,
+        each micro-batch's (or, under DDP, each rank's) gradient norm is measured too.
+        counts: False for a padding sample (weight 0). Returns (mean loss, gradient statistics).
         """
-        collector = self.gradient_collector_ if len(micro_batches) > 1 else None
+        world = self.dist_.world_size if self.dist_ is not None else 1
+        collector = self.gradient_collector_ if len(micro_batches) > 1 and world == 1 else None
+        rank_stats = self.noise_ is not None and world > 1  # local vs all-reduced gradient
         self.optimizer_.zero_grad(set_to_none=True)
         if collector is not None:
             collector.begin()
         total_loss = torch.zeros((), device=self.device_)
-        for inputs, targets in micro_batches:
-            outputs = self.model_(inputs)
-            loss = self.task_.loss_fn(outputs, targets)
-            weighted = loss * (len(targets) / logical) if len(micro_batches) > 1 else loss
-            weighted.backward()
+        for index, (inputs, targets) in enumerate(micro_batches):
+            share = len(targets) * world / logical if counts else 0.0
+            sync = world == 1 or (index == len(micro_batches) - 1 and not rank_stats)
+            with nullcontext() if sync else self.network_.no_sync():
+                outputs = self.network_(inputs)
+                loss = self.task_.loss_fn(outputs, targets)
+                (loss * share if share != 1.0 else loss).backward()
             if collector is not None:
                 collector.after_micro_batch(len(targets), len(targets) / logical)
-            total_loss += weighted.detach()
-            self.train_metrics_.update(outputs, targets, loss)
+            if counts:
+                total_loss += loss.detach() * (len(targets) / logical)
+                self.train_metrics_.update(outputs, targets, loss)
+        if rank_stats:
+            local = sum(len(targets) for _, targets in micro_batches) if counts else 0
+            return total_loss, all_reduce_with_stats(self.model_, self.dist_, local, logical)
         return total_loss, collector.finish(logical) if collector is not None else None
 
     def _physical_batch(self, logical: int) -> int:
-        """The micro-batch size: the memory ceiling; at least two micro-batches when measuring noise."""
-        if self.gradient_collector_ is not None and logical >= 2:
+        """The micro-batch size: the memory ceiling; at least two micro-batches when measuring noise
+        in one process (under DDP the ranks' gradients serve as the micro-batches)."""
+        if self.gradient_collector_ is not None and logical >= 2 and self.dist_ is None:
             return split_for_stats(logical, self.max_physical_batch_)
         return min(logical, self.max_physical_batch_)
 
@@ -242,7 +267,7 @@ class Trainer:
 
         One host synchronisation per step: the price of never applying a NaN update.
         """
-        if step_is_finite(loss, self.model_.parameters()):
+        if step_is_finite(loss, self.model_.parameters(), self._reduce):
             return True
         message = (f"non-finite loss or gradients at step {self.step_ + 1} (epoch "
                    f"{self.run_samples_ // self.samples_per_epoch_ + 1}, {self.run_samples_} samples "
@@ -275,13 +300,13 @@ class Trainer:
         return self.run_eval(self._eval_batches(source, batch_size))
 
     def run_eval(self, batches: BatchIterator) -> dict[str, float]:
-        metrics = MetricSet(self.task_, self.metric_names_)
+        metrics = MetricSet(self.task_, self.metric_names_, self.device_)
         self.model_.eval()
         with torch.inference_mode():
             for x, y in batches.epoch(0):
                 outputs = self.model_(x)
                 metrics.update(outputs, y, self.task_.loss_fn(outputs, y))
-        return metrics.compute()
+        return metrics.compute(self._reduce)
 
     def predict(self, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
         """Class probabilities (classification) or values (regression), one row per sample."""
@@ -328,7 +353,10 @@ class Trainer:
         else:
             self.memory_ = self._memory_ceiling(train)
             self.max_physical_batch_ = self.memory_.max_batch
+        if self.dist_ is not None:  # every rank must split its batches alike
+            self.max_physical_batch_ = self.dist_.broadcast_int(self.max_physical_batch_, self.device_)
         self.policy_ = resolve_policy(requested, self.max_physical_batch_)
+        self.requested_ = None
         wants_stats = getattr(self.policy_, "wants_gradient_stats", False)
         self.gradient_collector_ = (MicroBatchGradients(list(self.model_.parameters()))
                                     if wants_stats else None)
@@ -342,6 +370,19 @@ class Trainer:
             raise ConfigError(f"on_nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, "
                               f"got {self.on_nonfinite!r}")
         self.policy_.observe(StepStats(0, 0, len(train), 0))  # where training stands
+
+    def _next_batch_size(self) -> int:
+        """The policy's next logical batch; under DDP a policy that reads local measurements
+        (gradient noise, step times) is overruled by rank 0, so all ranks decide alike."""
+        size = self.policy_.batch_size()
+        if self.dist_ is not None and getattr(self.policy_, "wants_gradient_stats", False):
+            size = self.dist_.broadcast_int(size, self.device_)
+        self.requested_ = size
+        return size
+
+    @property
+    def _reduce(self):
+        return self.dist_.sum if getattr(self, "dist_", None) is not None else None
 
     def _noise_estimate(self) -> dict:
         estimate = self.noise_.estimate() if self.noise_ is not None else None
@@ -387,7 +428,8 @@ class Trainer:
     def _setup(self, source: Source) -> None:
         """Build the model, task and optimizer from the first data seen; later calls only check."""
         if self.model_ is None:
-            self.device_ = resolve_device(self.device)
+            self.device_ = process_device(resolve_device(self.device))
+            self.dist_ = from_environment(self.device_)
             self.seed_ = self.seed if self.seed is not None else int.from_bytes(os.urandom(4), "little")
             torch.manual_seed(self.seed_)
             self.input_shape_ = source.sample_shape
@@ -398,20 +440,23 @@ class Trainer:
             self.task_ = fit_task_to_model(task, model, sample_x, isinstance(self.model, nn.Module),
                                            task_given=self.task is not None or self.loss is not None)
             self.model_ = model
+            self.network_ = model if self.dist_ is None else DistributedDataParallel(
+                model, device_ids=[self.device_.index] if self.device_.type == "cuda" else None)
         if self.optimizer_ is None:
             self.optimizer_ = make_optimizer(self.optimizer, self.model_, self.lr,
                                              **(self.optimizer_options or {}))
         check_input_shape(self.input_shape_, source.sample_shape)
         names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics
         self.metric_names_ = tuple([names] if isinstance(names, str) else names)
-        self.train_metrics_ = MetricSet(self.task_, self.metric_names_)
+        self.train_metrics_ = MetricSet(self.task_, self.metric_names_, self.device_)
 
     def _with_targets(self, source: Source) -> Source:
         return source.map_targets(lambda y: prepare_targets(self.task_, y))
 
     def _eval_batches(self, source: Source, batch_size: int = EVAL_BATCH_SIZE) -> BatchIterator:
         check_input_shape(self.input_shape_, source.sample_shape)
-        return BatchIterator(self._with_targets(source), batch_size, False, 0, self.device_)
+        return BatchIterator(self._with_targets(source), batch_size, False, 0, self.device_,
+                             shard=self.dist_, pad=False)
 
 
 def _check_epochs(epochs: object) -> None:

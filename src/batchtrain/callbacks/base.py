@@ -27,7 +27,10 @@ class FitInfo:
 
 class Callback:
     """Override any of these. Read live values from the trainer (trainer.running_logs() reads the
-    device, so call it at intervals, not every batch)."""
+    device, so call it at intervals, not every batch). Under DDP a callback runs on every rank,
+    unless its class sets main_process_only = True (logs, plots, checkpoints: rank 0 only)."""
+
+    main_process_only = False
 
     def on_fit_begin(self, trainer: "Trainer", info: FitInfo) -> None:
         """Before the first epoch. Reset per-run state here, so the callback can be reused."""

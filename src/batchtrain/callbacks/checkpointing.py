@@ -16,6 +16,8 @@ class Checkpoint(Callback):
         interrupted (Ctrl-C, SIGTERM), after the step in progress.
     """
 
+    main_process_only = True  # under DDP only rank 0 writes
+
     def __init__(self, directory: str | Path, every: Duration | None = None, keep: int = 3,
                  at_epoch_end: bool = True):
         self.directory = Path(directory)

@@ -17,6 +17,8 @@ class MetricsLogger(Callback):
     device, so not every step); {"type": "epoch", ...History record} after each epoch.
     """
 
+    main_process_only = True  # under DDP only rank 0 writes
+
     def __init__(self, run_dir: str | Path, every_steps: int | None = None):
         self.run_dir = Path(run_dir)
         self.every_steps = every_steps

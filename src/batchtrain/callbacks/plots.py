@@ -16,6 +16,8 @@ NOT_PLOTTED = {"epoch", "time_s", "samples_per_s", "batch_size", "lr"}  # per st
 class Plotter(Callback):
     """Writes run_dir/<metric>.png (training and validation curves) after every epoch."""
 
+    main_process_only = True  # under DDP only rank 0 writes
+
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
 

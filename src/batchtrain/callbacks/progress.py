@@ -17,6 +17,8 @@ class ProgressBar(Callback):
     stream: where to write (default sys.stderr); terminal: force bar (True) or lines (False).
     """
 
+    main_process_only = True  # under DDP only rank 0 writes
+
     def __init__(self, stream: TextIO | None = None, terminal: bool | None = None,
                  interval_s: float = 60.0, refresh_s: float = 0.5):
         self.stream = stream

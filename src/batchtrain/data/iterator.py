@@ -8,12 +8,16 @@ to the device.
 """
 import numbers
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from batchtrain.data.sources import IndexBatch, Source, TensorSource
 from batchtrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchtrain.distributed import Distributed
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
@@ -38,11 +42,18 @@ class BatchIterator:
         the epoch continues from the same position in the same order.
     shuffle: a new seeded order every epoch (epoch_order); else the stored order.
     seed: the shuffle seed; device: where batches are delivered.
-    position: samples of the current epoch already delivered (for checkpoints).
+    shard: under DistributedDataParallel, this rank's place: every rank walks the same order and
+        takes its own contiguous part of each global batch, so `batch_size` is the global batch
+        and no sample is seen twice. pad: when a global batch has fewer samples than ranks, a rank
+        with none gets one duplicate sample so it still joins the gradient all-reduce
+        (global_size and real_samples tell the trainer to weight it 0); without pad (evaluation)
+        such a rank skips the batch.
+    position: samples of the current epoch already delivered, over all ranks (for checkpoints).
     """
 
     def __init__(self, source: Source, batch_size: int | Callable[[], int], shuffle: bool = True,
-                 seed: int = 0, device: torch.device = torch.device("cpu")):
+                 seed: int = 0, device: torch.device = torch.device("cpu"),
+                 shard: "Distributed | None" = None, pad: bool = True):
         if not callable(batch_size):
             check_batch_size(batch_size)
         self.source = _place(source, device)
@@ -50,7 +61,11 @@ class BatchIterator:
         self.shuffle = shuffle
         self.seed = seed
         self.device = device
+        self.shard = shard
+        self.pad = pad
         self.position = 0
+        self.global_size = 0
+        self.real_samples = 0
 
     def __len__(self) -> int:
         """Batches per epoch at the current batch size."""
@@ -73,8 +88,28 @@ class BatchIterator:
         while self.position < num_samples:
             stop = min(self.position + self._next_size(), num_samples)
             index = slice(self.position, stop) if order is None else order[self.position:stop]
+            self.global_size = self.real_samples = stop - self.position
             self.position = stop
+            if self.shard is not None:
+                index = self._local(index)
+                if index is None:
+                    continue
             yield index
+
+    def _local(self, index: IndexBatch) -> IndexBatch | None:
+        """This rank's part of a global index batch (see the class docstring for empty parts)."""
+        part = self.shard.shard(self.global_size)
+        if isinstance(index, slice):
+            local = slice(index.start + part.start, index.start + part.stop)
+        else:
+            local = index[part]
+        self.real_samples = part.stop - part.start
+        if self.real_samples > 0:
+            return local
+        if not self.pad:
+            return None
+        first = index.start if isinstance(index, slice) else int(index[0])
+        return slice(first, first + 1)
 
     def _next_size(self) -> int:
         size = self.batch_size() if callable(self.batch_size) else self.batch_size

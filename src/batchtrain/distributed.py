@@ -1,0 +1,103 @@
+"""torchrun / DistributedDataParallel glue: PyTorch's own engine, no home-made one.
+
+Under `torchrun --nproc-per-node N ...` (or any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR and MASTER_PORT) the trainer joins the process group (gloo on CPU, nccl on CUDA),
+wraps the model in DistributedDataParallel and shards every global batch across the ranks.
+`batch_size` stays the global logical batch: N ranks x B/N samples give the same update as one
+process with B samples (tested). Metrics are sums all-reduced across ranks, so they are exact;
+logs, plots and checkpoints are written by rank 0.
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the job. rank: 0..world_size-1; local_rank: on this machine."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, count: int) -> slice:
+        """This rank's contiguous part of `count` items (sizes differ by at most one)."""
+        base, extra = divmod(count, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """The element-wise sum over ranks (a new tensor; the input is unchanged)."""
+        total = tensor.detach().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    def broadcast_int(self, value: int, device: torch.device) -> int:
+        """Rank 0's value, on every rank (so every rank takes the same decision)."""
+        carrier = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.broadcast(carrier, src=0)
+        return int(carrier.item())
+
+    def gather_floats(self, values: list[float], device: torch.device) -> list[float]:
+        """Every rank's `values` (same length on each rank), concatenated in rank order."""
+        local = torch.tensor(values, dtype=torch.float64, device=device)
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return torch.cat(parts).tolist()
+
+
+def from_environment(device: torch.device) -> Distributed | None:
+    """Join the process group described by torchrun's environment; None in a single process.
+
+    The backend follows the device: nccl for CUDA, gloo otherwise. A group already initialised
+    (by the user's own script) is reused as it is.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 and not dist.is_initialized():
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(),
+                       int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+
+
+def process_device(device: torch.device) -> torch.device:
+    """Under torchrun each process drives the GPU of its LOCAL_RANK (set before any CUDA work)."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
+
+
+def all_reduce_with_stats(model: torch.nn.Module, group: Distributed, local_samples: int,
+                          global_batch: int) -> dict:
+    """All-reduce the gradients (as DDP would: the mean over ranks) after measuring each rank's
+    own gradient, and return the noise statistics of the step (stats/noise.py's input).
+
+    Under DDP the ranks' gradients are the 'small batches' of the noise-scale estimator and their
+    average is the big one (McCandlish et al. 2018, appendix A.1): no extra backward pass, one
+    gradient-sized all-reduce as always, plus one tiny all-gather. The caller ran every backward
+    under no_sync(), so .grad holds this rank's share, local_samples * world / global_batch times
+    its mean gradient.
+    """
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    share = local_samples * group.world_size / global_batch
+    local_sq = (float(sum(g.double().square().sum() for g in grads)) / share**2
+                if local_samples else 0.0)
+    for grad in grads:
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        grad.div_(group.world_size)
+    device = grads[0].device if grads else torch.device("cpu")
+    gathered = group.gather_floats([float(local_samples), local_sq], device)
+    sizes, norms = gathered[0::2], gathered[1::2]
+    batch_sq = float(sum(g.double().square().sum() for g in grads))
+    kept = [(int(size), norm) for size, norm in zip(sizes, norms) if size > 0]
+    return {"micro_sizes": [size for size, _ in kept], "micro_sq_norms": [norm for _, norm in kept],
+            "batch_sq_norm": batch_sq}
