@@ -5,13 +5,16 @@ exit status 2, never a traceback. Ctrl-C / SIGTERM during fit finish the step, w
 checkpoint and exit with 130 / 143; a non-finite loss stops training with status 1.
 """
 import argparse
+import os
 import signal
+import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from batchtrain import __version__
+from batchtrain.checkpoint import list_checkpoints
 from batchtrain.config import FIELDS, convert, read_config_file, resolve_config
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
@@ -38,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Train a model. With no options: the design document's "
                               "reference job (seed-cnn, Adam, batch 128, 5 epochs, validation 0.2).")
     fit.add_argument("--config", help="YAML, TOML or JSON file of options (flags override it)")
+    fit.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train with N processes on this machine (DistributedDataParallel, "
+                          "launched through torch.distributed.run)")
+    fit.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                     help="with --nproc: restart failed workers up to K times; they resume from "
+                          "the last checkpoint")
     fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its newest checkpoint, with its "
                           "options (flags given here override them, e.g. --epochs)")
@@ -102,9 +111,17 @@ def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    if args.nproc < 1 or args.max_restarts < 0:
+        raise ConfigError("--nproc must be >= 1 and --max-restarts >= 0")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, args.max_restarts, args.raw_argv)
     file_options = read_config_file(args.config) if args.config else {}
     flag_options = {name: convert(name, value) for name, value in vars(args).items()
                     if name in FIELDS}
+    output = flag_options.get("output", file_options.get("output"))
+    if args.resume is None and elastic_restart() and output and list_checkpoints(
+            Path(output) / "checkpoints"):
+        args.resume, flag_options["overwrite"] = Path(output), False  # torchrun restarted us
     if args.resume is not None:
         if flag_options.get("overwrite"):
             raise ConfigError("--resume continues a run and --overwrite replaces it; choose one")
@@ -115,6 +132,29 @@ def _fit(args: argparse.Namespace) -> int:
         config = resolve_config(file_options, flag_options)
     results = run_fit(config, resume=args.resume is not None)
     return EXIT_STOPPED if "stopped" in results else 0
+
+
+def launch(nproc: int, max_restarts: int, argv: list[str]) -> int:
+    """Run this same command under torch.distributed.run with `nproc` local processes."""
+    rest, skip = [], False
+    for arg in argv:  # drop our launcher flags; torchrun gets them as its own
+        if skip:
+            skip = False
+            continue
+        if arg in ("--nproc", "--max-restarts"):
+            skip = True
+            continue
+        if not arg.startswith(("--nproc=", "--max-restarts=")):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "batchtrain",
+               *rest]
+    return subprocess.run(command).returncode
+
+
+def elastic_restart() -> bool:
+    """True in a worker that torchrun restarted after a failure (it should resume)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -145,7 +185,9 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning  # a terminal user needs the message, not our file
-    args = build_parser().parse_args(argv)
+    raw_argv = list(argv) if argv is not None else sys.argv[1:]
+    args = build_parser().parse_args(raw_argv)
+    args.raw_argv = [str(arg) for arg in raw_argv]
     try:
         return args.handler(args)
     except (ValueError, OSError) as error:  # BatchTrainError is a ValueError

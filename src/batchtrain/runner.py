@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+import torch
 import yaml
 
 from batchtrain.batching.budget import resolve_budget
@@ -22,6 +23,8 @@ from batchtrain.saving import DESCRIPTION_FILE, WEIGHTS_FILE
 from batchtrain.fileio import atomic_write
 from batchtrain.config import FitConfig
 from batchtrain.data.files import load_splits, scale_pixels
+from batchtrain.device import resolve_device
+from batchtrain.distributed import from_environment, process_device
 from batchtrain.errors import ConfigError, DataError
 from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.trainer import Trainer
@@ -36,17 +39,23 @@ RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPT
 def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) -> dict:
     """Train as `config` says, write the run directory, print the test metrics; returns them.
 
-    resume: continue the run in config.output from its newest checkpoint.
+    resume: continue the run in config.output from its newest checkpoint. Under torchrun every
+    rank trains; rank 0 alone checks and writes the run directory and prints.
     """
     out = out or sys.stdout
-    config = replace(config, seed=config.seed if config.seed is not None
-                     else int.from_bytes(os.urandom(4), "little"))
-    run_dir = choose_run_dir(config, resume)  # refuses an existing run before any slow work
+    device = process_device(resolve_device(config.device))
+    group = from_environment(device)
+    main = group is None or group.is_main
+    seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(4), "little")
+    # rank 0's seed everywhere: a seed drawn per process would give each rank its own order
+    config = replace(config, seed=seed if group is None else group.broadcast_int(seed, device))
+    run_dir = choose_run_dir(config, resume, check=main)  # refuses an existing run before slow work
     splits = load_splits(config.data, config.data_dir, config.download)
     trainer = make_trainer(config)
-    create_run_dir(run_dir, config.overwrite and not resume)  # only now: bad input must not cost the old run
-    atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
-    print(f"run directory: {run_dir}", file=out, flush=True)
+    if main:
+        create_run_dir(run_dir, config.overwrite and not resume)  # bad input must not cost the old run
+        atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
+        print(f"run directory: {run_dir}", file=out, flush=True)
     started = time.perf_counter()
     try:
         trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size,
@@ -54,19 +63,21 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
                     shuffle=config.shuffle, callbacks=fit_callbacks(config, run_dir),
                     resume=run_dir / CHECKPOINT_DIR if resume else None)
     except TrainingInterrupted as interrupted:
-        print(f"batchtrain fit: {interrupted}; checkpoint written in {run_dir / CHECKPOINT_DIR}; "
-              f"continue with: batchtrain fit --resume {run_dir}", file=sys.stderr, flush=True)
+        if main:
+            print(f"batchtrain fit: {interrupted}; checkpoint written in {run_dir / CHECKPOINT_DIR}; "
+                  f"continue with: batchtrain fit --resume {run_dir}", file=sys.stderr, flush=True)
         raise
     if trainer.stop_reason_:  # the trainer has warned, naming the step
         return {"stopped": trainer.stop_reason_}
-    trainer.save(run_dir)
     results = {"train_time_s": round(time.perf_counter() - started, 2)}
-    if splits.x_test is not None:
+    if splits.x_test is not None:  # every rank evaluates its shard; the metrics are reduced
         results.update({f"test_{key}": value for key, value in
                         trainer.evaluate(splits.x_test, splits.y_test).items()})
-    atomic_write(run_dir / TEST_FILE, lambda path: path.write_text(json.dumps(results, indent=2)))
-    print(f"trained in {results['train_time_s']:.1f}s", file=out)
-    print(format_results(results, prefix="test_"), file=out, flush=True)
+    if main:
+        trainer.save(run_dir)
+        atomic_write(run_dir / TEST_FILE, lambda path: path.write_text(json.dumps(results, indent=2)))
+        print(f"trained in {results['train_time_s']:.1f}s", file=out)
+        print(format_results(results, prefix="test_"), file=out, flush=True)
     return results
 
 
@@ -100,10 +111,12 @@ def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def choose_run_dir(config: FitConfig, resume: bool = False) -> Path:
+def choose_run_dir(config: FitConfig, resume: bool = False, check: bool = True) -> Path:
     """The run directory to use; refuses one holding a run unless overwrite (or resume) is set.
-    Changes nothing on disk."""
+    Changes nothing on disk. check=False (ranks other than 0): only the path."""
     run_dir = Path(config.output) if config.output is not None else _new_run_dir(config.data)
+    if not check:
+        return run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--output {run_dir} is a file, not a directory; choose another path")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -133,6 +146,8 @@ def create_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 def _new_run_dir(data: str) -> Path:
     stem = Path(data).stem if data.endswith(".npz") else data
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the same name on every rank, without a clock
+        return Path("runs") / f"{stem}-{os.environ.get('TORCHELASTIC_RUN_ID', 'ddp')}-{os.environ.get('MASTER_PORT', '')}"
     base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, suffix = base, 1
     while run_dir.exists():

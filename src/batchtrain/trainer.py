@@ -431,6 +431,8 @@ class Trainer:
             self.device_ = process_device(resolve_device(self.device))
             self.dist_ = from_environment(self.device_)
             self.seed_ = self.seed if self.seed is not None else int.from_bytes(os.urandom(4), "little")
+            if self.dist_ is not None:  # one seed for all ranks: the same initialisation and order
+                self.seed_ = self.dist_.broadcast_int(self.seed_, self.device_)
             torch.manual_seed(self.seed_)
             self.input_shape_ = source.sample_shape
             task = infer_task(source.targets(), self.loss, self.task)
