@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchtrain import __version__
-from batchtrain.checkpoint import list_checkpoints
 from batchtrain.config import FIELDS, convert, read_config_file, resolve_config
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
@@ -44,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="train with N processes on this machine (DistributedDataParallel, "
                           "launched through torch.distributed.run)")
-    fit.add_argument("--max-restarts", type=int, default=0, metavar="K",
-                     help="with --nproc: restart failed workers up to K times; they resume from "
-                          "the last checkpoint")
     fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its newest checkpoint, with its "
                           "options (flags given here override them, e.g. --epochs)")
@@ -111,17 +107,13 @@ def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    if args.nproc < 1 or args.max_restarts < 0:
-        raise ConfigError("--nproc must be >= 1 and --max-restarts >= 0")
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch(args.nproc, args.max_restarts, args.raw_argv)
+        return launch(args.nproc, args.raw_argv)
     file_options = read_config_file(args.config) if args.config else {}
     flag_options = {name: convert(name, value) for name, value in vars(args).items()
                     if name in FIELDS}
-    output = flag_options.get("output", file_options.get("output"))
-    if args.resume is None and elastic_restart() and output and list_checkpoints(
-            Path(output) / "checkpoints"):
-        args.resume, flag_options["overwrite"] = Path(output), False  # torchrun restarted us
     if args.resume is not None:
         if flag_options.get("overwrite"):
             raise ConfigError("--resume continues a run and --overwrite replaces it; choose one")
@@ -134,27 +126,19 @@ def _fit(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if "stopped" in results else 0
 
 
-def launch(nproc: int, max_restarts: int, argv: list[str]) -> int:
+def launch(nproc: int, argv: list[str]) -> int:
     """Run this same command under torch.distributed.run with `nproc` local processes."""
     rest, skip = [], False
-    for arg in argv:  # drop our launcher flags; torchrun gets them as its own
+    for arg in argv:  # drop our launcher flag: torchrun gets it as its own
         if skip:
             skip = False
-            continue
-        if arg in ("--nproc", "--max-restarts"):
+        elif arg == "--nproc":
             skip = True
-            continue
-        if not arg.startswith(("--nproc=", "--max-restarts=")):
+        elif not arg.startswith("--nproc="):
             rest.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "batchtrain",
-               *rest]
+               f"--nproc-per-node={nproc}", "-m", "batchtrain", *rest]
     return subprocess.run(command).returncode
-
-
-def elastic_restart() -> bool:
-    """True in a worker that torchrun restarted after a failure (it should resume)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-import torch
 import yaml
 
 from batchtrain.batching.budget import resolve_budget

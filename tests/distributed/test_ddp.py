@@ -1,0 +1,87 @@
+"""Two gloo processes under torch.distributed.run against one process, on the CPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddp_problem import make_trainer, problem, run_fit
+
+HERE = Path(__file__).parent
+
+
+def torchrun(mode: str, out_dir: Path) -> list[dict]:
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(HERE / "ddp_worker.py"), mode, str(out_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def single_process(mode: str):
+    torch.set_num_threads(1)
+    trainer = make_trainer(mode)
+    history = run_fit(trainer, mode, *problem())
+    return trainer, history
+
+
+@pytest.mark.slow
+def test_two_ranks_with_half_batches_match_one_process(tmp_path):
+    ranks = torchrun("schedule", tmp_path)
+    trainer, history = single_process("schedule")
+    assert [rank["world"] for rank in ranks] == [2, 2]
+    # every rank took the same batch-size decisions, those of the single process
+    single_sizes = [step["batch_size"] for step in history.steps]
+    assert ranks[0]["sizes"] == ranks[1]["sizes"] == single_sizes
+    assert max(single_sizes) == 32 and len(set(single_sizes)) == 3  # 8 -> 16 -> 32, accumulating
+    for ours, theirs in zip(torch.load(tmp_path / "params.pt"), trainer.model_.parameters()):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
+    # validation metrics: exact (no padding, no duplicated samples), reduced over the ranks
+    for rank in ranks:
+        for distributed, alone in zip(rank["history"], history):
+            assert distributed["val_accuracy"] == alone["val_accuracy"]
+            assert distributed["accuracy"] == alone["accuracy"]
+            assert distributed["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path):
+    ranks = torchrun("adaptive", tmp_path)
+    _, history = single_process("adaptive")
+    assert ranks[0]["sizes"] == ranks[1]["sizes"]  # rank 0 decides for all
+    assert len(set(ranks[0]["sizes"])) > 1
+    # local-vs-all-reduced gradients (2 ranks) estimate what micro-batches do in one process
+    distributed = [n for n in ranks[0]["noise"] if n is not None][:20]
+    alone = [step["noise_scale"] for step in history.steps if "noise_scale" in step][:20]
+    assert len(distributed) == len(alone) == 20
+    np.testing.assert_allclose(distributed, alone, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_cli_nproc_2_writes_one_run_equal_to_one_process(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(600) % 3
+    features = rng.normal(0.0, 1.0, (600, 6)).astype(np.float32)
+    features[np.arange(600), labels] += 1.5
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x_train=features[:500], y_train=labels[:500], x_test=features[500:],
+             y_test=labels[500:])
+    results = {}
+    for nproc in (1, 2):
+        run_dir = tmp_path / f"run{nproc}"
+        command = [sys.executable, "-m", "batchtrain", "fit", "--nproc", str(nproc), "--data",
+                   str(data), "--model", "mlp", "--epochs", "2", "--batch-size", "50", "--seed", "3",
+                   "--output", str(run_dir), "--progress", "none"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("run directory:") == 1  # rank 0 alone prints and writes
+        results[nproc] = json.loads((run_dir / "test.json").read_text())
+    assert results[2]["test_accuracy"] == results[1]["test_accuracy"]
+    assert results[2]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-5)
+
