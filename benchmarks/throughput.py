@@ -1,0 +1,257 @@
+"""Training throughput of the reference CNN: batchtrain against a hand-written PyTorch loop.
+
+    .venv/bin/python benchmarks/throughput.py                  # batches 32, 128, 512; 5 repeats
+    .venv/bin/python benchmarks/throughput.py --batches 128 --repeats 9 --samples 8192
+    .venv/bin/python benchmarks/throughput.py --threads 1           # per-core figures
+    .venv/bin/python benchmarks/throughput.py --adaptive-threads    # fit with AdaptiveThreads
+
+On a machine that other work shares, the figures follow its load (the last line reports it): with
+another process busy on one of two cores, two torch threads wait on each other at every kernel
+and both contestants slow down several-fold (see speed.py).
+
+Both train the same network (Conv2D(32) > MaxPool > Conv2D(64) > MaxPool > Dense(64) > Dense(10),
+Keras initialisation) with Adam (lr 1e-3, eps 1e-7) on the same images, in the same process,
+interleaved: each repeat runs both (their order alternating), so a change of load on a shared
+machine hits both alike. Figures are medians over repeats; ratios are medians of the per-repeat
+ratios (paired).
+
+- plain: the obvious loop a user writes: the layers in an nn.Sequential, torch.optim.Adam with its
+  defaults, tensors in memory indexed by a shuffled permutation, running loss and accuracy read
+  with .item() (what batchtrain reports too).
+- batchtrain: Trainer("seed-cnn", seed=0, max_physical_batch=B).fit(x, y, batch_size=B, epochs=1),
+  timed from call to return (setup, data checks, the epoch, metrics), after one warm-up fit.
+- overhead: both at batch 8 with every optional speed-up of batchtrain off (the plain layers,
+  Adam's default loop), so the difference is the library's own per-step work; on one thread
+  (--overhead-threads), where its noise is smallest.
+
+FLOPs: 2 per multiply-add, x3 for training (forward, gradient of the input, of the weights), over
+the Conv2d and Linear layers: 15.2 MFLOP per 28x28 sample. Peak: cores x clock x FLOP per cycle,
+with 32 FLOP/cycle/core for AVX2 + FMA (2 FMA units x 8 fp32 lanes x 2). The clock is read from
+/proc/cpuinfo (the highest "cpu MHz"; a VM reports its nominal clock).
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batchtrain import Trainer
+from batchtrain.errors import DatasetNotFoundError
+from batchtrain.models.init import keras_init_
+from batchtrain.speed import AdaptiveThreads, CpuLoad, usable_cores
+
+FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32, "sse2": 8}  # fp32, per core, with FMA where listed
+
+
+def plain_model() -> nn.Sequential:
+    """The reference CNN as a user writes it."""
+    return keras_init_(nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10)))
+
+
+def plain_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor, batch_size: int) -> dict:
+    """One epoch of the hand-written loop; returns its loss and accuracy."""
+    model.train()
+    order = torch.randperm(len(x))
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        inputs, targets = x[index], y[index]
+        outputs = model(inputs)
+        loss = F.cross_entropy(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(targets)
+        correct += (outputs.argmax(dim=1) == targets).sum().item()
+    return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+
+
+def adam(model: nn.Module, **options) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7, **options)
+
+
+def training_flops_per_sample(model: nn.Module, sample_shape: tuple[int, ...]) -> int:
+    """3 x 2 x the multiply-adds of the Conv2d and Linear layers for one sample (see the header)."""
+    macs = []
+
+    def count(layer, inputs, output):
+        if isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+            macs.append(output[0].numel() * per_output)
+        elif isinstance(layer, nn.Linear):
+            macs.append(output[0].numel() * layer.in_features)
+
+    handles = [layer.register_forward_hook(count) for layer in model.modules()]
+    with torch.no_grad():
+        model(torch.zeros(1, *sample_shape))
+    for handle in handles:
+        handle.remove()
+    return 3 * 2 * sum(macs)
+
+
+def cpu_peak(cores: int) -> tuple[float, str]:
+    """Peak fp32 FLOP/s of `cores` cores, and how it was computed."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            text = cpuinfo.read()
+    except OSError:
+        return float("nan"), "unknown (no /proc/cpuinfo)"
+    clocks_mhz = [float(value) for value in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
+    clock_mhz = max(clocks_mhz) if clocks_mhz else _lscpu_max_mhz()
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
+    vector = next((name for name in FLOP_PER_CYCLE if name in flags and
+                   (name == "sse2" or "fma" in flags)), "sse2")
+    per_cycle = FLOP_PER_CYCLE[vector]
+    peak = cores * clock_mhz * 1e6 * per_cycle
+    return peak, (f"{cores} cores x {clock_mhz / 1000:.3f} GHz x {per_cycle} FLOP/cycle "
+                  f"({vector.upper()}{' + FMA' if vector != 'sse2' else ''}) = {peak / 1e9:.1f} GFLOP/s")
+
+
+def _lscpu_max_mhz() -> float:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return float("nan")
+    match = re.search(r"CPU max MHz:\s*([\d.]+)", out)
+    return float(match.group(1)) if match else float("nan")
+
+
+def load_images(samples: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first `samples` Fashion-MNIST training images, or random ones where it is not installed."""
+    try:
+        from batchtrain import load_dataset
+        data = load_dataset("fashion-mnist", download=False)
+        x, y = torch.as_tensor(data.x_train[:samples]), torch.as_tensor(data.y_train[:samples])
+        return x.float(), y.long(), "Fashion-MNIST"
+    except DatasetNotFoundError:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(samples, 1, 28, 28, generator=generator)
+        return x, torch.randint(0, 10, (samples,), generator=generator), "random images"
+
+
+class Contestants:
+    """The two ways of training at one batch size, each timed over one pass of x, y."""
+
+    def __init__(self, batch: int, x: torch.Tensor, y: torch.Tensor, speedups: bool,
+                 adaptive_threads: bool):
+        torch.manual_seed(0)
+        self.batch, self.x, self.y = batch, x, y
+        self.model = plain_model()
+        self.optimizer = adam(self.model)
+        options = {} if speedups else {"model_options": {"fused": False},
+                                       "optimizer_options": {"fused": False}}
+        self.trainer = Trainer("seed-cnn", seed=0, max_physical_batch=batch, **options)
+        self.callbacks = [AdaptiveThreads()] if adaptive_threads else []
+        warm_up = min(len(x), 4 * batch)
+        self.trainer.fit(x[:warm_up], y[:warm_up], batch_size=batch, epochs=1)
+        plain_epoch(self.model, self.optimizer, x[:warm_up], y[:warm_up], batch)
+
+    def plain_s(self) -> float:
+        started = time.perf_counter()
+        plain_epoch(self.model, self.optimizer, self.x, self.y, self.batch)
+        return time.perf_counter() - started
+
+    def batchtrain_s(self) -> float:
+        started = time.perf_counter()
+        self.trainer.fit(self.x, self.y, batch_size=self.batch, epochs=1, callbacks=self.callbacks)
+        return time.perf_counter() - started
+
+    def race(self, repeats: int) -> tuple[list[float], list[float]]:
+        """Seconds per pass for (plain, batchtrain), interleaved, the first to run alternating."""
+        plain, ours = [], []
+        for repeat in range(repeats):
+            if repeat % 2 == 0:
+                plain.append(self.plain_s())
+                ours.append(self.batchtrain_s())
+            else:
+                ours.append(self.batchtrain_s())
+                plain.append(self.plain_s())
+        return plain, ours
+
+
+def paired_ratio(plain_s: list[float], ours_s: list[float]) -> float:
+    """Median over repeats of plain time / batchtrain time (= batchtrain's speed-up)."""
+    return statistics.median(p / o for p, o in zip(plain_s, ours_s))
+
+
+def throughput_table(args, x, y, flops: int, peak: float) -> None:
+    """One row per batch size: samples/s of both, the paired ratio, and each one's % of peak."""
+    print(f"{'batch':>5} {'plain/s':>9} {'batchtrain/s':>12} {'ratio':>6} "
+          f"{'plain % peak':>12} {'batchtrain % peak':>17}")
+    for batch in (int(size) for size in args.batches.split(",")):
+        contestants = Contestants(batch, x[:args.samples], y[:args.samples], True,
+                                  args.adaptive_threads)
+        plain_s, ours_s = contestants.race(args.repeats)
+        plain_rate = args.samples / statistics.median(plain_s)
+        ours_rate = args.samples / statistics.median(ours_s)
+        print(f"{batch:>5} {plain_rate:>9.0f} {ours_rate:>12.0f} {paired_ratio(plain_s, ours_s):>5.2f}x "
+              f"{100 * plain_rate * flops / peak:>11.1f}% {100 * ours_rate * flops / peak:>16.1f}%",
+              flush=True)
+
+
+def overhead_line(args, x, y) -> None:
+    """batchtrain's own per-step cost at batch 8, every optional speed-up off.
+
+    On args.overhead_threads threads (default 1): two identical plain loops interleaved this way
+    differ by up to 5 % on 2 threads of the 2-core machine, by 1 % on one, and the library's
+    overhead is a few percent.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.overhead_threads or previous)
+    try:
+        n = args.overhead_samples
+        contestants = Contestants(8, x[:n], y[:n], False, False)
+        plain_s, ours_s = contestants.race(args.repeats)
+    finally:
+        torch.set_num_threads(previous)
+    overhead = 1 / paired_ratio(plain_s, ours_s) - 1
+    print(f"overhead at batch 8, speed-ups off, {args.overhead_threads or previous} thread(s): "
+          f"{overhead:+.1%} per step (plain {1e3 * statistics.median(plain_s) * 8 / n:.2f} ms, "
+          f"batchtrain {1e3 * statistics.median(ours_s) * 8 / n:.2f} ms)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="32,128,512", help="batch sizes, comma-separated")
+    parser.add_argument("--samples", type=int, default=4096, help="samples per timed pass")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (>= 5)")
+    parser.add_argument("--overhead-samples", type=int, default=2048,
+                        help="samples per timed pass at batch 8 (0 skips the overhead line)")
+    parser.add_argument("--overhead-threads", type=int, default=1,
+                        help="threads for the batch-8 overhead line (0: as the table)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for both (default: torch's, one per core); "
+                             "the peak counts this many cores")
+    parser.add_argument("--adaptive-threads", action="store_true",
+                        help="give batchtrain's fit the AdaptiveThreads callback (speed.py)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x, y, source = load_images(max(args.samples, args.overhead_samples))
+    peak, peak_text = cpu_peak(min(torch.get_num_threads(), usable_cores()))
+    flops = training_flops_per_sample(plain_model(), tuple(x.shape[1:]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {source}, "
+          f"{args.samples} samples per pass, medians of {args.repeats} interleaved repeats")
+    print(f"peak: {peak_text}; the job: {flops / 1e6:.1f} MFLOP per training sample")
+    load = CpuLoad()
+    throughput_table(args, x, y, flops, peak)
+    if args.overhead_samples:
+        overhead_line(args, x, y)
+    others = load.others_busy_cores()
+    if others is not None:
+        print(f"other processes kept {others:.2f} of {usable_cores()} cores busy on average "
+              "during the run")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
