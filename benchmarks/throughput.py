@@ -30,7 +30,6 @@ with 32 FLOP/cycle/core for AVX2 + FMA (2 FMA units x 8 fp32 lanes x 2). The clo
 /proc/cpuinfo (the highest "cpu MHz"; a VM reports its nominal clock).
 """
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -106,9 +105,9 @@ def cpu_peak(cores: int) -> tuple[float, str]:
             text = cpuinfo.read()
     except OSError:
         return float("nan"), "unknown (no /proc/cpuinfo)"
-    clocks_mhz = [float(value) for value in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
+    clocks_mhz = [float(value) for value in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)]
     clock_mhz = max(clocks_mhz) if clocks_mhz else _lscpu_max_mhz()
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.MULTILINE).group(1).split())
     vector = next((name for name in FLOP_PER_CYCLE if name in flags and
                    (name == "sse2" or "fma" in flags)), "sse2")
     per_cycle = FLOP_PER_CYCLE[vector]

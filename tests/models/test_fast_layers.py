@@ -6,7 +6,13 @@ from torch import nn
 
 from batchtrain.models import seed_cnn
 from batchtrain.models.fast_layers import (
-    GemmConvReluPool, MaxPoolRelu, conv_relu_pool, max4_first, pooled_size, scatter4_first)
+    GemmConvReluPool,
+    MaxPoolRelu,
+    conv_relu_pool,
+    max4_first,
+    pooled_size,
+    scatter4_first,
+)
 from batchtrain.models.seed_cnn import SeedCNN
 
 pytestmark = pytest.mark.usefixtures("single_thread")

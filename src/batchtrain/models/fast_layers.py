@@ -80,7 +80,7 @@ def phase_patches(x: Tensor, rows: int, cols: int) -> Tensor:
     Column order (dy, dx, n, py, px): output (2py+dy, 2px+dx) of image n, grouped by its place
     (dy, dx) in the 2x2 pooling window. Row order (c, ky, kx) matches weight.view(O, C*9).
     """
-    n, channels, height, width = x.shape
+    n, channels = x.shape[:2]
     s_n, s_c, s_h, s_w = x.stride()
     view = x.as_strided((channels, 3, 3, 2, 2, n, rows, cols),
                         (s_c, s_h, s_w, s_h, s_w, s_n, 2 * s_h, 2 * s_w))
