@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ddp_problem import make_trainer, problem, run_fit
+from helpers import write_blobs
 
 HERE = Path(__file__).parent
 
@@ -64,13 +65,7 @@ def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path
 
 @pytest.mark.slow
 def test_cli_nproc_2_writes_one_run_equal_to_one_process(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = np.arange(600) % 3
-    features = rng.normal(0.0, 1.0, (600, 6)).astype(np.float32)
-    features[np.arange(600), labels] += 1.5
-    data = tmp_path / "blobs.npz"
-    np.savez(data, x_train=features[:500], y_train=labels[:500], x_test=features[500:],
-             y_test=labels[500:])
+    data = write_blobs(tmp_path / "blobs.npz")
     results = {}
     for nproc in (1, 2):
         run_dir = tmp_path / f"run{nproc}"

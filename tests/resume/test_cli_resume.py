@@ -4,24 +4,17 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from helpers import run_cli as run
+from helpers import write_blobs
 from batchtrain.fileio import sha256_file
 
 
 @pytest.fixture
 def blobs(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = np.arange(600) % 3
-    features = rng.normal(0.0, 1.0, (600, 6)).astype(np.float32)
-    features[np.arange(600), labels] += 1.5
-    path = tmp_path / "blobs.npz"
-    np.savez(path, x_train=features[:500], y_train=labels[:500], x_test=features[500:],
-             y_test=labels[500:])
-    return path
+    return write_blobs(tmp_path / "blobs.npz")
 
 
 def fit_args(data, output, *extra):
