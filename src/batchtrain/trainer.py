@@ -167,7 +167,7 @@ class Trainer:
             self.history_.steps.append(self.last_step_)
             self.policy_.observe(StepStats(
                 self.run_samples_, epoch, batches.num_samples, self.last_step_["samples"],
-                gradient=self._noise_estimate(),
+                gradient=self.last_noise_,
                 physical_batch=self.last_step_["physical_batch"], time_s=self.step_time_s_))
             hooks.on_batch_end(self, self.last_step_["samples"])
             if self.interrupt_ is not None:
@@ -199,7 +199,7 @@ class Trainer:
         physical = self._physical_batch(len(y))
         micro_batches = list(zip(x.split(physical), y.split(physical)))
         total_loss, gradient_stats = self._forward_backward(micro_batches, logical, real > 0)
-        finite = self._check_finite(total_loss, logical)
+        finite = self._check_finite(total_loss)
         if finite is None:
             return None
         if finite:
@@ -215,8 +215,9 @@ class Trainer:
                   "accumulation_steps": len(micro_batches), "lr": lr}
         if not finite:
             record["skipped"] = True
-        if self.noise_ is not None and self.noise_.estimate() is not None:
-            record["noise_scale"] = self.noise_.estimate().noise_scale
+        self.last_noise_ = self._noise_estimate()  # one estimate per step, for records and policy
+        if self.last_noise_:
+            record["noise_scale"] = self.last_noise_["noise_scale"]
         return record
 
     def _forward_backward(self, micro_batches: list, logical: int,
@@ -261,7 +262,7 @@ class Trainer:
             return split_for_stats(logical, self.max_physical_batch_)
         return min(logical, self.max_physical_batch_)
 
-    def _check_finite(self, loss: Tensor, logical: int) -> bool | None:
+    def _check_finite(self, loss: Tensor) -> bool | None:
         """True if the step's loss and gradients are finite; else act on on_nonfinite:
         "skip" -> False (no update), "stop" -> None, "raise" -> NonFiniteError.
 
