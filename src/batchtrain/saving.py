@@ -14,6 +14,7 @@ from torch import nn
 from batchtrain.errors import BatchTrainError
 from batchtrain.fileio import atomic_write
 from batchtrain.models.spec import ModelSpec
+from batchtrain.models.standardize import placeholder_standardized, standardization
 from batchtrain.tasks import Task
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def save_model(trainer: "Trainer", run_dir: str | Path) -> None:
         "task": trainer.task_.to_dict(),
         "input_shape": list(trainer.input_shape_),
         "metrics": list(trainer.metric_names_),
+        "standardized": standardization(trainer.model_),
     }
     state = {name: tensor.detach().cpu().contiguous() for name, tensor
              in trainer.model_.state_dict().items()}
@@ -87,6 +89,9 @@ def restore_trainer(trainer: "Trainer", run_dir: str | Path, model: nn.Module | 
         spec = ModelSpec(description["model"]["name"], description["model"]["options"])
         model = spec.build(input_shape, task.n_outputs)
         trainer.model = trainer.model_spec_ = spec
+    if description.get("standardized"):  # buffers filled by the state dict
+        targets = description["standardized"]["targets"]
+        model = placeholder_standardized(model, input_shape, task.n_outputs if targets else None)
     trainer.model_ = trainer.network_ = load_model_state(run_dir, model).to(trainer.device_)
     trainer.task_ = task
     trainer.input_shape_ = input_shape

@@ -26,7 +26,9 @@ from batchtrain.callbacks.base import Callback, CallbackList, FitInfo
 from batchtrain.checkpoint import newest_checkpoint
 from batchtrain.saving import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
+from batchtrain.data.iterable import IterableSource
 from batchtrain.data.sources import Source, as_source, split_validation
+from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
 from batchtrain.distributed import all_reduce_with_stats, from_environment, process_device
 from batchtrain.errors import ConfigError
@@ -35,6 +37,7 @@ from batchtrain.interrupts import (NonFiniteError, TrainingInterrupted, step_is_
                                    stop_on_signals)
 from batchtrain.metrics import MetricSet
 from batchtrain.models.spec import ModelSpec
+from batchtrain.models.standardize import standardized
 from batchtrain.optim import OptimizerLike, make_optimizer
 from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
@@ -315,7 +318,7 @@ class Trainer:
         if self.model_ is None:
             raise ConfigError("predict() needs a trained model: call fit() first, or "
                               "Trainer.load(run_dir)")
-        source = as_source(x, np.zeros(len(x)) if not isinstance(x, torch.utils.data.Dataset) else None)
+        source = as_source(x, None if _holds_targets(x) else np.zeros(len(x)))
         check_input_shape(self.input_shape_, source.sample_shape)
         self.model_.eval()
         chunks = []
@@ -439,6 +442,8 @@ class Trainer:
             task = infer_task(source.targets(), self.loss, self.task)
             model, self.model_spec_ = build_model(self.model, self.model_options,
                                                   self.input_shape_, task, self.device_)
+            if getattr(source, "standardize", False):  # streamed tables: statistics of the training rows
+                model = self._standardized(model, source.moments(), task)
             sample_x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
             self.task_ = fit_task_to_model(task, model, sample_x, isinstance(self.model, nn.Module),
                                            task_given=self.task is not None or self.loss is not None)
@@ -453,6 +458,12 @@ class Trainer:
         self.metric_names_ = tuple([names] if isinstance(names, str) else names)
         self.train_metrics_ = MetricSet(self.task_, self.metric_names_, self.device_)
 
+    def _standardized(self, model: nn.Module, moments, task) -> nn.Module:
+        """The model with standardised inputs (and targets, for regression with one target shape)."""
+        targets = (moments.y_mean.reshape(-1), moments.y_std.reshape(-1)) if (
+            task.kind == "regression" and moments.y_mean.numel() == task.n_outputs) else ()
+        return standardized(model, moments.x_mean, moments.x_std, *targets).to(self.device_)
+
     def _with_targets(self, source: Source) -> Source:
         return source.map_targets(lambda y: prepare_targets(self.task_, y))
 
@@ -460,6 +471,11 @@ class Trainer:
         check_input_shape(self.input_shape_, source.sample_shape)
         return BatchIterator(self._with_targets(source), batch_size, False, 0, self.device_,
                              shard=self.dist_, pad=False)
+
+
+def _holds_targets(x: Any) -> bool:
+    """Datasets and streams carry their own targets; arrays passed to predict() do not."""
+    return isinstance(x, (torch.utils.data.Dataset, StreamSource, IterableSource))
 
 
 def _check_epochs(epochs: object) -> None:

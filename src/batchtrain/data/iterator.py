@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from batchtrain.data.sources import IndexBatch, Source, TensorSource
+from batchtrain.data.sources import Source, TensorSource
 from batchtrain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -78,38 +78,37 @@ class BatchIterator:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of epoch `epoch` (0-based), on the device, from sample `start` of its order."""
         non_blocking = self.device.type == "cuda"
-        for x, y in self.source.batches(self._index_batches(epoch, start)):
+        positions = self._positions(start)
+        if getattr(self.source, "orders_itself", False):  # streamed: the order is the source's plan
+            batches = self.source.batches(positions, self.source.order(self.seed, epoch, self.shuffle))
+        else:
+            order = epoch_order(len(self.source), self.seed, epoch) if self.shuffle else None
+            batches = self.source.batches(span if order is None else order[span] for span in positions)
+        for x, y in batches:
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
-    def _index_batches(self, epoch: int, start: int) -> Iterator[IndexBatch]:
+    def _positions(self, start: int) -> Iterator[slice]:
+        """Slices of positions in the epoch's order, one per batch (this rank's part under DDP)."""
         num_samples = len(self.source)
-        order = epoch_order(num_samples, self.seed, epoch) if self.shuffle else None
         self.position = start
         while self.position < num_samples:
             stop = min(self.position + self._next_size(), num_samples)
-            index = slice(self.position, stop) if order is None else order[self.position:stop]
+            span = slice(self.position, stop)
             self.global_size = self.real_samples = stop - self.position
             self.position = stop
             if self.shard is not None:
-                index = self._local(index)
-                if index is None:
+                span = self._local(span)
+                if span is None:
                     continue
-            yield index
+            yield span
 
-    def _local(self, index: IndexBatch) -> IndexBatch | None:
-        """This rank's part of a global index batch (see the class docstring for empty parts)."""
+    def _local(self, span: slice) -> slice | None:
+        """This rank's part of a global batch of positions (see the class docstring for empty parts)."""
         part = self.shard.shard(self.global_size)
-        if isinstance(index, slice):
-            local = slice(index.start + part.start, index.start + part.stop)
-        else:
-            local = index[part]
         self.real_samples = part.stop - part.start
         if self.real_samples > 0:
-            return local
-        if not self.pad:
-            return None
-        first = index.start if isinstance(index, slice) else int(index[0])
-        return slice(first, first + 1)
+            return slice(span.start + part.start, span.start + part.stop)
+        return slice(span.start, span.start + 1) if self.pad else None
 
     def _next_size(self) -> int:
         size = self.batch_size() if callable(self.batch_size) else self.batch_size

@@ -5,13 +5,15 @@ batch, and in which order, is the batch iterator's business (iterator.py), not t
 """
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from batchtrain.data.arrays import as_features, as_tensor, check_pair
+from batchtrain.data.iterable import IterableSource
+from batchtrain.data.stream import StreamSource
 from batchtrain.errors import ConfigError, DataError
 
 IndexBatch = slice | Tensor  # a slice for contiguous batches (zero-copy views), else int64 indices
@@ -120,14 +122,38 @@ def _collate_pairs(items: list) -> tuple[Tensor, Tensor]:
     return as_features(x, "dataset x"), as_tensor(y, "dataset y")
 
 
-Source = TensorSource | DatasetSource
+class Source(Protocol):
+    """What the trainer and the batch iterator need of data: TensorSource, DatasetSource,
+    StreamSource (files streamed from disk), IterableSource (the user's own batches)."""
+
+    def __len__(self) -> int: ...
+    @property
+    def sample_shape(self) -> tuple[int, ...]: ...
+    def targets(self) -> Tensor: ...           # enough targets to infer the task
+    def split_tail(self, start: int) -> tuple["Source", "Source"]: ...
+    def map_targets(self, prepare: TargetMap) -> "Source": ...
+    def to(self, device: torch.device) -> "Source": ...
+    # batches(index_batches) for random access; orders_itself + order() + batches(positions, plan)
+    # for streams.
+
+
+STREAM_BATCH = 1024  # samples an IterableDataset's items are collated into, before re-batching
 
 
 def as_source(x: Any, y: Any = None, prefix: str = "") -> Source:
-    """A source from arrays/tensors (x and y) or from a torch Dataset of (x, y) pairs (y=None)."""
+    """A source from arrays/tensors (x and y), a torch Dataset or IterableDataset of (x, y) pairs
+    (y=None), or a streamed source (batchtrain.data.open, from_batches)."""
+    if isinstance(x, (StreamSource, IterableSource)):
+        if y is not None:
+            raise ConfigError(f"{prefix}y must be None when {prefix}x is a streamed dataset "
+                              "(it holds its targets)")
+        return x
     if isinstance(x, IterableDataset):
-        raise ConfigError("IterableDatasets have no length or random access; wrap the data in a "
-                          "map-style Dataset, or pass arrays")
+        if y is not None:
+            raise ConfigError(f"{prefix}y must be None when {prefix}x is an IterableDataset of (x, y)")
+        length = len(x) if hasattr(x, "__len__") else None
+        return IterableSource(lambda: DataLoader(x, batch_size=STREAM_BATCH, collate_fn=_collate_pairs),
+                              length)
     if isinstance(x, Dataset):
         if y is not None:
             raise ConfigError(f"{prefix}y must be None when {prefix}x is a Dataset yielding (x, y)")

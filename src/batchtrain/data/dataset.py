@@ -1,0 +1,84 @@
+"""`open_dataset`: a dataset on disk (.npy, Parquet, CSV; a file or a directory) as a streamed source."""
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from batchtrain.data.formats.csv import CsvTable
+from batchtrain.data.formats.npy import NpyTable
+from batchtrain.data.formats.parquet import ParquetTable
+from batchtrain.data.iterable import IterableSource
+from batchtrain.data.stream import StreamOptions, StreamSource
+from batchtrain.errors import ConfigError, DataError
+
+FORMATS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+TABULAR = ("parquet", "csv")
+
+
+def open_dataset(path: str | Path, target: str | None = None, features: Iterable[str] | None = None,
+                 *, shuffle_window: int | None = None, prefetch: str = "thread", workers: int = 1,
+                 standardize: bool | None = None, block_rows: int | None = None) -> StreamSource:
+    """Stream a dataset from disk in batches, with bounded memory (see data/stream.py).
+
+    path: a .npy file named x*.npy with its y*.npy beside it, a .parquet or .csv file, or a
+        directory of such files (shards, read in name order).
+    target: the target column (Parquet, CSV). features: feature columns (default: all others).
+    shuffle_window: rows shuffled together (default: as many as fit in 64 MiB).
+    prefetch: "thread", "process" or "none"; workers: pieces read at once.
+    standardize: give the model a first layer standardising the features with statistics of the
+        training rows (default: on for Parquet and CSV, off for .npy).
+    block_rows: rows per piece of .npy shards (default: a sixteenth of the shuffle window).
+    """
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "npy" and (target is not None or features is not None):
+        raise ConfigError(".npy data pairs x*.npy with y*.npy files; target and features name "
+                          "columns of Parquet or CSV files: drop them")
+    options = StreamOptions(shuffle_window, prefetch, workers,
+                            kind in TABULAR if standardize is None else standardize).check()
+    columns = list(features) if features is not None else None
+    if kind == "parquet":
+        table = ParquetTable(path, target, columns)
+    elif kind == "csv":
+        table = CsvTable(path, target, columns)
+    else:
+        table = NpyTable(path, block_rows or _npy_block_rows(options))
+    return StreamSource(table, options)
+
+
+def from_batches(make_batches: Callable[[], Iterable], length: int | None = None, *,
+                 shuffle_window: int | None = None, standardize: bool = False) -> IterableSource:
+    """Stream (x, y) batches from your own reader: make_batches() returns a new iterable (e.g. a
+    generator) of them each time it is called. length: rows per pass (default: counted once)."""
+    if not callable(make_batches):
+        raise ConfigError("make_batches must be a function returning an iterable of (x, y) "
+                          "batches, e.g. lambda: read_batches(path)")
+    return IterableSource(make_batches, length, StreamOptions(shuffle_window, "thread", 1,
+                                                             standardize).check())
+
+
+def detect_format(path: Path) -> str:
+    """"npy", "parquet" or "csv" from a file's suffix or the files in a directory."""
+    if path.is_dir():
+        found = {FORMATS[entry.suffix] for entry in path.iterdir() if entry.suffix in FORMATS}
+        if not found:
+            raise DataError(f"directory {path} holds no .npy, .parquet or .csv files"
+                            f"{' (it is empty)' if not any(path.iterdir()) else ''}; point at the "
+                            "dataset's files")
+        if len(found) > 1:
+            raise DataError(f"directory {path} mixes {' and '.join(sorted(found))} files; keep "
+                            "one format per dataset directory")
+        return found.pop()
+    if not path.exists():
+        raise DataError(f"data path {path} not found; check the path")
+    if path.suffix not in FORMATS:
+        raise DataError(f"{path}: unknown data format {path.suffix!r}; use .npy, .parquet or .csv")
+    return FORMATS[path.suffix]
+
+
+def is_streamable(data: str) -> bool:
+    """True if `data` (a CLI --data value) names a .npy/.parquet/.csv file or a directory."""
+    path = Path(data)
+    return path.is_dir() or path.suffix in FORMATS
+
+
+def _npy_block_rows(options: StreamOptions) -> int | None:
+    return max(options.window_rows // 16, 1) if options.window_rows else None

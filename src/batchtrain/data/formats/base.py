@@ -1,0 +1,68 @@
+"""The protocol of a dataset on disk: a list of pieces (row ranges) that can be read independently.
+
+A piece is the smallest unit a format reads well: a block of rows of a memory-mapped .npy shard, a
+Parquet row group, a byte range of a CSV file. Streamed sources (data/stream.py) shuffle the order
+of pieces, read them in a background pool and mix rows within a bounded window; formats only know
+how to read one piece and how to name a row in error messages.
+"""
+from typing import Protocol
+
+import numpy as np
+
+from batchtrain.errors import DataError
+
+
+class Table(Protocol):
+    """A dataset on disk, as pieces. x: float32 (rows, *feature_shape); y: int64 or float32 (rows, ...)."""
+
+    name: str                          # the path, as error messages show it
+    piece_rows: list[int]              # rows in each piece
+    feature_shape: tuple[int, ...]
+    feature_names: list[str] | None    # column names of tabular formats
+
+    def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]: ...        # (x, y) of a piece
+    def read_targets(self, piece: int) -> np.ndarray: ...                   # y alone (cheaper)
+    def where(self, piece: int) -> tuple[str, int]: ...  # (file name, its row where the piece starts)
+
+
+def as_target_array(values: np.ndarray, where: tuple[str, int]) -> np.ndarray:
+    """Targets as int64 (integers, booleans) or float32, checked for NaN and inf.
+
+    where: (file, row of the file where `values` start), for error messages."""
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64, copy=False)
+    if values.dtype.kind != "f":
+        raise DataError(f"{where[0]}: targets have dtype {values.dtype}, not numbers; "
+                        "store numeric labels or values")
+    values = values.astype(np.float32, copy=False)
+    check_rows_finite(values, where, "a target")
+    return values
+
+
+def as_feature_array(values: np.ndarray, where: tuple[str, int]) -> np.ndarray:
+    """Features as float32 (uint8 pixels scaled to [0, 1]), checked for NaN and inf."""
+    if values.dtype.kind not in "iubf":
+        raise DataError(f"{where[0]}: features have dtype {values.dtype}, not numbers; "
+                        "store numeric arrays")
+    scaled = values.astype(np.float32) / 255.0 if values.dtype == np.uint8 else values
+    features = np.asarray(scaled, dtype=np.float32)
+    check_rows_finite(features, where, "a feature")
+    return features
+
+
+def check_rows_finite(values: np.ndarray, where: tuple[str, int], what: str,
+                      columns: list[str] | None = None) -> None:
+    """Raise DataError naming the file, row (and column, for tables) of the first NaN or inf."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    bad = ~np.isfinite(values.reshape(len(values), -1))
+    row, column = (int(index[0]) for index in np.nonzero(bad))
+    named = f" in column {columns[column]!r}" if columns else ""
+    raise DataError(f"{where[0]} row {where[1] + row}: {what} is NaN or infinite{named} "
+                    f"({int(bad.any(axis=1).sum())} such rows in this block); "
+                    "remove or impute them before training")
+
+
+def split_rows(total_rows: int, block_rows: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of at most block_rows rows covering 0..total_rows."""
+    return [(start, min(start + block_rows, total_rows)) for start in range(0, total_rows, block_rows)]

@@ -1,0 +1,130 @@
+"""CSV files and directories of them, read with pyarrow's streaming CSV reader.
+
+A file is cut into pieces of about piece_bytes at line ends (found by seeking, without reading
+the file), so pieces can be read in any order like Parquet row groups. Opening counts the lines
+of each piece in one pass over the bytes. Line breaks inside quoted values are not supported
+(as with pyarrow's default newlines_in_values=False): numeric tables do not need them.
+"""
+import csv as stdlib_csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from batchtrain.data.formats.columns import choose_columns, table_to_arrays
+from batchtrain.data.formats.parquet import list_files
+from batchtrain.errors import DataError
+
+INFER_BYTES = 1 << 20  # column types are inferred from the first MiB of the first file
+
+
+class CsvTable:
+    """Byte ranges of one or more CSV files with a header line (a directory in file-name order)."""
+
+    def __init__(self, path: str | Path, target: str | None, features: list[str] | None = None,
+                 piece_bytes: int = 4 << 20):
+        self.name = str(path)
+        self.files = list_files(Path(path), ".csv")
+        self.header, schema = _header_and_schema(self.files[0])
+        self.feature_names, self.target = choose_columns(schema, self.files[0].name, target, features)
+        self.column_types = {name: pa.float32() for name in self.feature_names}
+        self.column_types[self.target] = schema.field(self.target).type
+        self.ranges = []  # (file index, first byte, end byte, the file's row where it starts, rows)
+        for index, file in enumerate(self.files):
+            self.ranges += _ranges(file, index, self.header, piece_bytes)
+        if not self.ranges:
+            raise DataError(f"{self.name} holds a header but no rows")
+        self.piece_rows = [rows for *_, rows in self.ranges]
+        self.feature_shape = (len(self.feature_names),)
+
+    def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
+        table = self._parse(piece, [*self.feature_names, self.target])
+        return table_to_arrays(table, self.feature_names, self.target, self.where(piece))
+
+    def read_targets(self, piece: int) -> np.ndarray:
+        return table_to_arrays(self._parse(piece, [self.target]), [], self.target, self.where(piece))[1]
+
+    def where(self, piece: int) -> tuple[str, int]:
+        file_index, _, _, first_row, _ = self.ranges[piece]
+        return self.files[file_index].name, first_row
+
+    def _parse(self, piece: int, columns: list[str]) -> pa.Table:
+        file_index, begin, end, first_row, rows = self.ranges[piece]
+        with open(self.files[file_index], "rb") as handle:
+            handle.seek(begin)
+            data = handle.read(end - begin)
+        options = pacsv.ReadOptions(column_names=self.header, block_size=max(len(data), 1 << 16))
+        convert = pacsv.ConvertOptions(include_columns=columns,
+                                       column_types={name: self.column_types[name] for name in columns})
+        try:
+            table = pacsv.open_csv(pa.BufferReader(data), read_options=options,
+                                   convert_options=convert).read_all()
+        except pa.ArrowInvalid as error:
+            raise _located_error(data, self.header, columns, self.where(piece), error) from None
+        if table.num_rows != rows:
+            raise DataError(f"{self.files[file_index].name} rows {first_row}-{first_row + rows}: read "
+                            f"{table.num_rows} rows where {rows} lines were counted; blank lines "
+                            "and line breaks inside quoted values are not supported")
+        return table
+
+
+def _header_and_schema(file: Path) -> tuple[list[str], pa.Schema]:
+    with open(file, "rb") as handle:
+        head = handle.read(INFER_BYTES)
+    if not head.strip():
+        raise DataError(f"{file} is empty; a CSV file needs a header line and rows")
+    cut = head.rfind(b"\n") + 1 if len(head) == INFER_BYTES else len(head)
+    try:
+        reader = pacsv.open_csv(pa.BufferReader(head[:cut]),
+                                read_options=pacsv.ReadOptions(block_size=max(cut, 1 << 16)))
+        schema = reader.schema
+    except pa.ArrowInvalid as error:
+        raise DataError(f"cannot read {file} as CSV: {str(error).splitlines()[0]}") from None
+    return list(schema.names), schema
+
+
+def _ranges(file: Path, index: int, header: list[str], piece_bytes: int) -> list[tuple]:
+    """Pieces of a file: byte ranges ending at line ends, with the rows each holds."""
+    size = file.stat().st_size
+    ranges, first_row = [], 0
+    with open(file, "rb") as handle:
+        file_header = handle.readline()
+        if [name.strip('"') for name in file_header.decode().rstrip("\r\n").split(",")] != header:
+            raise DataError(f"{file.name} has the header {file_header.decode().strip()!r}, unlike "
+                            f"the first file's {','.join(header)!r}; every file needs the same columns")
+        begin = handle.tell()
+        while begin < size:
+            handle.seek(min(begin + piece_bytes, size))
+            handle.readline()  # to the end of the line the cut fell in
+            end = min(handle.tell(), size)
+            handle.seek(begin)
+            rows = _count_lines(handle.read(end - begin))
+            if rows:
+                ranges.append((index, begin, end, first_row, rows))
+            first_row, begin = first_row + rows, end
+    return ranges
+
+
+def _count_lines(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _located_error(data: bytes, header: list[str], columns: list[str], where: tuple[str, int],
+                   error: Exception) -> DataError:
+    """Find the row pyarrow refused (it does not say which) and name it, with the column."""
+    wanted = [header.index(name) for name in columns]
+    text = io.StringIO(data.decode(errors="replace"))
+    for row, fields in enumerate(stdlib_csv.reader(text)):
+        if len(fields) != len(header):
+            return DataError(f"{where[0]} row {where[1] + row}: {len(fields)} fields where the "
+                             f"header has {len(header)}; the file is ragged or truncated")
+        for column in wanted:
+            value = fields[column].strip()
+            try:
+                float(value) if value else None
+            except ValueError:
+                return DataError(f"{where[0]} row {where[1] + row}: column {header[column]!r} holds "
+                                 f"{value[:40]!r}, not a number; fix the value or drop the column")
+    return DataError(f"cannot parse {where[0]} near row {where[1]}: {str(error).splitlines()[0]}")

@@ -1,0 +1,90 @@
+"""Parquet files and directories of them, read row group by row group, only the needed columns."""
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchtrain.data.formats.columns import choose_columns, table_to_arrays
+from batchtrain.errors import DataError
+
+
+class ParquetTable:
+    """Row groups of one or more Parquet files (a directory is read in file-name order)."""
+
+    def __init__(self, path: str | Path, target: str | None, features: list[str] | None = None):
+        self.name = str(path)
+        self.files = list_files(Path(path), ".parquet")
+        metadata = [_metadata(file) for file in self.files]
+        self.feature_names, self.target = choose_columns(
+            metadata[0].schema.to_arrow_schema(), self.files[0].name, target, features)
+        for file, meta in zip(self.files[1:], metadata[1:]):
+            self._check_same_columns(file, meta.schema.to_arrow_schema(), metadata[0])
+        self.groups = []  # (file index, row group, the file's row where it starts, rows)
+        for index, meta in enumerate(metadata):
+            starts = np.cumsum([0] + [meta.row_group(group).num_rows for group in range(meta.num_row_groups)])
+            self.groups += [(index, group, int(starts[group]), int(starts[group + 1] - starts[group]))
+                            for group in range(meta.num_row_groups) if starts[group + 1] > starts[group]]
+        if not self.groups:
+            raise DataError(f"{self.name} holds no rows")
+        self.piece_rows = [rows for *_, rows in self.groups]
+        self.feature_shape = (len(self.feature_names),)
+        self._handles: dict[int, pq.ParquetFile] = {}
+
+    def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
+        table = self._read_group(piece, [*self.feature_names, self.target])
+        return table_to_arrays(table, self.feature_names, self.target, self.where(piece))
+
+    def read_targets(self, piece: int) -> np.ndarray:
+        return table_to_arrays(self._read_group(piece, [self.target]), [], self.target,
+                               self.where(piece))[1]
+
+    def where(self, piece: int) -> tuple[str, int]:
+        file_index, _, start, _ = self.groups[piece]
+        return self.files[file_index].name, start
+
+    def _read_group(self, piece: int, columns: list[str]) -> pa.Table:
+        file_index, group, _, _ = self.groups[piece]
+        handle = self._handles.get(file_index)
+        if handle is None:
+            handle = self._handles[file_index] = pq.ParquetFile(self.files[file_index], memory_map=True)
+        try:
+            return handle.read_row_group(group, columns=columns, use_threads=False)
+        except (OSError, pa.ArrowException) as error:
+            raise DataError(f"cannot read row group {group} of {self.files[file_index]}: "
+                            f"{str(error).splitlines()[0]}; the file may be damaged") from None
+
+    def _check_same_columns(self, file: Path, schema: pa.Schema, first: pq.FileMetaData) -> None:
+        first_schema = first.schema.to_arrow_schema()
+        for column in [*self.feature_names, self.target]:
+            if column not in schema.names:
+                raise DataError(f"column {column!r} of {self.files[0].name} is missing from "
+                                f"{file.name}; every file of the dataset needs the same columns")
+            if schema.field(column).type != first_schema.field(column).type:
+                raise DataError(f"column {column!r} is {schema.field(column).type} in {file.name} "
+                                f"but {first_schema.field(column).type} in {self.files[0].name}; "
+                                "write every file with the same column types")
+
+    def __getstate__(self) -> dict:  # worker processes open their own file handles
+        return {**self.__dict__, "_handles": {}}
+
+
+def list_files(path: Path, suffix: str) -> list[Path]:
+    """The file at `path`, or the files ending in `suffix` in the directory `path`, sorted."""
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise DataError(f"data path {path} not found; check the path")
+    files = sorted(file for file in path.iterdir() if file.suffix == suffix and file.is_file())
+    if not files:
+        raise DataError(f"directory {path} holds no {suffix} files; point --data at the dataset's "
+                        "files or directory")
+    return files
+
+
+def _metadata(file: Path) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(file)
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(f"cannot read {file} as Parquet: {str(error).splitlines()[0]}; the file "
+                        "is truncated or not Parquet") from None

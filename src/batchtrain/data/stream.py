@@ -1,0 +1,352 @@
+"""Streamed sources: datasets larger than memory, read from disk piece by piece with bounded memory.
+
+How an epoch is read (the out-of-core shuffle):
+1. the pieces (row groups, .npy blocks, CSV byte ranges) are put in a seeded random order;
+2. consecutive pieces of that order are grouped into windows of about `window_rows` rows;
+3. a window is read whole (by a background pool, one window ahead of training) and its rows are
+   visited in a seeded random order.
+Memory holds at most two windows (the current one and the next), whatever the dataset's size.
+Quality trade-off: a batch mixes rows of the window_rows / rows-per-piece pieces of its window,
+drawn from anywhere in the dataset, and the grouping changes every epoch. Larger windows mix more
+and cost memory; smaller pieces (block_rows for .npy) mix more and cost more reads. With
+window_rows >= the dataset's rows this is a full shuffle.
+
+The order depends only on (seed, epoch) and the pieces' sizes, never on timing, so a position in
+the epoch (samples delivered) is enough to resume exactly: the window holding it is read again.
+"""
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from batchtrain.data.formats.base import Table
+from batchtrain.errors import ConfigError
+
+PieceRange = tuple[int, int, int]  # (piece of the table, first row in it, end row)
+DEFAULT_WINDOW_BYTES = 64 << 20
+PREFETCH_KINDS = ("thread", "process", "none")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """window_rows: rows shuffled together (None: as many as fit in 64 MiB, at least one piece).
+    prefetch: "thread" (default: pyarrow and numpy read without holding the GIL), "process"
+        (worker processes; results are copied back) or "none" (read on demand in the training thread).
+    workers: pieces read at once. standardize: the model gets a first layer that standardises
+        features with statistics from one streaming pass over the training rows."""
+
+    window_rows: int | None = None
+    prefetch: str = "thread"
+    workers: int = 1
+    standardize: bool = False
+
+    def check(self) -> "StreamOptions":
+        if self.window_rows is not None and self.window_rows < 1:
+            raise ConfigError(f"shuffle window must be >= 1 rows, got {self.window_rows}")
+        if self.workers < 1:
+            raise ConfigError(f"prefetch workers must be >= 1, got {self.workers}")
+        if self.prefetch not in PREFETCH_KINDS:
+            raise ConfigError(f"prefetch must be one of {', '.join(PREFETCH_KINDS)}, "
+                              f"got {self.prefetch!r}")
+        return self
+
+
+class StreamSource:
+    """A Table's rows (all of them, or row ranges of its pieces), streamed in shuffled windows."""
+
+    orders_itself = True  # the batch iterator hands positions; this source maps them to rows
+
+    def __init__(self, table: Table, options: StreamOptions = StreamOptions(),
+                 ranges: list[PieceRange] | None = None, prepare: Callable | None = None,
+                 pin_memory: bool = False):
+        self.table = table
+        self.options = options
+        self.ranges = ranges if ranges is not None else [
+            (piece, 0, rows) for piece, rows in enumerate(table.piece_rows)]
+        self.prepare = prepare
+        self.pin_memory = pin_memory
+        self._length = sum(stop - start for _, start, stop in self.ranges)
+        self._target_summary: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.table.feature_shape)
+
+    @property
+    def window_rows(self) -> int:
+        if self.options.window_rows is not None:
+            return self.options.window_rows
+        row_bytes = 4 * int(np.prod(self.sample_shape)) + 8
+        return max(DEFAULT_WINDOW_BYTES // row_bytes, 1)
+
+    # -- what the trainer asks of any source ----------------------------------------------------
+
+    def targets(self) -> Tensor:
+        """Enough of the targets to infer the task without holding them all: their dtype, range
+        and per-sample shape ([min, max] rows). One pass over the target column, checking it."""
+        if self._target_summary is None:
+            low = high = None
+            for y in self._read_all(self.table.read_targets):
+                low = y.min(axis=0) if low is None else np.minimum(low, y.min(axis=0))
+                high = y.max(axis=0) if high is None else np.maximum(high, y.max(axis=0))
+            self._target_summary = torch.from_numpy(np.stack([low, high]))
+        return self._target_summary
+
+    @property
+    def standardize(self) -> bool:
+        return self.options.standardize
+
+    def moments(self) -> "Moments":
+        """Mean and standard deviation of the features and targets of these rows (one pass)."""
+        return Moments.of(self._read_all(self.table.read, features=True), self.sample_shape)
+
+    def split_tail(self, start: int) -> tuple["StreamSource", "StreamSource"]:
+        """Rows before `start` (in storage order) and from `start` on: a hold-out by row ranges."""
+        head, tail, seen = [], [], 0
+        for piece, first, end in self.ranges:
+            cut = min(max(start - seen, 0), end - first)
+            if cut > 0:
+                head.append((piece, first, first + cut))
+            if first + cut < end:
+                tail.append((piece, first + cut, end))
+            seen += end - first
+        return self._with(ranges=head), self._with(ranges=tail)
+
+    def map_targets(self, prepare: Callable[[Tensor], Tensor]) -> "StreamSource":
+        return self._with(prepare=prepare)
+
+    def to(self, device: torch.device) -> "StreamSource":
+        return self._with(pin_memory=device.type == "cuda")
+
+    def order(self, seed: int, epoch: int, shuffle: bool) -> "EpochPlan":
+        return EpochPlan.make(self.ranges, self.window_rows, seed, epoch, shuffle)
+
+    def batches(self, positions: Iterable[slice], plan: "EpochPlan") -> Iterator[tuple[Tensor, Tensor]]:
+        """The rows at each slice of epoch positions, in plan's order, read one window ahead."""
+        def submit_window(pool: Executor, window: list[PieceRange]) -> list[tuple[Future, int, int]]:
+            return [(submit(pool, self.table.read, piece), first, end) for piece, first, end in window]
+
+        with make_pool(self.options, self.table) as pool:
+            yield from stream_batches(positions, WindowReader(plan, pool, submit_window),
+                                      self.prepare, self.pin_memory)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _with(self, **changes) -> "StreamSource":
+        fields = {"ranges": self.ranges, "prepare": self.prepare, "pin_memory": self.pin_memory,
+                  **changes}
+        return StreamSource(self.table, self.options, **fields)
+
+    def _read_all(self, read: Callable, features: bool = False) -> Iterator:
+        """Each range's rows in storage order; the pool reads `workers` pieces ahead."""
+        with make_pool(self.options, self.table) as pool:
+            pending: deque = deque()
+            ranges = iter(self.ranges)
+            for piece_range in itertools.islice(ranges, self.options.workers):
+                pending.append((submit(pool, read, piece_range[0]), piece_range))
+            while pending:
+                future, (_, first, end) = pending.popleft()
+                following = next(ranges, None)
+                if following is not None:
+                    pending.append((submit(pool, read, following[0]), following))
+                data = future.result()
+                yield (data[0][first:end], data[1][first:end]) if features else data[first:end]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Per-feature and per-target mean and standard deviation (1 where constant)."""
+
+    x_mean: Tensor
+    x_std: Tensor
+    y_mean: Tensor
+    y_std: Tensor
+
+    @staticmethod
+    def of(chunks: Iterable[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> "Moments":
+        x_moments, y_moments = RunningMoments(), RunningMoments()
+        for x, y in chunks:
+            x_moments.add(x)
+            y_moments.add(y)
+        y_mean, y_std = y_moments.result()
+        return Moments(*x_moments.result(shape), y_mean, y_std)
+
+
+class RunningMoments:
+    """Mean and variance over chunks of rows, merged stably in float64 with the pairwise update
+    of Chan, Golub and LeVeque (1979)."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, chunk: np.ndarray) -> None:
+        rows = np.asarray(chunk, dtype=np.float64).reshape(len(chunk), -1)
+        chunk_mean, chunk_m2 = rows.mean(axis=0), rows.var(axis=0) * len(rows)
+        delta, total = chunk_mean - self.mean, self.count + len(rows)
+        self.mean = self.mean + delta * len(rows) / total
+        self.m2 = self.m2 + chunk_m2 + delta**2 * self.count * len(rows) / total
+        self.count = total
+
+    def result(self, shape: tuple[int, ...] | None = None) -> tuple[Tensor, Tensor]:
+        std = np.sqrt(self.m2 / self.count)
+        std[std == 0] = 1.0
+        shape = shape if shape is not None else std.shape
+        return (torch.from_numpy(self.mean.reshape(shape)).float(),
+                torch.from_numpy(std.reshape(shape)).float())
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """An epoch's order: windows of piece ranges, and within each window a seeded row order."""
+
+    windows: list[list[PieceRange]]
+    starts: list[int]      # epoch position where each window begins (plus the end)
+    seed: int
+    epoch: int
+    shuffle: bool
+
+    @staticmethod
+    def make(ranges: list[PieceRange], window_rows: int, seed: int, epoch: int, shuffle: bool,
+             shuffle_pieces: bool = True) -> "EpochPlan":
+        """shuffle_pieces=False keeps the ranges in storage order (sequential streams) and
+        shuffles only within windows."""
+        order = range(len(ranges))
+        if shuffle and shuffle_pieces:
+            generator = torch.Generator().manual_seed(_mix(seed, epoch, -1))
+            order = torch.randperm(len(ranges), generator=generator).tolist()
+        windows, current, rows, starts = [], [], 0, [0]
+        for index in order:
+            current.append(ranges[index])
+            rows += ranges[index][2] - ranges[index][1]
+            if rows >= window_rows:
+                windows.append(current)
+                starts.append(starts[-1] + rows)
+                current, rows = [], 0
+        if current:
+            windows.append(current)
+            starts.append(starts[-1] + rows)
+        return EpochPlan(windows, starts, seed, epoch, shuffle)
+
+    def window_order(self, window: int) -> Tensor | None:
+        """The order of the window's rows (None: storage order)."""
+        if not self.shuffle:
+            return None
+        rows = self.starts[window + 1] - self.starts[window]
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch, window))
+        return torch.randperm(rows, generator=generator)
+
+
+def _mix(seed: int, epoch: int, window: int) -> int:
+    # Distinct seeds per (seed, epoch, window); large odd multipliers keep the triples apart.
+    return (seed * 1_000_003 + epoch * 7_919 + window + 1) % (2**63)
+
+
+def stream_batches(positions: Iterable[slice], reader: "WindowReader", prepare: Callable | None,
+                   pin_memory: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """Tensors of the rows at each slice of positions, targets prepared, pinned for CUDA."""
+    for span in positions:
+        x, y = reader.rows(span.start, span.stop)
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        if prepare is not None:
+            y = prepare(y)
+        if pin_memory:
+            x, y = x.pin_memory(), y.pin_memory()
+        yield x, y
+
+
+SubmitWindow = Callable[[Executor, list[PieceRange]], list[tuple[Future, int, int]]]
+
+
+class WindowReader:
+    """An epoch's windows, read by a pool one window ahead; holds at most the current and next.
+
+    submit_window(pool, ranges) submits the reads of a window's ranges and returns, per range, a
+    future of (x, y) and the rows of it that belong to the range."""
+
+    def __init__(self, plan: EpochPlan, pool: Executor, submit_window: SubmitWindow):
+        self.plan, self.pool, self.submit_window = plan, pool, submit_window
+        self.pending: dict[int, list[tuple[Future, int, int]]] = {}
+        self.ready: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows at epoch positions [start, stop), possibly spanning windows."""
+        parts = []
+        while start < stop:
+            window = bisect.bisect_right(self.plan.starts, start) - 1
+            end = min(stop, self.plan.starts[window + 1])
+            x, y, order = self._window(window)
+            offset = self.plan.starts[window]
+            index = (slice(start - offset, end - offset) if order is None
+                     else order[start - offset:end - offset])
+            parts.append((x[index], y[index]))
+            start = end
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+    def _window(self, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        for old in [key for key in self.ready if key < window]:  # bounded memory: drop the past
+            del self.ready[old]
+        for ahead in (window, window + 1):
+            if ahead < len(self.plan.windows) and ahead not in self.ready and ahead not in self.pending:
+                self.pending[ahead] = self.submit_window(self.pool, self.plan.windows[ahead])
+        if window not in self.ready:
+            reads = [(future.result(), first, end) for future, first, end in self.pending.pop(window)]
+            x = np.concatenate([x[first:end] for (x, _), first, end in reads])
+            y = np.concatenate([y[first:end] for (_, y), first, end in reads])
+            order = self.plan.window_order(window)
+            self.ready[window] = (x, y, order.numpy() if order is not None else None)
+        return self.ready[window]
+
+
+class _Inline(Executor):
+    """prefetch="none": each read runs when submitted, in the caller's thread."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # delivered by result(), as a pool would
+            future.set_exception(error)
+        return future
+
+
+_worker_table: Table | None = None  # the table, in a worker process (set once by the initializer)
+
+
+def _set_worker_table(table: Table) -> None:
+    global _worker_table
+    _worker_table = table
+    torch.set_num_threads(1)  # the workers decode; the training process owns the cores
+
+
+def _worker_call(method: str, piece: int):
+    return getattr(_worker_table, method)(piece)
+
+
+def make_pool(options: StreamOptions, table: Table) -> Executor:
+    """The readers: threads (pyarrow and numpy release the GIL while reading), spawned processes
+    (a fork of a process running torch's thread pools can deadlock) or inline."""
+    if options.prefetch == "process":
+        return ProcessPoolExecutor(max_workers=options.workers, mp_context=get_context("spawn"),
+                                   initializer=_set_worker_table, initargs=(table,))
+    if options.prefetch == "thread":
+        return ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="batchtrain-read")
+    return _Inline()
+
+
+def submit(pool: Executor, read: Callable, piece: int) -> Future:
+    """Submit table.read or table.read_targets; worker processes call their own copy of the table."""
+    if isinstance(pool, ProcessPoolExecutor):
+        return pool.submit(_worker_call, read.__name__, piece)
+    return pool.submit(read, piece)
