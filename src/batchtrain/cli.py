@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchtrain import __version__
-from batchtrain.config import FIELDS, convert, read_config_file, resolve_config
+from batchtrain.config import FIELDS, column_names, convert, read_config_file, resolve_config
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
 from batchtrain.interrupts import TrainingInterrupted
@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help=help_text)
         else:
             choices = spec.metadata["choices"]
+            several = spec.metadata["kind"] in (list, column_names)  # --features a b or a,b
             fit.add_argument(flag, default=argparse.SUPPRESS, metavar=_metavar(name, choices),
-                             help=help_text)
+                             nargs="+" if several else None, help=help_text)
     fit.set_defaults(handler=_fit)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's model on test data")

@@ -23,6 +23,17 @@ def int_or_text(value: Any) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def column_names(value: Any) -> list[str]:
+    """Column names from "a,b,c" or a list (of names, possibly comma-separated)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(value)
+    names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
+    if not names:
+        raise ValueError(value)
+    return names
+
+
 def option(default: Any, help: str, kind: type = str, choices: tuple | None = None) -> Any:
     """A config field: default value, help text, the value's kind, and allowed choices."""
     return field(default=default, metadata={"help": help, "kind": kind, "choices": choices})
@@ -32,10 +43,24 @@ def option(default: Any, help: str, kind: type = str, choices: tuple | None = No
 class FitConfig:
     """Every option of `batchtrain fit`; the defaults run the design document's reference job."""
 
-    data: str = option("fashion-mnist", "built-in dataset (fashion-mnist, mnist) or a .npz file "
-                       "holding x_train, y_train (and optionally x_test, y_test)")
+    data: str = option("fashion-mnist", "built-in dataset (fashion-mnist, mnist), a .npz file "
+                       "holding x_train, y_train (and optionally x_test, y_test), or data streamed "
+                       "from disk: a .parquet, .csv or x*.npy file or a directory of them")
     data_dir: str | None = option(None, "directory holding the dataset's IDX files (searched first)")
     download: bool = option(True, "download a missing built-in dataset", bool)
+    target: str | None = option(None, "target column of Parquet/CSV data")
+    features: list | None = option(None, "feature columns of Parquet/CSV data (default: all but "
+                                   "the target)", column_names)
+    test_data: str | None = option(None, "test data streamed from disk, like --data (a .npz or "
+                                   "built-in dataset brings its own test split)")
+    shuffle_window: int | None = option(None, "rows of streamed data shuffled together (default: "
+                                        "as many as fit in 64 MiB)", int)
+    prefetch: str = option("thread", "how streamed data is read ahead of training",
+                           choices=("thread", "process", "none"))
+    read_workers: int = option(1, "pieces of streamed data read at once", int)
+    standardize: bool | None = option(None, "standardise streamed features (and regression "
+                                      "targets) with training-set statistics (default: on for "
+                                      "Parquet/CSV, off for .npy)", bool)
     model: str = option("seed-cnn", "seed-cnn, mlp, or an import path package.module:factory")
     hidden: list | None = option(None, "mlp hidden layer sizes, comma-separated (default 64)", list)
     optimizer: str = option("adam", "optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
@@ -86,6 +111,9 @@ class FitConfig:
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.checkpoint_every is not None:
             _check(to_samples(self.checkpoint_every, 1) >= 0, "checkpoint_every must be >= 0")
+        _check(self.shuffle_window is None or self.shuffle_window >= 1,
+               f"shuffle_window must be >= 1 rows, got {self.shuffle_window}")
+        _check(self.read_workers >= 1, f"read_workers must be >= 1, got {self.read_workers}")
         _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {self.log_every_steps}")
         _check(self.hidden is None or all(size >= 1 for size in self.hidden),
                f"hidden sizes must be >= 1, got {self.hidden}")
@@ -135,10 +163,7 @@ def _coerce(kind: type, value: Any) -> Any:
             return str(value).lower() in ("true", "yes", "1")
         raise ValueError(value)
     if kind is list:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise TypeError(value)
-        return [int(item) for item in items]
+        return [int(item) for item in column_names(value)]
     if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
         raise ValueError(value)
     if kind in (int, float) and isinstance(value, bool):
@@ -148,7 +173,7 @@ def _coerce(kind: type, value: Any) -> Any:
 
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number",
-            list: "a list of integers (e.g. 128,64)",
+            list: "a list of integers (e.g. 128,64)", column_names: "column names (e.g. a,b,c)",
             int_or_text: "an integer or a batch-size spec (max, 128,256@2e ...)"}.get(kind, "a string")
 
 

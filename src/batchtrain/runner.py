@@ -21,7 +21,10 @@ from batchtrain.checkpoint import PREFIX, list_checkpoints
 from batchtrain.saving import DESCRIPTION_FILE, WEIGHTS_FILE
 from batchtrain.fileio import atomic_write
 from batchtrain.config import FitConfig
+from batchtrain.data.builtin import Splits
+from batchtrain.data.dataset import is_streamable, open_dataset
 from batchtrain.data.files import load_splits, scale_pixels
+from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
 from batchtrain.distributed import from_environment, process_device
 from batchtrain.errors import ConfigError, DataError
@@ -49,7 +52,9 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
     # rank 0's seed everywhere: a seed drawn per process would give each rank its own order
     config = replace(config, seed=seed if group is None else group.broadcast_int(seed, device))
     run_dir = choose_run_dir(config, resume, check=main)  # refuses an existing run before slow work
-    splits = load_splits(config.data, config.data_dir, config.download)
+    splits = load_fit_data(config)
+    if isinstance(splits.x_train, StreamSource) and splits.x_train.table.feature_names:
+        config = replace(config, features=list(splits.x_train.table.feature_names))  # for predict
     trainer = make_trainer(config)
     if main:
         create_run_dir(run_dir, config.overwrite and not resume)  # bad input must not cost the old run
@@ -78,6 +83,26 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
         print(f"trained in {results['train_time_s']:.1f}s", file=out)
         print(format_results(results, prefix="test_"), file=out, flush=True)
     return results
+
+
+def load_fit_data(config: FitConfig) -> Splits:
+    """Training (and test) data: in memory for built-in datasets and .npz files, streamed from
+    disk for .npy/.parquet/.csv files and directories (x_train is then a StreamSource, y None)."""
+    if not is_streamable(config.data):
+        for name in ("target", "features", "test_data"):
+            if getattr(config, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} applies to data streamed from disk "
+                                  f"(.parquet, .csv, .npy), not to {config.data}; drop it")
+        return load_splits(config.data, config.data_dir, config.download)
+    train = open_stream(config, config.data)
+    test = open_stream(config, config.test_data) if config.test_data is not None else None
+    return Splits(train, None, test, None)
+
+
+def open_stream(config: FitConfig, path: str, require_target: bool = True) -> StreamSource:
+    return open_dataset(path, config.target, config.features, shuffle_window=config.shuffle_window,
+                        prefetch=config.prefetch, workers=config.read_workers,
+                        standardize=config.standardize, require_target=require_target)
 
 
 def format_results(results: dict, prefix: str = "") -> str:
@@ -144,7 +169,7 @@ def create_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def _new_run_dir(data: str) -> Path:
-    stem = Path(data).stem if data.endswith(".npz") else data
+    stem = Path(data).stem or "data"  # fashion-mnist, houses (.parquet), a directory's name
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the same name on every rank, without a clock
         return Path("runs") / f"{stem}-{os.environ.get('TORCHELASTIC_RUN_ID', 'ddp')}-{os.environ.get('MASTER_PORT', '')}"
     base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -171,8 +196,12 @@ def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_si
     """Evaluate a run's model on the test split of `data` (default: the data it was trained on)."""
     config = read_run_config(run_dir)
     trainer = Trainer.load(run_dir, device=device)
-    splits = load_splits(data or config.data, data_dir or config.data_dir, config.download)
-    x, y = (splits.x_test, splits.y_test) if splits.x_test is not None else splits[:2]
+    data = data or config.test_data or config.data
+    if is_streamable(data):
+        x, y = open_stream(config, data), None
+    else:
+        splits = load_splits(data, data_dir or config.data_dir, config.download)
+        x, y = (splits.x_test, splits.y_test) if splits.x_test is not None else splits[:2]
     results = trainer.evaluate(x, y, batch_size=batch_size)
     print(format_results(results), file=out or sys.stdout)
     return results
@@ -180,8 +209,15 @@ def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_si
 
 def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int,
                 device: str) -> np.ndarray:
-    """Predict on the samples in a .npy file and write the predictions to another .npy file."""
+    """Predict on the samples in a .npy file (or Parquet/CSV with the run's feature columns) and
+    write the predictions to a .npy file."""
     trainer = Trainer.load(run_dir, device=device)
+    if input_path.suffix in (".parquet", ".pq", ".csv") or input_path.is_dir():
+        config = read_run_config(run_dir)
+        source = open_stream(config, str(input_path), require_target=False)
+        predictions = trainer.predict(source, batch_size=batch_size)
+        atomic_write(output_path, lambda path: _save_npy(path, predictions))
+        return predictions
     try:
         x = np.load(input_path, allow_pickle=False)
     except FileNotFoundError:

@@ -15,7 +15,8 @@ TABULAR = ("parquet", "csv")
 
 def open_dataset(path: str | Path, target: str | None = None, features: Iterable[str] | None = None,
                  *, shuffle_window: int | None = None, prefetch: str = "thread", workers: int = 1,
-                 standardize: bool | None = None, block_rows: int | None = None) -> StreamSource:
+                 standardize: bool | None = None, block_rows: int | None = None,
+                 require_target: bool = True) -> StreamSource:
     """Stream a dataset from disk in batches, with bounded memory (see data/stream.py).
 
     path: a .npy file named x*.npy with its y*.npy beside it, a .parquet or .csv file, or a
@@ -26,6 +27,7 @@ def open_dataset(path: str | Path, target: str | None = None, features: Iterable
     standardize: give the model a first layer standardising the features with statistics of the
         training rows (default: on for Parquet and CSV, off for .npy).
     block_rows: rows per piece of .npy shards (default: a sixteenth of the shuffle window).
+    require_target: False to read tables without their target column (prediction; y is 0).
     """
     path = Path(path)
     kind = detect_format(path)
@@ -36,9 +38,9 @@ def open_dataset(path: str | Path, target: str | None = None, features: Iterable
                             kind in TABULAR if standardize is None else standardize).check()
     columns = list(features) if features is not None else None
     if kind == "parquet":
-        table = ParquetTable(path, target, columns)
+        table = ParquetTable(path, target, columns, target_optional=not require_target)
     elif kind == "csv":
-        table = CsvTable(path, target, columns)
+        table = CsvTable(path, target, columns, target_optional=not require_target)
     else:
         table = NpyTable(path, block_rows or _npy_block_rows(options))
     return StreamSource(table, options)

@@ -6,17 +6,20 @@ from batchtrain.data.formats.base import check_rows_finite
 from batchtrain.errors import DataError
 
 
-def choose_columns(schema: pa.Schema, file: str, target: str | None,
-                   features: list[str] | None) -> tuple[list[str], str]:
+def choose_columns(schema: pa.Schema, file: str, target: str | None, features: list[str] | None,
+                   target_optional: bool = False) -> tuple[list[str], str | None]:
     """(feature columns, target column) of a file's schema; every one must exist and be numeric.
 
-    features=None: every column but the target."""
+    features=None: every column but the target. target_optional (prediction): a target column
+    missing from the file gives target None."""
     names = list(schema.names)
-    if target is None:
+    if target is None and not target_optional:
         raise DataError(f"{file} is a table: name the target column with --target (target=...); "
                         f"its columns are {_short(names)}")
     features = [name for name in names if name != target] if features is None else list(features)
-    for column in [*features, target]:
+    if target_optional and target not in names:
+        target = None
+    for column in [*features, *([target] if target is not None else [])]:
         if column not in names:
             raise DataError(f"column {column!r} not found in {file}; its columns are {_short(names)}")
         kind = schema.field(column).type
@@ -33,8 +36,9 @@ def choose_columns(schema: pa.Schema, file: str, target: str | None,
 
 
 def table_to_arrays(table: pa.Table, features: list[str], target: str | None,
-                    where: tuple[str, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+                    where: tuple[str, int]) -> tuple[np.ndarray | None, np.ndarray]:
     """(x float32 (rows, features), y int64/float32) from a pyarrow table; nulls and NaN refused.
+    x is None without features, y zeros without a target.
 
     where: (file, the file's row where the table starts), for error messages."""
     x = None
@@ -43,7 +47,7 @@ def table_to_arrays(table: pa.Table, features: list[str], target: str | None,
         for index, column in enumerate(features):
             x[:, index] = column_values(table.column(column), column, where)
         check_rows_finite(x, where, "a feature", features)
-    y = None
+    y = np.zeros(table.num_rows, dtype=np.float32)  # no target column: predicting
     if target is not None:
         y = column_values(table.column(target), target, where)
         y = y.astype(np.int64) if y.dtype.kind in "iub" else y.astype(np.float32, copy=False)

@@ -24,13 +24,15 @@ class CsvTable:
     """Byte ranges of one or more CSV files with a header line (a directory in file-name order)."""
 
     def __init__(self, path: str | Path, target: str | None, features: list[str] | None = None,
+                 target_optional: bool = False,
                  piece_bytes: int = 4 << 20):
         self.name = str(path)
         self.files = list_files(Path(path), ".csv")
         self.header, schema = _header_and_schema(self.files[0])
-        self.feature_names, self.target = choose_columns(schema, self.files[0].name, target, features)
+        self.feature_names, self.target = choose_columns(schema, self.files[0].name, target, features,
+                                                          target_optional)
         self.column_types = {name: pa.float32() for name in self.feature_names}
-        self.column_types[self.target] = schema.field(self.target).type
+        self.column_typesself.columns[len(self.feature_names):] = schema.field(self.target).type
         self.ranges = []  # (file index, first byte, end byte, the file's row where it starts, rows)
         for index, file in enumerate(self.files):
             self.ranges += _ranges(file, index, self.header, piece_bytes)
@@ -40,11 +42,11 @@ class CsvTable:
         self.feature_shape = (len(self.feature_names),)
 
     def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
-        table = self._parse(piece, [*self.feature_names, self.target])
+        table = self._parse(piece, self.columns)
         return table_to_arrays(table, self.feature_names, self.target, self.where(piece))
 
     def read_targets(self, piece: int) -> np.ndarray:
-        return table_to_arrays(self._parse(piece, [self.target]), [], self.target, self.where(piece))[1]
+        return table_to_arrays(self._parse(piece, self.columns[len(self.feature_names):]), [], self.target, self.where(piece))[1]
 
     def where(self, piece: int) -> tuple[str, int]:
         file_index, _, _, first_row, _ = self.ranges[piece]

@@ -12,12 +12,14 @@ from batchtrain.errors import DataError
 class ParquetTable:
     """Row groups of one or more Parquet files (a directory is read in file-name order)."""
 
-    def __init__(self, path: str | Path, target: str | None, features: list[str] | None = None):
+    def __init__(self, path: str | Path, target: str | None, features: list[str] | None = None,
+                 target_optional: bool = False):
         self.name = str(path)
         self.files = list_files(Path(path), ".parquet")
         metadata = [_metadata(file) for file in self.files]
         self.feature_names, self.target = choose_columns(
-            metadata[0].schema.to_arrow_schema(), self.files[0].name, target, features)
+            metadata[0].schema.to_arrow_schema(), self.files[0].name, target, features, target_optional)
+        self.columns = [*self.feature_names, *([self.target] if self.target else [])]
         for file, meta in zip(self.files[1:], metadata[1:]):
             self._check_same_columns(file, meta.schema.to_arrow_schema(), metadata[0])
         self.groups = []  # (file index, row group, the file's row where it starts, rows)
@@ -32,11 +34,11 @@ class ParquetTable:
         self._handles: dict[int, pq.ParquetFile] = {}
 
     def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
-        table = self._read_group(piece, [*self.feature_names, self.target])
+        table = self._read_group(piece, self.columns)
         return table_to_arrays(table, self.feature_names, self.target, self.where(piece))
 
     def read_targets(self, piece: int) -> np.ndarray:
-        return table_to_arrays(self._read_group(piece, [self.target]), [], self.target,
+        return table_to_arrays(self._read_group(piece, self.columns[len(self.feature_names):]), [], self.target,
                                self.where(piece))[1]
 
     def where(self, piece: int) -> tuple[str, int]:
@@ -56,7 +58,7 @@ class ParquetTable:
 
     def _check_same_columns(self, file: Path, schema: pa.Schema, first: pq.FileMetaData) -> None:
         first_schema = first.schema.to_arrow_schema()
-        for column in [*self.feature_names, self.target]:
+        for column in self.columns:
             if column not in schema.names:
                 raise DataError(f"column {column!r} of {self.files[0].name} is missing from "
                                 f"{file.name}; every file of the dataset needs the same columns")
