@@ -28,11 +28,19 @@ class CsvTable:
                  piece_bytes: int = 4 << 20):
         self.name = str(path)
         self.files = list_files(Path(path), ".csv")
-        self.header, schema = _header_and_schema(self.files[0])
-        self.feature_names, self.target = choose_columns(schema, self.files[0].name, target, features,
-                                                          target_optional)
+        self.header, schema, head = _header_and_schema(self.files[0])
+        try:
+            self.feature_names, self.target = choose_columns(schema, self.files[0].name, target,
+                                                              features, target_optional)
+        except DataError as error:  # a text column: name its first row that is not a number
+            column = next((name for name in schema.names if f"column {name!r}" in str(error)), None)
+            if column is None or pa.types.is_null(schema.field(column).type):
+                raise
+            raise _located_error(head, self.header, [column], (self.files[0].name, 0), error) from None
         self.column_types = {name: pa.float32() for name in self.feature_names}
-        self.column_typesself.columns[len(self.feature_names):] = schema.field(self.target).type
+        self.columns = [*self.feature_names, *([self.target] if self.target else [])]
+        if self.target is not None:
+            self.column_types[self.target] = schema.field(self.target).type
         self.ranges = []  # (file index, first byte, end byte, the file's row where it starts, rows)
         for index, file in enumerate(self.files):
             self.ranges += _ranges(file, index, self.header, piece_bytes)
@@ -72,19 +80,23 @@ class CsvTable:
         return table
 
 
-def _header_and_schema(file: Path) -> tuple[list[str], pa.Schema]:
+def _header_and_schema(file: Path) -> tuple[list[str], pa.Schema, bytes]:
+    """The header, the column types pyarrow infers from the first MiB, and that MiB's rows."""
     with open(file, "rb") as handle:
         head = handle.read(INFER_BYTES)
     if not head.strip():
         raise DataError(f"{file} is empty; a CSV file needs a header line and rows")
     cut = head.rfind(b"\n") + 1 if len(head) == INFER_BYTES else len(head)
+    header_line, _, rows = head[:cut].partition(b"\n")
+    header = [name.strip().strip('"') for name in header_line.decode().rstrip("\r").split(",")]
+    if not rows.strip():
+        raise DataError(f"{file} holds a header but no rows")
     try:
-        reader = pacsv.open_csv(pa.BufferReader(head[:cut]),
-                                read_options=pacsv.ReadOptions(block_size=max(cut, 1 << 16)))
-        schema = reader.schema
+        schema = pacsv.open_csv(pa.BufferReader(head[:cut]),
+                                read_options=pacsv.ReadOptions(block_size=max(cut, 1 << 16))).schema
     except pa.ArrowInvalid as error:
-        raise DataError(f"cannot read {file} as CSV: {str(error).splitlines()[0]}") from None
-    return list(schema.names), schema
+        raise _located_error(rows, header, header, (file.name, 0), error) from None
+    return list(schema.names), schema, rows
 
 
 def _ranges(file: Path, index: int, header: list[str], piece_bytes: int) -> list[tuple]:

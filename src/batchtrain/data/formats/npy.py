@@ -4,7 +4,14 @@ Pairing: a file whose name starts with "x" pairs with the file named the same wi
 (x.npy with y.npy, x_train.npy with y_train.npy, x-00003.npy with y-00003.npy). Shards are read
 in name order. Pieces are blocks of block_rows rows, so a shuffled epoch can visit a large shard
 in many places; reading a block from a memory map copies only those rows.
+
+Memory: pages of a memory-mapped file that the process has touched count in its resident set
+until they are unmapped, so a plain np.load(mmap_mode="r") of a 10 GiB file grows RSS towards
+10 GiB over an epoch (the kernel can reclaim them, but RSS limits and OOM killers see them).
+Each block's pages are released with madvise(MADV_DONTNEED) once its rows are copied: RSS stays
+at a few blocks. The page cache keeps the data, so a re-read is still fast.
 """
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +48,12 @@ class NpyTable:
         shard, start, stop = self.blocks[piece]
         x, y = self._arrays[shard]
         where = self.where(piece)
-        return as_feature_array(x[start:stop], where), as_target_array(np.array(y[start:stop]), where)
+        return (as_feature_array(x.rows(start, stop), where),
+                as_target_array(y.rows(start, stop), where))
 
     def read_targets(self, piece: int) -> np.ndarray:
         shard, start, stop = self.blocks[piece]
-        return as_target_array(np.array(self._arrays[shard][1][start:stop]), self.where(piece))
+        return as_target_array(self._arrays[shard][1].rows(start, stop), self.where(piece))
 
     def where(self, piece: int) -> tuple[str, int]:
         shard, start, _ = self.blocks[piece]
@@ -83,11 +91,55 @@ def find_pairs(path: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _open(path: Path) -> np.ndarray:
+class MappedArray:
+    """A memory-mapped .npy array whose rows are copied out and their pages released."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, fortran_order, dtype = _read_header(handle, version)
+            offset = handle.tell()
+            size = handle.seek(0, 2)
+            if fortran_order:
+                raise DataError(f"{path} is stored in Fortran order; save it with "
+                                "numpy.save(path, numpy.ascontiguousarray(array))")
+            expected = offset + int(np.prod(shape)) * dtype.itemsize
+            if size < expected:
+                raise ValueError(f"the file has {size} bytes, its header promises {expected}")
+            self.map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self.shape, self.dtype, self.offset = tuple(shape), dtype, offset
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self.array = np.ndarray(self.shape, dtype, buffer=self.map, offset=offset) \
+            if self.map is not None and len(shape) else np.empty(shape, dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """A copy of rows [start, stop); their pages leave this process's resident set."""
+        rows = np.array(self.array[start:stop])
+        if self.map is not None and hasattr(mmap, "MADV_DONTNEED") and self.row_bytes:
+            first = (self.offset + start * self.row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+            end = self.offset + stop * self.row_bytes
+            self.map.madvise(mmap.MADV_DONTNEED, first, end - first)
+        return rows
+
+
+def _read_header(handle, version: tuple[int, int]) -> tuple:
+    """(shape, fortran_order, dtype) from numpy's public header readers."""
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    return np.lib.format.read_array_header_2_0(handle)
+
+
+def _open(path: Path) -> MappedArray:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = MappedArray(path)
     except (ValueError, OSError, EOFError) as error:
-        # numpy says "cannot reshape" or "mmap length is greater than file size" for a cut file
         raise DataError(f"cannot read {path}: not a complete .npy file ({str(error).splitlines()[0]}); "
                         "the file may be truncated: write it again with numpy.save") from None
     if array.ndim == 0:

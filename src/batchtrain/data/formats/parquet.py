@@ -46,10 +46,12 @@ class ParquetTable:
         return self.files[file_index].name, start
 
     def _read_group(self, piece: int, columns: list[str]) -> pa.Table:
+        # Plain reads, not memory_map=True: mapped pages would count in the resident set until
+        # the file is closed (see formats/npy.py), growing RSS towards the dataset's size.
         file_index, group, _, _ = self.groups[piece]
         handle = self._handles.get(file_index)
         if handle is None:
-            handle = self._handles[file_index] = pq.ParquetFile(self.files[file_index], memory_map=True)
+            handle = self._handles[file_index] = pq.ParquetFile(self.files[file_index])
         try:
             return handle.read_row_group(group, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as error:
