@@ -139,6 +139,15 @@ def test_target_summary_infers_classes_without_reading_features(tmp_path):
     assert summary.tolist() == [0, 999] and summary.dtype == torch.int64
 
 
+def test_one_hot_npy_targets_are_classes(tmp_path):
+    x, labels = numbered(200)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.eye(5, dtype=np.float32)[labels % 5])
+    from batchtrain.tasks import infer_task
+    task = infer_task(open_dataset(tmp_path / "x.npy").targets())
+    assert (task.kind, task.n_outputs) == ("multiclass", 5)
+
+
 # -- your own reader: from_batches -----------------------------------------------------------------
 
 def batches_of(rows: int, size: int):

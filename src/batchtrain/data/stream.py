@@ -93,13 +93,18 @@ class StreamSource:
 
     def targets(self) -> Tensor:
         """Enough of the targets to infer the task without holding them all: their dtype, range
-        and per-sample shape ([min, max] rows). One pass over the target column, checking it."""
+        and per-sample shape ([min, max] rows; one-hot rows as an identity matrix). One pass over
+        the target column, checking it."""
         if self._target_summary is None:
             low = high = None
+            one_hot = True
             for y in self._read_all(self.table.read_targets):
                 low = y.min(axis=0) if low is None else np.minimum(low, y.min(axis=0))
                 high = y.max(axis=0) if high is None else np.maximum(high, y.max(axis=0))
-            self._target_summary = torch.from_numpy(np.stack([low, high]))
+                one_hot = one_hot and y.ndim == 2 and bool(((y == 0) | (y == 1)).all()) and \
+                    bool((y.sum(axis=1) == 1).all())
+            summary = np.eye(len(low), dtype=low.dtype) if one_hot else np.stack([low, high])
+            self._target_summary = torch.from_numpy(summary)
         return self._target_summary
 
     @property
