@@ -1,11 +1,17 @@
-"""Elastic restarts, driven directly: the store namespace per attempt (torchrun's environment set
-by hand). tests/distributed/test_elastic.py kills real workers under torchrun."""
+"""Elastic restarts, driven directly: the store namespace per attempt, and `batchtrain fit` in a
+restart (torchrun's environment set by hand, one process). tests/distributed/test_elastic.py
+kills real workers under torchrun."""
+import json
+import shutil
 from datetime import timedelta
 
 import pytest
 import torch.distributed as dist
 
 from batchtrain.elastic import attempt_store
+from helpers import run_cli, write_blobs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def torchrun_environment(monkeypatch, attempt: int, run_id: str = "job-1", **extra) -> None:
@@ -33,3 +39,53 @@ def test_torchs_own_store_where_it_is_not_shared_or_spans_machines(monkeypatch):
     monkeypatch.setenv("GROUP_WORLD_SIZE", "2")  # restart counts differ between machines
     with pytest.warns(UserWarning, match="TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"):
         assert attempt_store() is None
+
+
+@pytest.fixture
+def first_attempt(tmp_path, monkeypatch, capsys):
+    """A finished first attempt of a 2-epoch run: (the fit's argv, run dir, a copy of it)."""
+    run_dir = tmp_path / "run"
+    argv = ["fit", "--data", write_blobs(tmp_path / "blobs.npz"), "--model", "mlp", "--hidden", "8",
+            "--epochs", "2", "--batch-size", "50", "--progress", "none", "--output", run_dir]
+    torchrun_environment(monkeypatch, 0)
+    code, _, err = run_cli(capsys, *argv)  # no --seed: a restart must reuse the drawn one
+    assert code == 0, err
+    shutil.copytree(run_dir, tmp_path / "finished")
+    return argv, run_dir, tmp_path / "finished"
+
+
+def fit_records(run_dir) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["type"] == "fit"]
+
+
+def test_a_restart_continues_its_run_from_the_newest_checkpoint(first_attempt, monkeypatch, capsys):
+    argv, run_dir, finished = first_attempt
+    for path in sorted((run_dir / "checkpoints").glob("ckpt-*"))[-2:]:  # died in epoch 2
+        path.unlink()
+    torchrun_environment(monkeypatch, 1)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert f"torchrun restart 1 of {run_dir}: continuing from its newest checkpoint" in out
+    assert fit_records(run_dir)[-1]["step"] == 8  # epoch 1's end: 400 samples in batches of 50
+    assert (run_dir / "config.yaml").read_text() == (finished / "config.yaml").read_text()
+    assert (run_dir / "model.safetensors").read_bytes() == (finished / "model.safetensors").read_bytes()
+
+
+def test_a_restart_with_no_checkpoint_starts_the_run_again(first_attempt, monkeypatch, capsys):
+    argv, run_dir, finished = first_attempt
+    shutil.rmtree(run_dir / "checkpoints")  # died before the first one
+    (run_dir / "model.safetensors").unlink()
+    torchrun_environment(monkeypatch, 1)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert f"torchrun restart 1 of {run_dir}: no checkpoint yet, starting it again" in out
+    assert len(fit_records(run_dir)) == 1  # the first attempt's records were replaced
+    assert (run_dir / "model.safetensors").read_bytes() == (finished / "model.safetensors").read_bytes()
+
+
+def test_a_restart_leaves_a_run_its_job_did_not_begin_alone(first_attempt, monkeypatch, capsys):
+    argv, run_dir, _ = first_attempt
+    torchrun_environment(monkeypatch, 1, run_id="job-2")  # another job, pointed at the same --output
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and f"{run_dir} already holds a run" in err

@@ -1,14 +1,21 @@
 """Elastic restarts under `torchrun --max-restarts N`: when a worker dies, torchrun stops the others
 and starts the whole group again, counting attempts in TORCHELASTIC_RESTART_COUNT.
 
-A restarted group's ranks must meet in a store namespace of their own (attempt_store).
+Two things make a restarted group work. Its ranks must meet in a store namespace of their own
+(attempt_store), and `batchtrain fit` must recognise the run directory it began as its own, to
+continue from its newest checkpoint there instead of refusing it (claim_run_dir, is_own_restart).
 """
+import json
 import os
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import torch.distributed as dist
 
+from batchtrain.fileio import atomic_write
+
+CLAIM_FILE = "torchelastic.json"  # {"run_id": TORCHELASTIC_RUN_ID} of the job that began the run
 STORE_TIMEOUT = timedelta(minutes=30)  # torch's default for a process group
 
 
@@ -45,3 +52,22 @@ def attempt_store() -> dist.Store | None:
     agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                                 is_master=False, timeout=STORE_TIMEOUT)
     return dist.PrefixStore(f"batchtrain/attempt-{restart_count()}", agent_store)
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Mark run_dir as this torchrun job's, so that its restarts continue it (restarts only)."""
+    if restarts_allowed():
+        atomic_write(Path(run_dir) / CLAIM_FILE, lambda path: path.write_text(
+            json.dumps({"run_id": os.environ.get("TORCHELASTIC_RUN_ID")})))
+
+
+def is_own_restart(run_dir: Path) -> bool:
+    """True in a restart of the job that claimed run_dir. A run directory the first attempt
+    refused (another run's) was not claimed, so a restart refuses it too."""
+    if restart_count() == 0:
+        return False
+    try:
+        claim = json.loads((Path(run_dir) / CLAIM_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(claim, dict) and claim.get("run_id") == os.environ.get("TORCHELASTIC_RUN_ID")
