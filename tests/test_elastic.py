@@ -3,11 +3,13 @@ restart (torchrun's environment set by hand, one process). tests/distributed/tes
 kills real workers under torchrun."""
 import json
 import shutil
+import subprocess
 from datetime import timedelta
 
 import pytest
 import torch.distributed as dist
 
+from batchtrain import cli
 from batchtrain.elastic import attempt_store
 from helpers import run_cli, write_blobs
 
@@ -89,3 +91,17 @@ def test_a_restart_leaves_a_run_its_job_did_not_begin_alone(first_attempt, monke
     torchrun_environment(monkeypatch, 1, run_id="job-2")  # another job, pointed at the same --output
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and f"{run_dir} already holds a run" in err
+
+
+def test_max_restarts_goes_to_torchrun_and_nowhere_else(monkeypatch, capsys):
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda command: launched.append(command)
+                        or subprocess.CompletedProcess(command, 0))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["fit", "--max-restarts", "3", "--epochs", "1", "--nproc=2"]) == 0
+    command = launched[0]
+    assert "--nproc-per-node=2" in command and "--max-restarts=3" in command
+    assert command[command.index("-m", command.index("--max-restarts=3")):] == [
+        "-m", "batchtrain", "fit", "--epochs", "1"]
+    code, _, err = run_cli(capsys, "fit", "--max-restarts", "-1")
+    assert code == 2 and "--max-restarts must be >= 0, got -1" in err
