@@ -68,7 +68,7 @@ def test_a_restart_continues_its_run_from_the_newest_checkpoint(first_attempt, m
     torchrun_environment(monkeypatch, 1)
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
-    assert f"torchrun restart 1 of {run_dir}: continuing from its newest checkpoint" in out
+    assert f"torchrun job job-1 restarted: continuing {run_dir} from its newest checkpoint" in out
     assert fit_records(run_dir)[-1]["step"] == 8  # epoch 1's end: 400 samples in batches of 50
     assert (run_dir / "config.yaml").read_text() == (finished / "config.yaml").read_text()
     assert (run_dir / "model.safetensors").read_bytes() == (finished / "model.safetensors").read_bytes()
@@ -81,16 +81,27 @@ def test_a_restart_with_no_checkpoint_starts_the_run_again(first_attempt, monkey
     torchrun_environment(monkeypatch, 1)
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
-    assert f"torchrun restart 1 of {run_dir}: no checkpoint yet, starting it again" in out
+    assert f"torchrun job job-1 restarted: no checkpoint in {run_dir} yet, starting it again" in out
     assert len(fit_records(run_dir)) == 1  # the first attempt's records were replaced
     assert (run_dir / "model.safetensors").read_bytes() == (finished / "model.safetensors").read_bytes()
 
 
-def test_a_restart_leaves_a_run_its_job_did_not_begin_alone(first_attempt, monkeypatch, capsys):
+@pytest.mark.parametrize("attempt, run_id", [(1, "job-2"), (0, "none")])
+def test_a_restart_leaves_a_run_its_job_did_not_begin_alone(first_attempt, monkeypatch, capsys,
+                                                            attempt, run_id):
     argv, run_dir, _ = first_attempt
-    torchrun_environment(monkeypatch, 1, run_id="job-2")  # another job, pointed at the same --output
+    (run_dir / "torchelastic.json").write_text(json.dumps({"run_id": "none"}))
+    # another job (job-2, or torchrun's default id none in a first attempt), same --output
+    torchrun_environment(monkeypatch, attempt, run_id=run_id)
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and f"{run_dir} already holds a run" in err
+
+
+def test_a_restart_counted_on_another_machine_continues_too(first_attempt, monkeypatch, capsys):
+    argv, run_dir, _ = first_attempt
+    torchrun_environment(monkeypatch, 0)  # rank 0's machine restarts its worker uncounted
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and "torchrun job job-1 restarted: continuing" in out, err
 
 
 def test_max_restarts_goes_to_torchrun_and_nowhere_else(monkeypatch, capsys):

@@ -62,12 +62,19 @@ def claim_run_dir(run_dir: Path) -> None:
 
 
 def is_own_restart(run_dir: Path) -> bool:
-    """True in a restart of the job that claimed run_dir. A run directory the first attempt
-    refused (another run's) was not claimed, so a restart refuses it too."""
-    if restart_count() == 0:
+    """True in a restart of the torchrun job that claimed run_dir. A directory the first attempt
+    refused (another run's) was not claimed, so a restart refuses it too.
+
+    The job is known by its rendezvous id (--rdzv-id; a fresh one with --standalone), not by the
+    restart count: with several machines, the one whose worker failed counts a restart and the
+    others restart theirs at 0. torchrun's default id, "none", is every job's: with it only a
+    counted restart is one.
+    """
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if job is None or (job == "none" and restart_count() == 0):
         return False
     try:
         claim = json.loads((Path(run_dir) / CLAIM_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(claim, dict) and claim.get("run_id") == os.environ.get("TORCHELASTIC_RUN_ID")
+    return isinstance(claim, dict) and claim.get("run_id") == job

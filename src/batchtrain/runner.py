@@ -25,7 +25,7 @@ from batchtrain.config import FitConfig
 from batchtrain.data.files import load_splits, scale_pixels
 from batchtrain.device import resolve_device
 from batchtrain.distributed import Distributed, from_environment, process_device
-from batchtrain.elastic import CLAIM_FILE, claim_run_dir, is_own_restart, restart_count
+from batchtrain.elastic import CLAIM_FILE, claim_run_dir, is_own_restart
 from batchtrain.errors import ConfigError, DataError
 from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.trainer import Trainer
@@ -96,9 +96,9 @@ def continue_own_run(config: FitConfig, run_dir: Path, resume: bool,
     """(config, resume) for a torchrun restart of the job that began run_dir: the same command
     again, so the seed it drew at first (config.yaml) and its newest checkpoint, if any."""
     checkpoints = complete_checkpoints(run_dir / CHECKPOINT_DIR)
-    action = ("continuing from its newest checkpoint" if checkpoints
-              else "no checkpoint yet, starting it again")
-    print(f"torchrun restart {restart_count()} of {run_dir}: {action}", file=out, flush=True)
+    action = (f"continuing {run_dir} from its newest checkpoint" if checkpoints
+              else f"no checkpoint in {run_dir} yet, starting it again")
+    print(f"torchrun job {os.environ['TORCHELASTIC_RUN_ID']} restarted: {action}", file=out, flush=True)
     return replace(config, seed=read_run_config(run_dir).seed), resume or bool(checkpoints)
 
 

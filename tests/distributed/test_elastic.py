@@ -98,8 +98,10 @@ def test_a_dead_worker_restarts_the_run_then_resumes_it_from_the_last_checkpoint
     result = fit(data, run_dir, max_restarts=2, DYING_MLP_AT="0:1,1:7")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already holds a run" not in result.stderr
-    assert f"torchrun restart 1 of {run_dir}: no checkpoint yet, starting it again" in result.stdout
-    assert f"torchrun restart 2 of {run_dir}: continuing from its newest checkpoint" in result.stdout
+    restarts = [line.split(" restarted: ")[1] for line in result.stdout.splitlines()
+                if line.startswith("torchrun job ")]
+    assert restarts == [f"no checkpoint in {run_dir} yet, starting it again",
+                        f"continuing {run_dir} from its newest checkpoint"]
     begun, resumed = records(run_dir, "fit")  # the first attempt's records were replaced
     assert "resumed_from" not in begun
     assert resumed["step"] == 6
