@@ -51,7 +51,7 @@ def save_checkpoint(directory: str | Path, state: dict, keep: int = 3) -> Path:
 
 def _prune(directory: Path, keep: int) -> None:
     """Remove all but the newest `keep` complete checkpoints, and leftovers of interrupted saves."""
-    complete = [path for path in list_checkpoints(directory) if path.with_suffix(".json").exists()]
+    complete = complete_checkpoints(directory)
     for path in complete[:-keep] if keep > 0 else []:
         path.with_suffix(".json").unlink(missing_ok=True)  # first: a .pt alone reads as incomplete
         path.unlink(missing_ok=True)
@@ -63,6 +63,11 @@ def _prune(directory: Path, keep: int) -> None:
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """The .pt files of a checkpoint directory, oldest first (by samples seen)."""
     return sorted(Path(directory).glob(f"{PREFIX}*.pt"))
+
+
+def complete_checkpoints(directory: str | Path) -> list[Path]:
+    """The .pt files whose save finished (their .json record exists), oldest first."""
+    return [path for path in list_checkpoints(directory) if path.with_suffix(".json").exists()]
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -22,6 +22,7 @@ from batchtrain.runner import read_run_config, run_evaluate, run_fit, run_predic
 
 EXIT_STOPPED = 1  # training stopped on a non-finite loss (the last good checkpoint is kept)
 EXIT_BAD_INPUT = 2
+LAUNCHER_FLAGS = ("--nproc", "--max-restarts")  # options of torch.distributed.run, not of training
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="train with N processes on this machine (DistributedDataParallel, "
                           "launched through torch.distributed.run)")
+    fit.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                     help="restart the processes up to N times when one dies, each time from the "
+                          "newest checkpoint (torch.distributed.run's elastic restarts; default 0)")
     fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its newest checkpoint, with its "
                           "options (flags given here override them, e.g. --epochs)")
@@ -110,8 +114,10 @@ def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
 def _fit(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch(args.nproc, args.raw_argv)
+    if args.max_restarts < 0:
+        raise ConfigError(f"--max-restarts must be >= 0, got {args.max_restarts}")
+    if (args.nproc > 1 or args.max_restarts > 0) and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, args.max_restarts, args.raw_argv)
     file_options = read_config_file(args.config) if args.config else {}
     flag_options = {name: convert(name, value) for name, value in vars(args).items()
                     if name in FIELDS}
@@ -127,19 +133,26 @@ def _fit(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if "stopped" in results else 0
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run this same command under torch.distributed.run with `nproc` local processes."""
+def launch(nproc: int, max_restarts: int, argv: list[str]) -> int:
+    """Run this same command under torch.distributed.run: `nproc` local processes, the whole group
+    restarted up to `max_restarts` times when one of them fails."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+               "-m", "batchtrain", *_without_launcher_flags(argv)]
+    return subprocess.run(command).returncode
+
+
+def _without_launcher_flags(argv: list[str]) -> list[str]:
+    """argv less --nproc and --max-restarts (torchrun gets them as its own), values included."""
     rest, skip = [], False
-    for arg in argv:  # drop our launcher flag: torchrun gets it as its own
+    for arg in argv:
         if skip:
             skip = False
-        elif arg == "--nproc":
+        elif arg in LAUNCHER_FLAGS:
             skip = True
-        elif not arg.startswith("--nproc="):
+        elif not arg.startswith(tuple(flag + "=" for flag in LAUNCHER_FLAGS)):
             rest.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "batchtrain", *rest]
-    return subprocess.run(command).returncode
+    return rest
 
 
 def _evaluate(args: argparse.Namespace) -> int:

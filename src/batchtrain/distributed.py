@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from batchtrain.elastic import attempt_store
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -57,13 +59,20 @@ def from_environment(device: torch.device) -> Distributed | None:
     """Join the process group described by torchrun's environment; None in a single process.
 
     The backend follows the device: nccl for CUDA, gloo otherwise. A group already initialised
-    (by the user's own script) is reused as it is.
+    (by the user's own script) is reused as it is. A torchrun restart joins through a store
+    namespace of its own (elastic.py).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not dist.is_initialized():
         return None
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = attempt_store()
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=world_size)
     return Distributed(dist.get_rank(), dist.get_world_size(),
                        int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 

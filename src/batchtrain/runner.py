@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+import torch
 import yaml
 
 from batchtrain.batching.budget import resolve_budget
 from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar
-from batchtrain.checkpoint import PREFIX, list_checkpoints
+from batchtrain.checkpoint import PREFIX, complete_checkpoints, list_checkpoints
 from batchtrain.saving import DESCRIPTION_FILE, WEIGHTS_FILE
 from batchtrain.fileio import atomic_write
 from batchtrain.config import FitConfig
@@ -26,7 +27,8 @@ from batchtrain.data.dataset import is_streamable, open_dataset
 from batchtrain.data.files import load_splits, scale_pixels
 from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
-from batchtrain.distributed import from_environment, process_device
+from batchtrain.distributed import Distributed, from_environment, process_device
+from batchtrain.elastic import CLAIM_FILE, claim_run_dir, is_own_restart
 from batchtrain.errors import ConfigError, DataError
 from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.trainer import Trainer
@@ -35,30 +37,39 @@ CONFIG_FILE = "config.yaml"
 TEST_FILE = "test.json"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE,
-             CHECKPOINT_DIR)
+             CLAIM_FILE, CHECKPOINT_DIR)
 
 
 def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) -> dict:
     """Train as `config` says, write the run directory, print the test metrics; returns them.
 
     resume: continue the run in config.output from its newest checkpoint. Under torchrun every
-    rank trains; rank 0 alone checks and writes the run directory and prints.
+    rank trains; rank 0 alone checks and writes the run directory, prints, and decides for all.
+    A torchrun restart (--max-restarts) continues the run directory its job began, from the
+    newest checkpoint there, or begins it again when there is none yet.
     """
     out = out or sys.stdout
     device = process_device(resolve_device(config.device))
     group = from_environment(device)
     main = group is None or group.is_main
+    run_dir = run_dir_path(config)  # on every rank: the same path
+    restarted = main and is_own_restart(run_dir)
+    if restarted:
+        config, resume = continue_own_run(config, run_dir, resume, out)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(4), "little")
     # rank 0's seed everywhere: a seed drawn per process would give each rank its own order
-    config = replace(config, seed=seed if group is None else group.broadcast_int(seed, device))
-    run_dir = choose_run_dir(config, resume, check=main)  # refuses an existing run before slow work
+    config = replace(config, seed=_from_main(group, device, seed))
+    resume = bool(_from_main(group, device, resume))
+    if main and not restarted:
+        check_run_dir(run_dir, config, resume)  # refuses an existing run before slow work
     splits = load_fit_data(config)
     if isinstance(splits.x_train, StreamSource) and splits.x_train.table.feature_names:
         config = replace(config, features=list(splits.x_train.table.feature_names))  # for predict
     trainer = make_trainer(config)
-    if main:
-        create_run_dir(run_dir, config.overwrite and not resume)  # bad input must not cost the old run
+    if main:  # bad input must not cost the old run; a restart replaces its own earlier attempt
+        create_run_dir(run_dir, (config.overwrite or restarted) and not resume)
         atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
+        claim_run_dir(run_dir)
         print(f"run directory: {run_dir}", file=out, flush=True)
     started = time.perf_counter()
     try:
@@ -105,6 +116,22 @@ def open_stream(config: FitConfig, path: str, require_target: bool = True) -> St
                         standardize=config.standardize, require_target=require_target)
 
 
+def continue_own_run(config: FitConfig, run_dir: Path, resume: bool,
+                     out: TextIO) -> tuple[FitConfig, bool]:
+    """(config, resume) for a torchrun restart of the job that began run_dir: the same command
+    again, so the seed it drew at first (config.yaml) and its newest checkpoint, if any."""
+    checkpoints = complete_checkpoints(run_dir / CHECKPOINT_DIR)
+    action = (f"continuing {run_dir} from its newest checkpoint" if checkpoints
+              else f"no checkpoint in {run_dir} yet, starting it again")
+    print(f"torchrun job {os.environ['TORCHELASTIC_RUN_ID']} restarted: {action}", file=out, flush=True)
+    return replace(config, seed=read_run_config(run_dir).seed), resume or bool(checkpoints)
+
+
+def _from_main(group: Distributed | None, device: torch.device, value: int) -> int:
+    """Rank 0's value on every rank (the value itself in a single process)."""
+    return value if group is None else group.broadcast_int(int(value), device)
+
+
 def format_results(results: dict, prefix: str = "") -> str:
     """'test loss 0.3034 - test accuracy 0.8913' from {"test_loss": ..., "test_accuracy": ...}."""
     label = prefix.replace("_", " ")
@@ -135,12 +162,13 @@ def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def choose_run_dir(config: FitConfig, resume: bool = False, check: bool = True) -> Path:
-    """The run directory to use; refuses one holding a run unless overwrite (or resume) is set.
-    Changes nothing on disk. check=False (ranks other than 0): only the path."""
-    run_dir = Path(config.output) if config.output is not None else _new_run_dir(config.data)
-    if not check:
-        return run_dir
+def run_dir_path(config: FitConfig) -> Path:
+    """The run directory config.output names, or a new one under runs/."""
+    return Path(config.output) if config.output is not None else _new_run_dir(config.data)
+
+
+def check_run_dir(run_dir: Path, config: FitConfig, resume: bool = False) -> None:
+    """Refuse a run directory holding a run unless overwrite (or resume) is set; changes nothing."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--output {run_dir} is a file, not a directory; choose another path")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -151,7 +179,6 @@ def choose_run_dir(config: FitConfig, resume: bool = False, check: bool = True) 
     elif existing and not config.overwrite:
         raise ConfigError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
                           f"--resume {run_dir}, replace it with --overwrite, or choose another --output")
-    return run_dir
 
 
 def create_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -170,8 +197,12 @@ def create_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 def _new_run_dir(data: str) -> Path:
     stem = Path(data).stem or "data"  # fashion-mnist, houses (.parquet), a directory's name
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the same name on every rank, without a clock
-        return Path("runs") / f"{stem}-{os.environ.get('TORCHELASTIC_RUN_ID', 'ddp')}-{os.environ.get('MASTER_PORT', '')}"
+    # the same name on every rank, without a clock; under torchrun in every restart too (its job
+    # id: --rdzv-id, or a fresh one with --standalone), where MASTER_PORT may change
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return Path("runs") / f"{stem}-{os.environ['TORCHELASTIC_RUN_ID']}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # another launcher
+        return Path("runs") / f"{stem}-ddp-{os.environ.get('MASTER_PORT', '')}"
     base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, suffix = base, 1
     while run_dir.exists():
@@ -235,7 +266,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-__all__ = ["choose_run_dir", "create_run_dir", "run_evaluate", "run_fit", "run_predict"]
+__all__ = ["check_run_dir", "create_run_dir", "run_dir_path", "run_evaluate", "run_fit", "run_predict"]
 
 
 def run_probe(args) -> Path:

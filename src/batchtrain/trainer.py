@@ -370,6 +370,7 @@ class Trainer:
         self.samples_per_epoch_, self.total_samples_ = len(train), len(train) * epochs
         self.run_samples_, self.position_, self.last_step_ = 0, 0, None
         self.history_, self.stop_training, self.stop_reason_ = History(), False, None
+        self.resumed_from_ = None
         if self.on_nonfinite not in NONFINITE_ACTIONS:
             raise ConfigError(f"on_nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, "
                               f"got {self.on_nonfinite!r}")
@@ -417,7 +418,8 @@ class Trainer:
                        memory=self.memory_.describe() if self.memory_ else
                        f"physical batch at most {self.max_physical_batch_} (set by the user)",
                        lr=f"lr scaling {self.lr_control_.rule}, schedule "
-                          f"{self.lr_control_.schedule.describe()}")
+                          f"{self.lr_control_.schedule.describe()}",
+                       resumed_from=str(self.resumed_from_ or ""))
 
     def _fit_sources(self, x, y, validation_split, validation_data) -> tuple[Source, Source | None]:
         source = as_source(x, y)

@@ -16,7 +16,9 @@ HERE = Path(__file__).parent
 
 
 def torchrun(mode: str, out_dir: Path) -> list[dict]:
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
+    # the caller's PYTHONPATH kept: it may name the batchtrain under test (a worktree's src/)
+    python_path = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, python_path)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                str(HERE / "ddp_worker.py"), mode, str(out_dir)]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)

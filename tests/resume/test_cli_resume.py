@@ -29,9 +29,12 @@ def test_resume_continues_a_run_and_extends_it(capsys, blobs, tmp_path):
     code, out, err = run(capsys, "fit", "--resume", resumed, "--epochs", "3")
     assert code == 0, err
     assert (resumed / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
-    epochs = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["type"] == "epoch"]
-    assert [record["epoch"] for record in epochs] == [1, 2, 3]
+    records = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in records if record["type"] == "epoch"] == [1, 2, 3]
+    begun, continued = [record for record in records if record["type"] == "fit"]
+    assert "resumed_from" not in begun
+    assert continued["resumed_from"] == str(resumed / "checkpoints" / "ckpt-00000000000400.pt")
+    assert continued["step"] == 20  # one epoch: 400 samples in batches of 20
 
 
 @pytest.mark.parametrize("number, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

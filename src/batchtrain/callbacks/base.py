@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 class FitInfo:
     """What a fit() will do. epochs: count; steps_per_epoch: batches at the first batch size;
     num_samples: per epoch; batch_size: the first logical batch; policy, memory, lr: one-line
-    descriptions of the batch-size policy, the memory ceiling and the learning-rate control."""
+    descriptions of the batch-size policy, the memory ceiling and the learning-rate control;
+    resumed_from: the checkpoint a resumed fit continues from ("" for a fit from the start)."""
 
     epochs: int
     steps_per_epoch: int
@@ -23,6 +24,7 @@ class FitInfo:
     policy: str = ""
     memory: str = ""
     lr: str = ""
+    resumed_from: str = ""
 
 
 class Callback:

@@ -10,9 +10,9 @@ from batchtrain.fileio import atomic_write
 class MetricsLogger(Callback):
     """Appends JSON lines to run_dir/metrics.jsonl and rewrites run_dir/history.csv each epoch.
 
-    Lines: {"type": "fit", the run's set-up} first; {"type": "step", "step", "epoch",
-    "samples_seen", "batch_size", "samples", "physical_batch", "accumulation_steps", "lr"} after
-    every step,
+    Lines: {"type": "fit", the run's set-up, and when resuming "resumed_from" (the checkpoint) and
+    its "step"} first; {"type": "step", "step", "epoch", "samples_seen", "batch_size", "samples",
+    "physical_batch", "accumulation_steps", "lr"} after every step,
     with the running loss and metrics added every `every_steps` steps (reading them waits for the
     device, so not every step); {"type": "epoch", ...History record} after each epoch.
     """
@@ -29,9 +29,10 @@ class MetricsLogger(Callback):
         self.epoch_ = 0
         if trainer.step_ and self.path_.exists():
             self._truncate_after(trainer.step_)
+        resumed = {"resumed_from": info.resumed_from, "step": trainer.step_} if info.resumed_from else {}
         self._write({"type": "fit", "epochs": info.epochs, "samples_per_epoch": info.num_samples,
                      "validation_samples": info.validation_samples, "batch_policy": info.policy,
-                     "memory": info.memory, "lr_control": info.lr})
+                     "memory": info.memory, "lr_control": info.lr, **resumed})
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
