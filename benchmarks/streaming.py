@@ -96,6 +96,7 @@ def run_child(source: str, path: Path, args: argparse.Namespace, prefetch: str =
 def subset(directory: Path, shards: int) -> Path:
     """The first `shards` .npy pairs and Parquet files, linked into a smaller dataset."""
     small = directory / f"subset-{shards}"
+    shutil.rmtree(small, ignore_errors=True)
     for kind, pattern in (("npy", "[xy]-*.npy"), ("parquet", "part-*.parquet")):
         (small / kind).mkdir(parents=True)
         files = sorted((directory / kind).glob(pattern))
@@ -114,6 +115,8 @@ def main() -> None:
                         "in-memory comparison (default 4: 1M rows, 260 MiB)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, help="where to write the data (default: a temp dir)")
+    parser.add_argument("--reuse", type=Path, help="a dataset directory left by --keep: skip writing")
+    parser.add_argument("--keep", action="store_true", help="keep the dataset (default: delete it)")
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--prefetch", default="thread", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
@@ -122,13 +125,14 @@ def main() -> None:
         args.source, args.path = args.child
         return train_child(args)
 
-    directory = Path(tempfile.mkdtemp(prefix="batchtrain-stream-", dir=args.dir))
+    directory = args.reuse or Path(tempfile.mkdtemp(prefix="batchtrain-stream-", dir=args.dir))
     try:
         started = time.perf_counter()
-        rows = generate(directory, args.size_gib, args.features)
+        rows = (sum(np.load(path, mmap_mode="r").shape[0] for path in (directory / "npy").glob("y-*"))
+                if args.reuse else generate(directory, args.size_gib, args.features))
         sizes = {kind: sum(f.stat().st_size for f in (directory / kind).iterdir()) / (1 << 30)
                  for kind in ("npy", "parquet")}
-        print(f"wrote {rows:,} rows x {args.features} float32 features: .npy {sizes['npy']:.2f} GiB, "
+        print(f"{'reused' if args.reuse else 'wrote'} {rows:,} rows x {args.features} float32 features: .npy {sizes['npy']:.2f} GiB, "
               f"Parquet {sizes['parquet']:.2f} GiB, in {time.perf_counter() - started:.0f}s")
         print(f"\n1. one epoch streamed, batch {args.batch_size}, MLP 64-64, thread prefetch")
         for kind in ("parquet", "npy"):
@@ -151,7 +155,8 @@ def main() -> None:
             print(f"  {name:12s} {median:>9,.0f}  ratio to in-memory {median / memory:.2f}  "
                   f"(runs: {', '.join(f'{value:,.0f}' for value in values)})")
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
