@@ -24,12 +24,13 @@ def write_npy(directory: Path) -> Path:
 
 
 def write_parquet(directory: Path) -> Path:
+    """60 files: a reader that kept each file open would hold a row group per file (2.6 MB)."""
     rng = np.random.default_rng(0)
-    for shard in range(3):
-        x = rng.random((ROWS // 3, FEATURES), dtype=np.float32)
+    for shard in range(60):
+        x = rng.random((ROWS // 60, FEATURES), dtype=np.float32)
         columns = {f"f{index}": x[:, index] for index in range(FEATURES)}
-        pq.write_table(pa.table({**columns, "label": rng.integers(0, 10, ROWS // 3)}),
-                       directory / f"part-{shard}.parquet", row_group_size=5_000)
+        pq.write_table(pa.table({**columns, "label": rng.integers(0, 10, ROWS // 60)}),
+                       directory / f"part-{shard:02d}.parquet", row_group_size=ROWS // 60)
     return directory
 
 
