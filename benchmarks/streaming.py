@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where to write the data (default: a temp dir)")
     parser.add_argument("--reuse", type=Path, help="a dataset directory left by --keep: skip writing")
     parser.add_argument("--keep", action="store_true", help="keep the dataset (default: delete it)")
+    parser.add_argument("--parts", default="12", help="which parts to run: 1, 2 or 12 (default)")
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--prefetch", default="thread", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
@@ -135,11 +136,13 @@ def main() -> None:
         print(f"{'reused' if args.reuse else 'wrote'} {rows:,} rows x {args.features} float32 features: .npy {sizes['npy']:.2f} GiB, "
               f"Parquet {sizes['parquet']:.2f} GiB, in {time.perf_counter() - started:.0f}s")
         print(f"\n1. one epoch streamed, batch {args.batch_size}, MLP 64-64, thread prefetch")
-        for kind in ("parquet", "npy"):
+        for kind in ("parquet", "npy") if "1" in args.parts else ():
             figures = run_child(kind, directory / kind, args)
             print(f"  {kind:8s} {figures['samples_per_s']:>9,.0f} samples/s  peak RSS "
                   f"{figures['peak_rss'] / (1 << 30):.2f} GiB  ({figures['samples']:,} samples in "
                   f"{figures['train_s']:.0f}s; {figures['wall_s']:.0f}s with set-up)")
+        if "2" not in args.parts:
+            return
         small = subset(directory, args.subset_shards)
         print(f"\n2. subset of {args.subset_shards * ROWS_PER_CHUNK:,} rows, 2 epochs, medians of "
               f"{args.repeats} interleaved runs (samples/s)")

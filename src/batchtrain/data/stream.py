@@ -261,7 +261,6 @@ def stream_batches(positions: Iterable[slice], reader: "WindowReader", prepare: 
     """Tensors of the rows at each slice of positions, targets prepared, pinned for CUDA."""
     for span in positions:
         x, y = reader.rows(span.start, span.stop)
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
         if prepare is not None:
             y = prepare(y)
         if pin_memory:
@@ -281,10 +280,11 @@ class WindowReader:
     def __init__(self, plan: EpochPlan, pool: Executor, submit_window: SubmitWindow):
         self.plan, self.pool, self.submit_window = plan, pool, submit_window
         self.pending: dict[int, list[tuple[Future, int, int]]] = {}
-        self.ready: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self.ready: dict[int, tuple[Tensor, Tensor, Tensor | None]] = {}
 
-    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows at epoch positions [start, stop), possibly spanning windows."""
+    def rows(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Rows at epoch positions [start, stop), possibly spanning windows. Gathered by torch's
+        indexing (parallel, as for arrays in memory), not numpy's (one thread)."""
         parts = []
         while start < stop:
             window = bisect.bisect_right(self.plan.starts, start) - 1
@@ -297,9 +297,9 @@ class WindowReader:
             start = end
         if len(parts) == 1:
             return parts[0]
-        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
-    def _window(self, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _window(self, window: int) -> tuple[Tensor, Tensor, Tensor | None]:
         for old in [key for key in self.ready if key < window]:  # bounded memory: drop the past
             del self.ready[old]
         for ahead in (window, window + 1):
@@ -307,11 +307,14 @@ class WindowReader:
                 self.pending[ahead] = self.submit_window(self.pool, self.plan.windows[ahead])
         if window not in self.ready:
             reads = [(future.result(), first, end) for future, first, end in self.pending.pop(window)]
-            x = np.concatenate([x[first:end] for (x, _), first, end in reads])
-            y = np.concatenate([y[first:end] for (_, y), first, end in reads])
-            order = self.plan.window_order(window)
-            self.ready[window] = (x, y, order.numpy() if order is not None else None)
+            x = _joined([x[first:end] for (x, _), first, end in reads])
+            y = _joined([y[first:end] for (_, y), first, end in reads])
+            self.ready[window] = (torch.from_numpy(x), torch.from_numpy(y), self.plan.window_order(window))
         return self.ready[window]
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class _Inline(Executor):
