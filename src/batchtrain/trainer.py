@@ -198,8 +198,8 @@ class Trainer:
         started = time.perf_counter()
         physical = self._physical_batch(len(y))
         micro_batches = list(zip(x.split(physical), y.split(physical)))
-        total_loss, gradient_stats = self._forward_backward(micro_batches, logical, real > 0)
-        finite = self._check_finite(total_loss)
+        losses, gradient_stats = self._forward_backward(micro_batches, logical, real > 0)
+        finite = self._check_finite(losses)
         if finite is None:
             return None
         if finite:
@@ -221,7 +221,7 @@ class Trainer:
         return record
 
     def _forward_backward(self, micro_batches: list, logical: int,
-                          counts: bool = True) -> tuple[Tensor, dict | None]:
+                          counts: bool = True) -> tuple[list[Tensor], dict | None]:
         """Accumulate the gradient of the logical batch's mean loss over its micro-batches.
 
         Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
@@ -229,7 +229,8 @@ class Trainer:
         it. Under DDP the share is multiplied by the world size (DDP averages over ranks) and only
         the last micro-batch's backward all-reduces (no_sync before it). With noise statistics,
         each micro-batch's (or, under DDP, each rank's) gradient norm is measured too.
-        counts: False for a padding sample (weight 0). Returns (mean loss, gradient statistics).
+        counts: False for a padding sample (weight 0). Returns (the micro-batches' detached mean
+        losses, for the finiteness check; gradient statistics).
         """
         world = self.dist_.world_size if self.dist_ is not None else 1
         collector = self.gradient_collector_ if len(micro_batches) > 1 and world == 1 else None
@@ -237,7 +238,7 @@ class Trainer:
         self.optimizer_.zero_grad(set_to_none=True)
         if collector is not None:
             collector.begin()
-        total_loss = torch.zeros((), device=self.device_)
+        losses = []
         for index, (inputs, targets) in enumerate(micro_batches):
             share = len(targets) * world / logical if counts else 0.0
             sync = world == 1 or (index == len(micro_batches) - 1 and not rank_stats)
@@ -248,12 +249,12 @@ class Trainer:
             if collector is not None:
                 collector.after_micro_batch(len(targets), len(targets) / logical)
             if counts:
-                total_loss += loss.detach() * (len(targets) / logical)
+                losses.append(loss.detach())
                 self.train_metrics_.update(outputs, targets, loss)
         if rank_stats:
             local = sum(len(targets) for _, targets in micro_batches) if counts else 0
-            return total_loss, all_reduce_with_stats(self.model_, self.dist_, local, logical)
-        return total_loss, collector.finish(logical) if collector is not None else None
+            return losses, all_reduce_with_stats(self.model_, self.dist_, local, logical)
+        return losses, collector.finish(logical) if collector is not None else None
 
     def _physical_batch(self, logical: int) -> int:
         """The micro-batch size: the memory ceiling; at least two micro-batches when measuring noise
@@ -262,13 +263,16 @@ class Trainer:
             return split_for_stats(logical, self.max_physical_batch_)
         return min(logical, self.max_physical_batch_)
 
-    def _check_finite(self, loss: Tensor) -> bool | None:
-        """True if the step's loss and gradients are finite; else act on on_nonfinite:
+    def _check_finite(self, losses: list[Tensor]) -> bool | None:
+        """True if the step's losses and gradients are finite; else act on on_nonfinite:
         "skip" -> False (no update), "stop" -> None, "raise" -> NonFiniteError.
 
-        One host synchronisation per step: the price of never applying a NaN update.
+        One host synchronisation per step: the price of never applying a NaN update. The loss
+        alone would not do: a finite loss can have a non-finite gradient (sqrt at 0, an overflow in
+        backward), so every gradient element is checked too, in the same pass.
         """
-        if step_is_finite(loss, self.model_.parameters(), self._reduce):
+        gradients = [parameter.grad for parameter in self.parameters_ if parameter.grad is not None]
+        if step_is_finite(losses, gradients, self._reduce):
             return True
         message = (f"non-finite loss or gradients at step {self.step_ + 1} (epoch "
                    f"{self.run_samples_ // self.samples_per_epoch_ + 1}, {self.run_samples_} samples "
@@ -359,7 +363,8 @@ class Trainer:
         self.policy_ = resolve_policy(requested, self.max_physical_batch_)
         self.requested_ = None
         wants_stats = getattr(self.policy_, "wants_gradient_stats", False)
-        self.gradient_collector_ = (MicroBatchGradients(list(self.model_.parameters()))
+        self.parameters_ = list(self.model_.parameters())  # walking the module tree costs ~50 us a step
+        self.gradient_collector_ = (MicroBatchGradients(self.parameters_)
                                     if wants_stats else None)
         self.noise_ = NoiseScaleTracker() if wants_stats else None
         self.lr_control_ = LearningRate(self.optimizer_, self.lr_scaling,
