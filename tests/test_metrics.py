@@ -47,3 +47,37 @@ def test_reset_and_empty():
 def test_metric_that_does_not_fit_the_task_is_refused():
     with pytest.raises(ConfigError, match="do not apply to regression"):
         MetricSet(Task("regression", 1, "mse"), ("accuracy",))
+
+
+def classification_batches(kind, batches=7, seed=0):
+    """(outputs, targets, mean loss) of uneven batches, float32 as in training."""
+    generator = torch.Generator().manual_seed(seed)
+    for size in [8, 8, 3, 8, 5, 8, 1][:batches]:
+        if kind == "multiclass":
+            outputs, targets = torch.randn(size, 4, generator=generator), torch.randint(0, 4, (size,), generator=generator)
+            yield outputs, targets, torch.nn.functional.cross_entropy(outputs, targets)
+        else:
+            outputs = torch.randn(size, 1, generator=generator)
+            targets = (torch.rand(size, 1, generator=generator) > 0.5).float()
+            yield outputs, targets, torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary"])
+def test_sums_on_the_host_equal_the_device_sums_bit_for_bit(kind):
+    """On the CPU scalar sums are Python numbers; the tensor path (other devices) must agree exactly,
+    also across a checkpoint (sums read, then restored into a new MetricSet)."""
+    task = Task(kind, 4 if kind == "multiclass" else 1, "cross_entropy")
+    on_host, on_device, resumed = (MetricSet(task, ("accuracy",)) for _ in range(3))
+    on_device.on_host = False  # the path a CUDA device takes, run on the CPU
+    assert on_host.on_host and resumed.on_host
+    for index, batch in enumerate(classification_batches(kind)):
+        on_host.update(*batch)
+        on_device.update(*batch)
+        if index == 3:
+            resumed.sums, resumed.count = on_host.sums, on_host.count
+        elif index > 3:
+            resumed.update(*batch)
+    for key, value in on_device.sums.items():
+        assert value.dtype == torch.float64 and torch.equal(on_host.sums[key], value), key
+        assert torch.equal(resumed.sums[key], value), key
+    assert on_host.compute() == on_device.compute() == resumed.compute()
