@@ -1,10 +1,12 @@
 """Metrics against direct computations on known values."""
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from batchtrain.errors import ConfigError
-from batchtrain.metrics import MetricSet
+from batchtrain.metrics import MetricSet, float32_rounded
 from batchtrain.tasks import Task
 
 
@@ -81,3 +83,15 @@ def test_sums_on_the_host_equal_the_device_sums_bit_for_bit(kind):
         assert value.dtype == torch.float64 and torch.equal(on_host.sums[key], value), key
         assert torch.equal(resumed.sums[key], value), key
     assert on_host.compute() == on_device.compute() == resumed.compute()
+
+
+def test_float32_rounding_on_the_host_matches_torch():
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.cat([torch.rand(200, generator=generator) * 10.0 ** torch.randint(-30, 30, (200,), generator=generator),
+                        torch.tensor([0.0, 1e-45, 3.4e38, math.inf, -math.inf])])
+    for batch in (1, 3, 8, 100, 4097, 2**20 + 1):
+        expected = (losses * batch).double()  # the float32 product
+        got = torch.tensor([float32_rounded(value * batch) for value in losses.tolist()],
+                           dtype=torch.float64)
+        assert torch.equal(got, expected), batch
+    assert math.isnan(float32_rounded(math.nan))

@@ -5,6 +5,8 @@ compute(), so a training step never waits for the device (no .item() per step). 
 reading a value costs nothing and a tensor op ~5 us of dispatch, scalar sums are kept in Python
 numbers instead: the same double-precision additions, so the same values bit for bit.
 """
+import math
+import struct
 from collections.abc import Callable, Iterable
 
 import torch
@@ -56,7 +58,7 @@ class MetricSet:
         """Add one batch: outputs (logits or values), prepared targets, and its mean loss."""
         outputs, targets, loss = outputs.detach(), targets.detach(), loss.detach()
         batch = len(targets)
-        self._add("loss", loss.float() * batch)
+        self._add("loss", self._loss_sum(loss, batch))
         if self.task.kind == "multiclass":
             self._add("correct", (outputs.argmax(dim=1) == targets).sum())
         elif self.task.kind == "binary":
@@ -69,8 +71,17 @@ class MetricSet:
             self._add("target_sq_sum", targets.square().sum(dim=0))
         self.count += batch
 
-    def _add(self, key: str, value: Tensor) -> None:
-        if self.on_host and value.dim() == 0:
+    def _loss_sum(self, loss: Tensor, batch: int) -> Tensor | float:
+        """The batch's summed loss: its mean times `batch`, rounded to float32 on every device."""
+        if not self.on_host:
+            return loss.float() * batch
+        # No tensor op: in place after backward the first one costs ~50 us (cold code), as much as
+        # the rest of the update. The double product is exact (24-bit x < 29-bit integer), so one
+        # rounding to float32 gives the float32 product bit for bit.
+        return float32_rounded(loss.item() * batch)
+
+    def _add(self, key: str, value: Tensor | float) -> None:
+        if isinstance(value, Tensor) and self.on_host and value.dim() == 0:
             # Exact: float32 and int64 convert to a Python float or int without rounding, and
             # Python adds floats in double as torch adds into a float64 sum.
             value = value.item()
@@ -113,6 +124,14 @@ class MetricSet:
             sums[key] = total[offset:offset + size].reshape(shape)
             offset += size
         return sums, int(total[-1].item())
+
+
+def float32_rounded(value: float) -> float:
+    """value rounded to the nearest float32 (to +-inf beyond its range), as float32 arithmetic rounds."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # struct refuses a finite value that rounds to inf
+        return math.copysign(math.inf, value)
 
 
 def _accuracy(sums: dict[str, Tensor], count: int) -> float:
