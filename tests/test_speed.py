@@ -223,7 +223,25 @@ def test_benchmark_counts_the_issue_s_flops_and_a_peak_from_the_clock():
 
 def test_benchmark_runs_end_to_end(capsys):
     load_benchmark().main(["--batches", "16", "--samples", "64", "--repeats", "1",
-                           "--overhead-samples", "32"])
+                           "--overhead-samples", "32", "--overhead-repeats", "2",
+                           "--overhead-step-epochs", "1"])
     out = capsys.readouterr().out
     assert "random images" in out  # no dataset in the test environment
-    assert "   16 " in out and "overhead at batch 8" in out
+    assert "   16 " in out and "overhead at batch 8 with speed-ups off" in out
+    assert "2 interleaved repeats of 32 samples" in out and "4 alternating steps" in out
+
+
+def test_benchmark_overhead_pairs_repeats_and_also_compares_medians():
+    figures = load_benchmark().overhead_figures([1.0, 2.0, 3.0], [3.0, 2.2, 3.3])
+    # per-repeat extra time: +200 %, +10 %, +10 %; the medians: 2.0 and 3.0
+    assert figures["paired"] == pytest.approx(0.1) and figures["of_medians"] == pytest.approx(0.5)
+    assert figures["low"] <= figures["paired"] <= figures["high"]
+
+
+def test_step_race_times_every_batchtrain_step_and_a_plain_step_after_each():
+    bench = load_benchmark()
+    x, y = images(40)
+    contestants = bench.Contestants(8, x, y, speedups=False, adaptive_threads=False)
+    plain_s, ours_s = contestants.step_race(epochs=2)
+    assert len(plain_s) == len(ours_s) == 10 and min(plain_s + ours_s) > 0
+    assert contestants.trainer.step_ == 4 + 10  # after the 4-step warm-up fit of __init__
