@@ -11,9 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from batchtrain import Trainer, load_dataset, speed
+from batchtrain import Callback, Trainer, load_dataset, speed
+from batchtrain import trainer as trainer_module
 from batchtrain.data.iterator import epoch_order
 from batchtrain.errors import ConfigError
+from batchtrain.interrupts import NonFiniteError
 from batchtrain.models import seed_cnn
 from batchtrain.optim import make_optimizer
 from batchtrain.speed import (
@@ -202,6 +204,82 @@ def test_thread_settings_by_name():
     for bad in (0, "many", 1.5, True):
         with pytest.raises(ConfigError, match="threads must be 'auto' or an integer >= 1"):
             thread_callbacks(bad, cpu)
+
+
+@pytest.fixture
+def two_threads():
+    """torch at 2 threads for the test (the module runs on 1), restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+class ThreadsSeen(Callback):
+    """Records torch's thread count after every step (it runs after the trainer's thread callbacks)."""
+
+    def on_fit_begin(self, trainer, info):
+        self.seen = []
+
+    def on_batch_end(self, trainer, batch_size):
+        self.seen.append(torch.get_num_threads())
+
+
+def small_problem(n=24):
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(n, 4, generator=generator), torch.arange(n) % 2
+
+
+def test_trainer_passes_its_threads_option_to_the_thread_callbacks(monkeypatch, two_threads):
+    calls = []
+
+    def spy(threads, device):
+        calls.append((threads, device.type))
+        return thread_callbacks(threads, device)
+
+    monkeypatch.setattr(trainer_module, "thread_callbacks", spy)
+    x, y = small_problem()
+    probe = ThreadsSeen()
+    Trainer("mlp", seed=0, device="cpu", threads=1).fit(x, y, batch_size=8, epochs=1,
+                                                       callbacks=[probe])
+    assert calls == [(1, "cpu")] and probe.seen == [1, 1, 1]
+    assert torch.get_num_threads() == 2  # restored at the end of fit
+    Trainer("mlp", seed=0, device="cpu").fit(x, y, batch_size=8, epochs=1, callbacks=[probe])
+    assert calls[-1] == (None, "cpu") and probe.seen == [2, 2, 2]  # torch's setting kept
+
+
+def test_threads_are_restored_when_fit_raises(two_threads):
+    class PoisonAfterFirstStep(Callback):
+        def on_batch_end(self, trainer, batch_size):
+            trainer.model_[0].weight.data.fill_(math.nan)
+
+    x, y = small_problem()
+    trainer = Trainer(torch.nn.Sequential(torch.nn.Linear(4, 2)), seed=0, device="cpu", threads=1,
+                      on_nonfinite="raise")
+    with pytest.raises(NonFiniteError, match="at step 2"):
+        trainer.fit(x, y, batch_size=8, epochs=1, callbacks=[PoisonAfterFirstStep()])
+    assert torch.get_num_threads() == 2  # though on_fit_end never ran
+
+
+def test_auto_threads_adapt_to_the_load_during_fit(monkeypatch, two_threads):
+    """threads="auto" with another process scripted to keep one core busy: one thread fewer from
+    the first reading on (a fake clock makes every step a reading), two again after fit."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(speed.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(speed, "CpuLoad", ScriptedLoad)
+    ScriptedLoad.readings = [1.0] * 3
+    x, y = small_problem()
+    probe = ThreadsSeen()
+    Trainer("mlp", seed=0, device="cpu", threads="auto").fit(x, y, batch_size=8, epochs=1,
+                                                            callbacks=[probe])
+    assert probe.seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "many", True])
+def test_bad_threads_are_refused_before_training(threads):
+    x, y = small_problem()
+    with pytest.raises(ConfigError, match="threads must be 'auto' or an integer >= 1"):
+        Trainer("mlp", device="cpu", threads=threads).fit(x, y, epochs=1)
 
 
 # -- the benchmark ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from batchtrain.models.spec import ModelSpec
 from batchtrain.optim import OptimizerLike, make_optimizer
 from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
+from batchtrain.speed import check_threads, restored_threads, thread_callbacks
 from batchtrain.stats import MicroBatchGradients, NoiseScaleTracker, split_for_stats
 from batchtrain.setup import build_model, check_input_shape, fit_task_to_model
 from batchtrain.tasks import DEFAULT_METRICS, Task, infer_task, prepare_targets
@@ -72,6 +73,10 @@ class Trainer:
     on_nonfinite: a NaN or infinite loss or gradient "stop"s training (default; the step is not
         applied, fit() returns with stop_reason_ set), is "skip"ped (no update), or "raise"s
         NonFiniteError.
+    threads: torch's intra-op CPU threads during fit(): None keeps torch's setting (one per
+        core), an int pins it, "auto" uses every core while the machine is free and one fewer per
+        core other processes keep busy (speed.py; results then agree to float rounding, not bit
+        for bit). Restored when fit() ends, by an exception too; no effect on a GPU.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -81,7 +86,8 @@ class Trainer:
                  model_options: dict | None = None, optimizer_options: dict | None = None,
                  lr_scaling: str = "auto", lr_schedule: LRSchedule | str | None = None,
                  memory_budget: float | int | str | None = None,
-                 max_physical_batch: int | None = None, on_nonfinite: str = "stop"):
+                 max_physical_batch: int | None = None, on_nonfinite: str = "stop",
+                 threads: int | str | None = None):
         self.model = model
         self.optimizer = optimizer
         self.loss = loss
@@ -97,6 +103,7 @@ class Trainer:
         self.memory_budget = memory_budget
         self.max_physical_batch = max_physical_batch
         self.on_nonfinite = on_nonfinite
+        self.threads = threads
         # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls.
         self.model_: nn.Module | None = None
         self.optimizer_: torch.optim.Optimizer | None = None
@@ -127,6 +134,7 @@ class Trainer:
         """
         requested = parse_batch_size(batch_size)
         _check_epochs(epochs)
+        check_threads(self.threads)
         train, val = self._fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
         self._begin_run(requested, train, int(epochs))
@@ -134,23 +142,31 @@ class Trainer:
         batches = BatchIterator(self._with_targets(train), self._next_batch_size, shuffle,
                                 self.seed_, self.device_, shard=self.dist_)
         val_batches = self._eval_batches(val) if val is not None else None
-        hooks = CallbackList(callback for callback in callbacks  # rank 0 writes the logs
-                             if self.dist_ is None or self.dist_.is_main
-                             or not getattr(callback, "main_process_only", False))
-        hooks.on_fit_begin(self, self._fit_info(batches, int(epochs), val))
-        with stop_on_signals(self):
-            for epoch in range(start_epoch, int(epochs)):
-                logs = self.run_epoch(batches, epoch, hooks, start_position * (epoch == start_epoch))
-                if self.stop_reason_:  # a non-finite step: this epoch is not complete
-                    break
-                if val_batches is not None:
-                    logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
-                self.history_.append(logs)
-                hooks.on_epoch_end(self, epoch, logs)
-                if self.stop_training:
-                    break
-        hooks.on_fit_end(self, self.history_)
+        hooks = CallbackList([*thread_callbacks(self.threads, self.device_),
+                              *(callback for callback in callbacks  # rank 0 writes the logs
+                                if self.dist_ is None or self.dist_.is_main
+                                or not getattr(callback, "main_process_only", False))])
+        with restored_threads():  # on_fit_end restores them too, but an exception skips it
+            hooks.on_fit_begin(self, self._fit_info(batches, int(epochs), val))
+            with stop_on_signals(self):
+                for epoch in range(start_epoch, int(epochs)):
+                    if not self._fit_epoch(batches, val_batches, epoch, hooks,
+                                           start_position * (epoch == start_epoch)):
+                        break
+            hooks.on_fit_end(self, self.history_)
         return self.history_
+
+    def _fit_epoch(self, batches: BatchIterator, val_batches: BatchIterator | None, epoch: int,
+                   hooks: Callback, start: int) -> bool:
+        """One epoch of fit(): training, validation, its record, on_epoch_end; False to stop."""
+        logs = self.run_epoch(batches, epoch, hooks, start)
+        if self.stop_reason_:  # a non-finite step: this epoch is not complete
+            return False
+        if val_batches is not None:
+            logs.update({f"val_{key}": value for key, value in self.run_eval(val_batches).items()})
+        self.history_.append(logs)
+        hooks.on_epoch_end(self, epoch, logs)
+        return not self.stop_training
 
     def run_epoch(self, batches: BatchIterator, epoch: int, hooks: Callback, start: int = 0) -> dict:
         """One pass over the training batches (whatever sizes the policy picks), from sample
