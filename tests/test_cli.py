@@ -311,7 +311,8 @@ def test_threads_option_reaches_the_trainer_and_the_run_record(
     config_path = tmp_path / "options.yaml"
     config_path.write_text(file_text)
     run_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, *mlp_fit_args(npz_file, run_dir, "--config", config_path, *flags))
+    code, _, err = run_cli(capsys, *mlp_fit_args(npz_file, run_dir, "--config", config_path,
+                                                 *flags))
     assert code == 0, err
     assert seen == [expected]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["threads"] == expected

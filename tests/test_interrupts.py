@@ -76,7 +76,8 @@ class SqrtAtZeroAt(nn.Module):
 
     def __init__(self, at):
         super().__init__()
-        self.linear, self.gate, self.at, self.calls = nn.Linear(8, 3), nn.Parameter(torch.ones(())), at, 0
+        self.linear, self.gate = nn.Linear(8, 3), nn.Parameter(torch.ones(()))
+        self.at, self.calls = at, 0
 
     def forward(self, x):
         self.calls += self.training
@@ -89,7 +90,8 @@ def test_finite_loss_with_non_finite_gradient_is_not_applied():
     x, y = torch.randn(40, 8, generator=generator), torch.arange(40) % 3
     torch.manual_seed(0)
     model = SqrtAtZeroAt(at=3)
-    trainer = Trainer(model, optimizer="sgd", lr=0.1, seed=0, on_nonfinite="skip", max_physical_batch=64)
+    trainer = Trainer(model, optimizer="sgd", lr=0.1, seed=0, on_nonfinite="skip",
+                      max_physical_batch=64)
     with pytest.warns(UserWarning, match="step 3 .*skipped"):
         history = trainer.fit(x, y, batch_size=10, epochs=1)
     assert [step.get("skipped", False) for step in history.steps] == [False, False, True, False]

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from batchtrain.errors import ConfigError
 from batchtrain.metrics import MetricSet, float32_rounded
@@ -56,18 +57,19 @@ def classification_batches(kind, batches=7, seed=0):
     generator = torch.Generator().manual_seed(seed)
     for size in [8, 8, 3, 8, 5, 8, 1][:batches]:
         if kind == "multiclass":
-            outputs, targets = torch.randn(size, 4, generator=generator), torch.randint(0, 4, (size,), generator=generator)
-            yield outputs, targets, torch.nn.functional.cross_entropy(outputs, targets)
+            outputs = torch.randn(size, 4, generator=generator)
+            targets = torch.randint(0, 4, (size,), generator=generator)
+            yield outputs, targets, F.cross_entropy(outputs, targets)
         else:
             outputs = torch.randn(size, 1, generator=generator)
             targets = (torch.rand(size, 1, generator=generator) > 0.5).float()
-            yield outputs, targets, torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets)
+            yield outputs, targets, F.binary_cross_entropy_with_logits(outputs, targets)
 
 
 @pytest.mark.parametrize("kind", ["multiclass", "binary"])
 def test_sums_on_the_host_equal_the_device_sums_bit_for_bit(kind):
-    """On the CPU scalar sums are Python numbers; the tensor path (other devices) must agree exactly,
-    also across a checkpoint (sums read, then restored into a new MetricSet)."""
+    """On the CPU scalar sums are Python numbers; the tensor path (other devices) must agree
+    exactly, also across a checkpoint (sums read, then restored into a new MetricSet)."""
     task = Task(kind, 4 if kind == "multiclass" else 1, "cross_entropy")
     on_host, on_device, resumed = (MetricSet(task, ("accuracy",)) for _ in range(3))
     on_device.on_host = False  # the path a CUDA device takes, run on the CPU
@@ -87,7 +89,8 @@ def test_sums_on_the_host_equal_the_device_sums_bit_for_bit(kind):
 
 def test_float32_rounding_on_the_host_matches_torch():
     generator = torch.Generator().manual_seed(0)
-    losses = torch.cat([torch.rand(200, generator=generator) * 10.0 ** torch.randint(-30, 30, (200,), generator=generator),
+    scales = 10.0 ** torch.randint(-30, 30, (200,), generator=generator)
+    losses = torch.cat([torch.rand(200, generator=generator) * scales,
                         torch.tensor([0.0, 1e-45, 3.4e38, math.inf, -math.inf])])
     for batch in (1, 3, 8, 100, 4097, 2**20 + 1):
         expected = (losses * batch).double()  # the float32 product

@@ -216,7 +216,7 @@ def two_threads():
 
 
 class ThreadsSeen(Callback):
-    """Records torch's thread count after every step (it runs after the trainer's thread callbacks)."""
+    """Records torch's thread count after every step (after the trainer's thread callbacks)."""
 
     def on_fit_begin(self, trainer, info):
         self.seen = []

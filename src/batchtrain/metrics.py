@@ -127,7 +127,7 @@ class MetricSet:
 
 
 def float32_rounded(value: float) -> float:
-    """value rounded to the nearest float32 (to +-inf beyond its range), as float32 arithmetic rounds."""
+    """value rounded to the nearest float32 (+-inf beyond its range), as float32 arithmetic does."""
     try:
         return struct.unpack("f", struct.pack("f", value))[0]
     except OverflowError:  # struct refuses a finite value that rounds to inf

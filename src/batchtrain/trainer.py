@@ -383,7 +383,7 @@ class Trainer:
         self.policy_ = resolve_policy(requested, self.max_physical_batch_)
         self.requested_ = None
         wants_stats = getattr(self.policy_, "wants_gradient_stats", False)
-        self.parameters_ = list(self.model_.parameters())  # walking the module tree costs ~50 us a step
+        self.parameters_ = list(self.model_.parameters())  # walking the module tree: ~50 us a step
         self.gradient_collector_ = (MicroBatchGradients(self.parameters_)
                                     if wants_stats else None)
         self.noise_ = NoiseScaleTracker() if wants_stats else None
