@@ -20,9 +20,19 @@ ratios (paired).
   with .item() (what batchtrain reports too).
 - batchtrain: Trainer("seed-cnn", seed=0, max_physical_batch=B).fit(x, y, batch_size=B, epochs=1),
   timed from call to return (setup, data checks, the epoch, metrics), after one warm-up fit.
-- overhead: both at batch 8 with every optional speed-up of batchtrain off (the plain layers,
-  Adam's default loop), so the difference is the library's own per-step work; on one thread
-  (--overhead-threads), where its noise is smallest.
+- overhead: both at batch 8 with every optional speed-up of batchtrain off, so the difference is
+  the library's own per-step work. "Speed-ups off": seed-cnn's plain layers instead of its fused CPU
+  blocks (model_options={"fused": False}) and torch's default per-parameter Adam instead of the
+  fused kernel (optimizer_options={"fused": False}); what is not optional stays on (the per-step
+  NaN/inf check of the loss and gradients, the running loss and accuracy). On one thread
+  (--overhead-threads). Two figures, each as the median of the per-repeat ratios (paired; with the
+  middle half of the ratios) and as the ratio of the median times:
+  - whole passes: fit() against plain_epoch over --overhead-samples, --overhead-repeats times
+    interleaved (short passes, many repeats: a burst of load spoils few pairs);
+  - step by step: during one fit, a plain step after every batchtrain step (StepRace), so each
+    pair meets the same load; the stable figure. On the shared 2-core VM a 0.5 s pass varies by
+    +-10 % from one pass to the next, in CPU time as much as in wall time (the noise comes from
+    outside the guest, so process time does not remove it), while pairs of adjacent steps agree.
 
 FLOPs: 2 per multiply-add, x3 for training (forward, gradient of the input, of the weights), over
 the Conv2d and Linear layers: 15.2 MFLOP per 28x28 sample. Peak: cores x clock x FLOP per cycle,
@@ -40,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrain import Trainer
+from batchtrain import Callback, Trainer
 from batchtrain.errors import DatasetNotFoundError
 from batchtrain.models.init import keras_init_
 from batchtrain.speed import AdaptiveThreads, CpuLoad, usable_cores
@@ -64,15 +74,53 @@ def plain_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         index = order[start:start + batch_size]
-        inputs, targets = x[index], y[index]
-        outputs = model(inputs)
-        loss = F.cross_entropy(outputs, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(targets)
-        correct += (outputs.argmax(dim=1) == targets).sum().item()
+        batch_loss, batch_correct = plain_step(model, optimizer, x[index], y[index])
+        total_loss += batch_loss
+        correct += batch_correct
     return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+
+
+def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+               targets: torch.Tensor) -> tuple[float, int]:
+    """One step of the hand-written loop; returns the batch's summed loss and correct count."""
+    outputs = model(inputs)
+    loss = F.cross_entropy(outputs, targets)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item() * len(targets), (outputs.argmax(dim=1) == targets).sum().item()
+
+
+class StepRace(Callback):
+    """Runs one plain step after every batchtrain step of a fit, and times both.
+
+    batchtrain's step is the time from this callback's return to its next call (batching, the
+    step, records, policy, callbacks: all of its per-step work); the plain step is timed inside.
+    Each pair runs within ~20 ms at batch 8, under the same load.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, batch_size: int):
+        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+        self.batch_size = batch_size
+        self.plain_s: list[float] = []
+        self.ours_s: list[float] = []
+
+    def on_fit_begin(self, trainer, info) -> None:
+        self.model.train()
+        self.order, self.position = torch.randperm(len(self.x)), 0
+        self.returned = time.perf_counter()
+
+    def on_batch_end(self, trainer, batch_size: int) -> None:
+        self.ours_s.append(time.perf_counter() - self.returned)
+        if self.position >= len(self.x):
+            self.order, self.position = torch.randperm(len(self.x)), 0
+        index = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        started = time.perf_counter()
+        plain_step(self.model, self.optimizer, self.x[index], self.y[index])
+        self.plain_s.append(time.perf_counter() - started)
+        self.returned = time.perf_counter()
 
 
 def adam(model: nn.Module, **options) -> torch.optim.Adam:
@@ -177,10 +225,26 @@ class Contestants:
                 plain.append(self.plain_s())
         return plain, ours
 
+    def step_race(self, epochs: int) -> tuple[list[float], list[float]]:
+        """Seconds per step for (plain, batchtrain), alternating step by step (StepRace) during
+        one fit of `epochs` passes."""
+        race = StepRace(self.model, self.optimizer, self.x, self.y, self.batch)
+        self.trainer.fit(self.x, self.y, batch_size=self.batch, epochs=epochs, callbacks=[race])
+        return race.plain_s, race.ours_s
+
 
 def paired_ratio(plain_s: list[float], ours_s: list[float]) -> float:
     """Median over repeats of plain time / batchtrain time (= batchtrain's speed-up)."""
     return statistics.median(p / o for p, o in zip(plain_s, ours_s))
+
+
+def overhead_figures(plain_s: list[float], ours_s: list[float]) -> dict[str, float]:
+    """batchtrain's extra time over plain's, as fractions: the median of the per-repeat ratios
+    (paired), its interquartile range, and the ratio of the two medians (unpaired)."""
+    extra = sorted(o / p - 1 for p, o in zip(plain_s, ours_s))
+    quartiles = statistics.quantiles(extra, n=4) if len(extra) > 1 else [extra[0]] * 3
+    return {"paired": statistics.median(extra), "low": quartiles[0], "high": quartiles[2],
+            "of_medians": statistics.median(ours_s) / statistics.median(plain_s) - 1}
 
 
 def throughput_table(args, x, y, flops: int, peak: float) -> None:
@@ -199,33 +263,49 @@ def throughput_table(args, x, y, flops: int, peak: float) -> None:
 
 
 def overhead_line(args, x, y) -> None:
-    """batchtrain's own per-step cost at batch 8, every optional speed-up off.
+    """batchtrain's own per-step cost at batch 8, every optional speed-up off (see the header).
 
     On args.overhead_threads threads (default 1): two identical plain loops interleaved this way
     differ by up to 5 % on 2 threads of the 2-core machine, by 1 % on one, and the library's
     overhead is a few percent.
     """
     previous = torch.get_num_threads()
-    torch.set_num_threads(args.overhead_threads or previous)
+    threads = args.overhead_threads or previous
+    torch.set_num_threads(threads)
     try:
         n = args.overhead_samples
         contestants = Contestants(8, x[:n], y[:n], False, False)
-        plain_s, ours_s = contestants.race(args.repeats)
+        passes = overhead_figures(*contestants.race(args.overhead_repeats))
+        plain_steps, our_steps = contestants.step_race(args.overhead_step_epochs)
+        steps = overhead_figures(plain_steps, our_steps)
     finally:
         torch.set_num_threads(previous)
-    overhead = 1 / paired_ratio(plain_s, ours_s) - 1
-    print(f"overhead at batch 8, speed-ups off, {args.overhead_threads or previous} thread(s): "
-          f"{overhead:+.1%} per step (plain {1e3 * statistics.median(plain_s) * 8 / n:.2f} ms, "
-          f"batchtrain {1e3 * statistics.median(ours_s) * 8 / n:.2f} ms)")
+    print(f"overhead at batch 8 with speed-ups off (both: the plain seed-cnn layers and torch's "
+          f"per-parameter Adam; batchtrain's NaN/inf check and metrics stay on), {threads} "
+          f"thread(s); extra time of batchtrain over the plain loop:")
+    print(f"  whole passes, {args.overhead_repeats} interleaved repeats of {n} samples: median of "
+          f"per-repeat ratios {passes['paired']:+.1%} (middle half {passes['low']:+.1%} to "
+          f"{passes['high']:+.1%}), ratio of medians {passes['of_medians']:+.1%}")
+    print(f"  step by step, {len(our_steps)} alternating steps: median of per-step ratios "
+          f"{steps['paired']:+.1%} (middle half {steps['low']:+.1%} to {steps['high']:+.1%}), "
+          f"ratio of medians {steps['of_medians']:+.1%}; per step plain "
+          f"{1e3 * statistics.median(plain_steps):.2f} ms, batchtrain "
+          f"{1e3 * statistics.median(our_steps):.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", default="32,128,512", help="batch sizes, comma-separated")
+    parser.add_argument("--batches", default="32,128,512",
+                        help="batch sizes, comma-separated ('' skips the table)")
     parser.add_argument("--samples", type=int, default=4096, help="samples per timed pass")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (>= 5)")
-    parser.add_argument("--overhead-samples", type=int, default=2048,
+    parser.add_argument("--overhead-samples", type=int, default=512,
                         help="samples per timed pass at batch 8 (0 skips the overhead line)")
+    parser.add_argument("--overhead-repeats", type=int, default=40,
+                        help="interleaved repeats for the overhead line (short passes, many "
+                             "repeats: a burst of load spoils few pairs)")
+    parser.add_argument("--overhead-step-epochs", type=int, default=16,
+                        help="passes of --overhead-samples for the step-by-step overhead figure")
     parser.add_argument("--overhead-threads", type=int, default=1,
                         help="threads for the batch-8 overhead line (0: as the table)")
     parser.add_argument("--threads", type=int, default=None,
@@ -243,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.samples} samples per pass, medians of {args.repeats} interleaved repeats")
     print(f"peak: {peak_text}; the job: {flops / 1e6:.1f} MFLOP per training sample")
     load = CpuLoad()
-    throughput_table(args, x, y, flops, peak)
+    if args.batches:
+        throughput_table(args, x, y, flops, peak)
     if args.overhead_samples:
         overhead_line(args, x, y)
     others = load.others_busy_cores()

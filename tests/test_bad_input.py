@@ -186,8 +186,9 @@ def test_dataset_not_found_without_download_names_the_searched_dirs(capsys, tmp_
     ("type.toml", 'shuffle = "maybe"\n', "must be true or false, got 'maybe'"),
     ("list.yaml", "- epochs\n", "must hold a mapping of option: value, got list"),
     ("options.ini", "epochs = 1\n", "must end in .yaml, .yml, .toml or .json"),
+    ("threads.yaml", "threads: 1.5\n", "threads in config file"),
 ], ids=["malformed-yaml", "malformed-toml", "unknown-key", "wrong-type-yaml", "wrong-type-toml",
-        "not-a-mapping", "unknown-suffix"])
+        "not-a-mapping", "unknown-suffix", "threads-float"])
 def test_bad_config_file(capsys, tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
@@ -217,9 +218,12 @@ def test_config_file_that_does_not_exist(capsys, tmp_path):
     (["--optimizer", "nope"], "--optimizer must be one of sgd, adam, adamw, rmsprop; "
                               "got 'nope'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-], ids=["validation-split", "batch-size-0", "batch-size-float", "epochs-0", "optimizer",
-        "unknown-flag", "batch-schedule", "lr-schedule", "budget-word", "budget-fraction",
-        "lr-scaling", "physical-batch", "keep-checkpoints", "checkpoint-every", "on-nonfinite"])
+    (["--threads", "many"], "--threads must be an integer >= 1 or auto, got 'many'"),
+    (["--threads", "0"], "threads must be 'auto' or an integer >= 1, got 0"),
+], ids=["validation-split", "batch-size-0", "batch-size-float", "batch-schedule", "lr-schedule",
+        "budget-word", "budget-fraction", "lr-scaling", "physical-batch", "keep-checkpoints",
+        "checkpoint-every", "on-nonfinite", "epochs-0", "optimizer", "unknown-flag",
+        "threads-word", "threads-0"])
 def test_bad_fit_flags(capsys, flags, message):
     assert message in cli_error(capsys, "fit", *flags)
 

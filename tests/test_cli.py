@@ -295,6 +295,29 @@ def test_a_fit_that_failed_on_bad_data_does_not_block_the_retry(npz_file, tmp_pa
     assert code == 0, err
 
 
+@pytest.mark.parametrize("flags, file_text, expected", [
+    (["--threads", "1"], "", 1),
+    ([], "threads: auto\n", "auto"),
+    ([], "", None),
+], ids=["flag", "config-file", "default"])
+def test_threads_option_reaches_the_trainer_and_the_run_record(
+        flags, file_text, expected, npz_file, tmp_path, capsys, monkeypatch):
+    from batchtrain import trainer as trainer_module
+
+    seen = []
+    original = trainer_module.thread_callbacks
+    monkeypatch.setattr(trainer_module, "thread_callbacks",
+                        lambda threads, device: seen.append(threads) or original(threads, device))
+    config_path = tmp_path / "options.yaml"
+    config_path.write_text(file_text)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *mlp_fit_args(npz_file, run_dir, "--config", config_path,
+                                                 *flags))
+    assert code == 0, err
+    assert seen == [expected]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["threads"] == expected
+
+
 # -- the real process ----------------------------------------------------------------------------
 
 def test_bad_input_in_a_real_process_is_one_stderr_line_and_status_2(tmp_path):

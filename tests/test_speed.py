@@ -11,9 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from batchtrain import Trainer, load_dataset, speed
+from batchtrain import Callback, Trainer, load_dataset, speed
+from batchtrain import trainer as trainer_module
 from batchtrain.data.iterator import epoch_order
 from batchtrain.errors import ConfigError
+from batchtrain.interrupts import NonFiniteError
 from batchtrain.models import seed_cnn
 from batchtrain.optim import make_optimizer
 from batchtrain.speed import (
@@ -204,6 +206,82 @@ def test_thread_settings_by_name():
             thread_callbacks(bad, cpu)
 
 
+@pytest.fixture
+def two_threads():
+    """torch at 2 threads for the test (the module runs on 1), restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+class ThreadsSeen(Callback):
+    """Records torch's thread count after every step (after the trainer's thread callbacks)."""
+
+    def on_fit_begin(self, trainer, info):
+        self.seen = []
+
+    def on_batch_end(self, trainer, batch_size):
+        self.seen.append(torch.get_num_threads())
+
+
+def small_problem(n=24):
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(n, 4, generator=generator), torch.arange(n) % 2
+
+
+def test_trainer_passes_its_threads_option_to_the_thread_callbacks(monkeypatch, two_threads):
+    calls = []
+
+    def spy(threads, device):
+        calls.append((threads, device.type))
+        return thread_callbacks(threads, device)
+
+    monkeypatch.setattr(trainer_module, "thread_callbacks", spy)
+    x, y = small_problem()
+    probe = ThreadsSeen()
+    Trainer("mlp", seed=0, device="cpu", threads=1).fit(x, y, batch_size=8, epochs=1,
+                                                       callbacks=[probe])
+    assert calls == [(1, "cpu")] and probe.seen == [1, 1, 1]
+    assert torch.get_num_threads() == 2  # restored at the end of fit
+    Trainer("mlp", seed=0, device="cpu").fit(x, y, batch_size=8, epochs=1, callbacks=[probe])
+    assert calls[-1] == (None, "cpu") and probe.seen == [2, 2, 2]  # torch's setting kept
+
+
+def test_threads_are_restored_when_fit_raises(two_threads):
+    class PoisonAfterFirstStep(Callback):
+        def on_batch_end(self, trainer, batch_size):
+            trainer.model_[0].weight.data.fill_(math.nan)
+
+    x, y = small_problem()
+    trainer = Trainer(torch.nn.Sequential(torch.nn.Linear(4, 2)), seed=0, device="cpu", threads=1,
+                      on_nonfinite="raise")
+    with pytest.raises(NonFiniteError, match="at step 2"):
+        trainer.fit(x, y, batch_size=8, epochs=1, callbacks=[PoisonAfterFirstStep()])
+    assert torch.get_num_threads() == 2  # though on_fit_end never ran
+
+
+def test_auto_threads_adapt_to_the_load_during_fit(monkeypatch, two_threads):
+    """threads="auto" with another process scripted to keep one core busy: one thread fewer from
+    the first reading on (a fake clock makes every step a reading), two again after fit."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(speed.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(speed, "CpuLoad", ScriptedLoad)
+    ScriptedLoad.readings = [1.0] * 3
+    x, y = small_problem()
+    probe = ThreadsSeen()
+    Trainer("mlp", seed=0, device="cpu", threads="auto").fit(x, y, batch_size=8, epochs=1,
+                                                            callbacks=[probe])
+    assert probe.seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "many", True])
+def test_bad_threads_are_refused_before_training(threads):
+    x, y = small_problem()
+    with pytest.raises(ConfigError, match="threads must be 'auto' or an integer >= 1"):
+        Trainer("mlp", device="cpu", threads=threads).fit(x, y, epochs=1)
+
+
 # -- the benchmark ------------------------------------------------------------------------------
 
 def load_benchmark():
@@ -223,7 +301,25 @@ def test_benchmark_counts_the_issue_s_flops_and_a_peak_from_the_clock():
 
 def test_benchmark_runs_end_to_end(capsys):
     load_benchmark().main(["--batches", "16", "--samples", "64", "--repeats", "1",
-                           "--overhead-samples", "32"])
+                           "--overhead-samples", "32", "--overhead-repeats", "2",
+                           "--overhead-step-epochs", "1"])
     out = capsys.readouterr().out
     assert "random images" in out  # no dataset in the test environment
-    assert "   16 " in out and "overhead at batch 8" in out
+    assert "   16 " in out and "overhead at batch 8 with speed-ups off" in out
+    assert "2 interleaved repeats of 32 samples" in out and "4 alternating steps" in out
+
+
+def test_benchmark_overhead_pairs_repeats_and_also_compares_medians():
+    figures = load_benchmark().overhead_figures([1.0, 2.0, 3.0], [3.0, 2.2, 3.3])
+    # per-repeat extra time: +200 %, +10 %, +10 %; the medians: 2.0 and 3.0
+    assert figures["paired"] == pytest.approx(0.1) and figures["of_medians"] == pytest.approx(0.5)
+    assert figures["low"] <= figures["paired"] <= figures["high"]
+
+
+def test_step_race_times_every_batchtrain_step_and_a_plain_step_after_each():
+    bench = load_benchmark()
+    x, y = images(40)
+    contestants = bench.Contestants(8, x, y, speedups=False, adaptive_threads=False)
+    plain_s, ours_s = contestants.step_race(epochs=2)
+    assert len(plain_s) == len(ours_s) == 10 and min(plain_s + ours_s) > 0
+    assert contestants.trainer.step_ == 4 + 10  # after the 4-step warm-up fit of __init__

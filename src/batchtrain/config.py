@@ -13,6 +13,7 @@ from batchtrain.batching.spec import parse_batch_size
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
 from batchtrain.schedules import as_lr_schedule, to_samples
+from batchtrain.speed import check_threads
 
 
 def int_or_text(value: Any) -> int | str:
@@ -32,6 +33,16 @@ def column_names(value: Any) -> list[str]:
     if not names:
         raise ValueError(value)
     return names
+
+
+def int_or_auto(value: Any) -> int | str:
+    """An integer where the text is one ("4"), or "auto"."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    text = str(value).strip()
+    if text == "auto":
+        return text
+    return int(text)  # "-1" passes here and fails validate() with the option's range
 
 
 def option(default: Any, help: str, kind: type = str, choices: tuple | None = None) -> Any:
@@ -86,6 +97,9 @@ class FitConfig:
     shuffle: bool = option(True, "shuffle the training data every epoch", bool)
     seed: int | None = option(None, "random seed (default: drawn and recorded in config.yaml)", int)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    threads: int | str | None = option(None, "torch CPU threads while training: N, or auto (all "
+                                       "cores, one fewer per core other processes keep busy); "
+                                       "default torch's, one per core", int_or_auto)
     output: str | None = option(None, "run directory (default runs/<data>-<date>-<time>)")
     overwrite: bool = option(False, "replace the run directory's previous contents", bool)
     checkpoint_every: str | None = option(None, "also checkpoint every N samples (or 0.5e: twice "
@@ -119,6 +133,7 @@ class FitConfig:
                f"hidden sizes must be >= 1, got {self.hidden}")
         _check(self.seed is None or 0 <= self.seed < 2**63,
                f"seed must be in [0, 2**63), got {self.seed}")
+        check_threads(self.threads)
         resolve_device(self.device)  # fail now, not after the data has loaded
         return self
 
@@ -174,7 +189,8 @@ def _coerce(kind: type, value: Any) -> Any:
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number",
             list: "a list of integers (e.g. 128,64)", column_names: "column names (e.g. a,b,c)",
-            int_or_text: "an integer or a batch-size spec (max, 128,256@2e ...)"}.get(kind, "a string")
+            int_or_text: "an integer or a batch-size spec (max, 128,256@2e ...)",
+            int_or_auto: "an integer >= 1 or auto"}.get(kind, "a string")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

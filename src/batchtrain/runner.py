@@ -148,7 +148,8 @@ def make_trainer(config: FitConfig) -> Trainer:
                    model_options={"hidden": config.hidden} if config.hidden else None,
                    optimizer_options=optimizer_options, lr_scaling=config.lr_scaling,
                    lr_schedule=config.lr_schedule, memory_budget=config.memory_budget,
-                   max_physical_batch=config.max_physical_batch, on_nonfinite=config.on_nonfinite)
+                   max_physical_batch=config.max_physical_batch, on_nonfinite=config.on_nonfinite,
+                   threads=config.threads)
 
 
 def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:

@@ -14,11 +14,13 @@ bit between runs; AdaptiveThreads(enabled=False) keeps torch's setting.
 """
 import os
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
 
 from batchtrain.callbacks.base import Callback, FitInfo
+from batchtrain.data.iterator import is_count
 from batchtrain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -142,12 +144,30 @@ def thread_callbacks(threads: int | str | None, device: torch.device) -> list[Ca
     """The callbacks for a `threads` setting: None (torch's default), an int, or "auto".
 
     "auto" adapts to the machine's load (AdaptiveThreads) on the CPU; runs then agree to float
-    rounding, not bit for bit, since the summation order follows the thread count.
+    rounding, not bit for bit, since the summation order follows the thread count. On other
+    devices torch's CPU threads only feed the device, and are left alone.
     """
+    check_threads(threads)
     if threads is None or device.type != "cpu":
         return []
     if threads == "auto":
         return [AdaptiveThreads()]
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    return [PinnedThreads(int(threads))]
+
+
+def check_threads(threads: object) -> None:
+    """Raise ConfigError unless `threads` is None, "auto" or an integer >= 1."""
+    if threads is not None and threads != "auto" and not is_count(threads):
         raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
-    return [PinnedThreads(threads)]
+
+
+@contextmanager
+def restored_threads():
+    """Puts torch's intra-op thread count back as it was when the block exits, however it exits:
+    an exception in fit() (an interrupt, NonFiniteError) skips the callbacks' on_fit_end."""
+    previous = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
