@@ -5,7 +5,7 @@
 2. Trains an MLP for one epoch streaming each copy, each in a fresh process, and prints its peak
    RSS (the whole process: Python, torch and the stream) and training samples/s.
 3. On a subset that fits in memory, trains from in-memory arrays and from the same rows streamed
-   (thread prefetch, and also process and no prefetch), interleaved, and prints the medians and
+   (prefetch auto, and also thread and process), interleaved, and prints the medians and
    streamed / in-memory ratios.
 
 Goals (issue #5): peak RSS <= 1 GiB while streaming; streamed / in-memory >= 0.9.
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the dataset (default: delete it)")
     parser.add_argument("--parts", default="12", help="which parts to run: 1, 2 or 12 (default)")
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--prefetch", default="thread", help=argparse.SUPPRESS)
+    parser.add_argument("--prefetch", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -135,7 +135,7 @@ def main() -> None:
                  for kind in ("npy", "parquet")}
         print(f"{'reused' if args.reuse else 'wrote'} {rows:,} rows x {args.features} float32 features: .npy {sizes['npy']:.2f} GiB, "
               f"Parquet {sizes['parquet']:.2f} GiB, in {time.perf_counter() - started:.0f}s")
-        print(f"\n1. one epoch streamed, batch {args.batch_size}, MLP 64-64, thread prefetch")
+        print(f"\n1. one epoch streamed, batch {args.batch_size}, MLP 64-64, prefetch auto")
         for kind in ("parquet", "npy") if "1" in args.parts else ():
             figures = run_child(kind, directory / kind, args)
             print(f"  {kind:8s} {figures['samples_per_s']:>9,.0f} samples/s  peak RSS "
@@ -146,12 +146,13 @@ def main() -> None:
         small = subset(directory, args.subset_shards)
         print(f"\n2. subset of {args.subset_shards * ROWS_PER_CHUNK:,} rows, 2 epochs, medians of "
               f"{args.repeats} interleaved runs (samples/s)")
-        runs = {name: [] for name in ("memory", "npy", "parquet", "npy/process", "npy/none")}
+        runs = {name: [] for name in ("memory", "npy", "parquet", "npy/thread", "parquet/thread",
+                                      "npy/process")}
         for _ in range(args.repeats):
             for name in runs:
                 kind, _, prefetch = name.partition("/")
                 path = small / ("npy" if kind == "memory" else kind)
-                runs[name].append(run_child(kind, path, args, prefetch or "thread", epochs=2)["samples_per_s"])
+                runs[name].append(run_child(kind, path, args, prefetch or "auto", epochs=2)["samples_per_s"])
         memory = statistics.median(runs["memory"])
         for name, values in runs.items():
             median = statistics.median(values)

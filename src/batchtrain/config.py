@@ -66,8 +66,9 @@ class FitConfig:
                                    "built-in dataset brings its own test split)")
     shuffle_window: int | None = option(None, "rows of streamed data shuffled together (default: "
                                         "as many as fit in 64 MiB)", int)
-    prefetch: str = option("thread", "how streamed data is read ahead of training",
-                           choices=("thread", "process", "none"))
+    prefetch: str = option("auto", "how streamed data is read ahead of training (auto: a "
+                           "thread when a core is free of torch's threads, else in line)",
+                           choices=("auto", "thread", "process", "none"))
     read_workers: int = option(1, "pieces of streamed data read at once", int)
     standardize: bool | None = option(None, "standardise streamed features (and regression "
                                       "targets) with training-set statistics (default: on for "

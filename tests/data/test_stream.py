@@ -57,6 +57,21 @@ def test_order_is_independent_of_prefetch_and_workers(tmp_path):
     assert len({tuple(order) for order in orders.values()}) == 1
 
 
+def test_auto_prefetch_reads_in_a_thread_only_with_a_core_to_spare(monkeypatch):
+    from batchtrain.data.stream import resolve_prefetch
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    torch_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert resolve_prefetch("auto") == "none"          # torch's threads take every core
+        assert resolve_prefetch("auto", accelerator=True) == "thread"
+        torch.set_num_threads(1)
+        assert resolve_prefetch("auto") == "thread"
+        assert resolve_prefetch("process") == "process"
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
 def test_worker_processes_read_the_same_rows(tmp_path):
     source = open_layout(tmp_path, "npy-shards", prefetch="process", workers=2)
     threaded = open_layout(tmp_path / "t", "npy-shards")

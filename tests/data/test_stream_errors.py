@@ -181,7 +181,7 @@ def test_header_only_csv(tmp_path):
 
 def test_bad_options_are_config_errors(tmp_path):
     path = write_layout(tmp_path, "parquet")
-    with pytest.raises(ValueError, match="prefetch must be one of thread, process, none"):
+    with pytest.raises(ValueError, match="prefetch must be one of auto, thread, process, none"):
         open_dataset(path, "label", prefetch="fast")
     with pytest.raises(ValueError, match="shuffle window must be >= 1 rows"):
         open_dataset(path, "label", shuffle_window=0)

@@ -139,4 +139,4 @@ def test_cli_stream_errors_are_one_line(capsys, tmp_path):
     assert code == 2 and "--target applies to data streamed from disk" in err
     code, _, err = run_cli(capsys, "fit", "--data", tmp_path / "houses.parquet", "--target", "price",
                            "--prefetch", "magic")
-    assert code == 2 and "--prefetch must be one of thread, process, none" in err
+    assert code == 2 and "--prefetch must be one of auto, thread, process, none" in err

@@ -14,7 +14,7 @@ TABULAR = ("parquet", "csv")
 
 
 def open_dataset(path: str | Path, target: str | None = None, features: Iterable[str] | None = None,
-                 *, shuffle_window: int | None = None, prefetch: str = "thread", workers: int = 1,
+                 *, shuffle_window: int | None = None, prefetch: str = "auto", workers: int = 1,
                  standardize: bool | None = None, block_rows: int | None = None,
                  require_target: bool = True) -> StreamSource:
     """Stream a dataset from disk in batches, with bounded memory (see data/stream.py).
@@ -23,7 +23,8 @@ def open_dataset(path: str | Path, target: str | None = None, features: Iterable
         directory of such files (shards, read in name order).
     target: the target column (Parquet, CSV). features: feature columns (default: all others).
     shuffle_window: rows shuffled together (default: as many as fit in 64 MiB).
-    prefetch: "thread", "process" or "none"; workers: pieces read at once.
+    prefetch: "auto", "thread", "process" or "none" (see data/stream.py); workers: pieces read
+        at once.
     standardize: give the model a first layer standardising the features with statistics of the
         training rows (default: on for Parquet and CSV, off for .npy).
     block_rows: rows per piece of .npy shards (default: a sixteenth of the shuffle window).
@@ -53,7 +54,7 @@ def from_batches(make_batches: Callable[[], Iterable], length: int | None = None
     if not callable(make_batches):
         raise ConfigError("make_batches must be a function returning an iterable of (x, y) "
                           "batches, e.g. lambda: read_batches(path)")
-    return IterableSource(make_batches, length, StreamOptions(shuffle_window, "thread", 1,
+    return IterableSource(make_batches, length, StreamOptions(shuffle_window, "auto", 1,
                                                              standardize).check())
 
 

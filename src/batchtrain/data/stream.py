@@ -16,6 +16,7 @@ the epoch (samples delivered) is enough to resume exactly: the window holding it
 """
 import bisect
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -31,19 +32,21 @@ from batchtrain.errors import ConfigError
 
 PieceRange = tuple[int, int, int]  # (piece of the table, first row in it, end row)
 DEFAULT_WINDOW_BYTES = 64 << 20
-PREFETCH_KINDS = ("thread", "process", "none")
+PREFETCH_KINDS = ("auto", "thread", "process", "none")
 
 
 @dataclass(frozen=True)
 class StreamOptions:
     """window_rows: rows shuffled together (None: as many as fit in 64 MiB, at least one piece).
-    prefetch: "thread" (default: pyarrow and numpy read without holding the GIL), "process"
-        (worker processes; results are copied back) or "none" (read on demand in the training thread).
+    prefetch: "thread" (pyarrow and numpy read without holding the GIL), "process" (worker
+        processes; results are copied back), "none" (read on demand in the training thread) or
+        "auto" (default): a thread when cores are left over from torch's threads or the model
+        trains on a GPU, else none (see resolve_prefetch).
     workers: pieces read at once. standardize: the model gets a first layer that standardises
         features with statistics from one streaming pass over the training rows."""
 
     window_rows: int | None = None
-    prefetch: str = "thread"
+    prefetch: str = "auto"
     workers: int = 1
     standardize: bool = False
 
@@ -141,7 +144,7 @@ class StreamSource:
         def submit_window(pool: Executor, window: list[PieceRange]) -> list[tuple[Future, int, int]]:
             return [(submit(pool, self.table.read, piece), first, end) for piece, first, end in window]
 
-        with make_pool(self.options, self.table) as pool:
+        with make_pool(self.options, self.table, self.pin_memory) as pool:
             yield from stream_batches(positions, WindowReader(plan, pool, submit_window),
                                       self.prepare, self.pin_memory)
 
@@ -154,7 +157,7 @@ class StreamSource:
 
     def _read_all(self, read: Callable, features: bool = False) -> Iterator:
         """Each range's rows in storage order; the pool reads `workers` pieces ahead."""
-        with make_pool(self.options, self.table) as pool:
+        with make_pool(self.options, self.table, accelerator=True) as pool:  # nothing else runs
             pending: deque = deque()
             ranges = iter(self.ranges)
             for piece_range in itertools.islice(ranges, self.options.workers):
@@ -342,13 +345,26 @@ def _worker_call(method: str, piece: int):
     return getattr(_worker_table, method)(piece)
 
 
-def make_pool(options: StreamOptions, table: Table) -> Executor:
+def resolve_prefetch(prefetch: str, accelerator: bool = False) -> str:
+    """ "auto": read in a background thread when it has a core of its own (a GPU trains the model,
+    or the machine has more cores than torch's threads), else in the training thread. Why: on
+    the CPU torch's threads meet at a barrier after every kernel, and a reader thread that
+    takes one of their cores stalls them all. Measured on 2 cores, .npy, MLP, batch 4096:
+    streamed / in-memory samples/s 0.96 inline against 0.83 with a reader thread."""
+    if prefetch != "auto":
+        return prefetch
+    spare_cores = (os.cpu_count() or 1) > torch.get_num_threads()
+    return "thread" if accelerator or spare_cores else "none"
+
+
+def make_pool(options: StreamOptions, table: Table, accelerator: bool = False) -> Executor:
     """The readers: threads (pyarrow and numpy release the GIL while reading), spawned processes
     (a fork of a process running torch's thread pools can deadlock) or inline."""
-    if options.prefetch == "process":
+    prefetch = resolve_prefetch(options.prefetch, accelerator)
+    if prefetch == "process":
         return ProcessPoolExecutor(max_workers=options.workers, mp_context=get_context("spawn"),
                                    initializer=_set_worker_table, initargs=(table,))
-    if options.prefetch == "thread":
+    if prefetch == "thread":
         return ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="batchtrain-read")
     return _Inline()
 
