@@ -124,7 +124,8 @@ class Trainer:
     def fit(self, x: Any, y: Any = None, *, batch_size: BatchSizeLike = 128, epochs: int = 5,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
             callbacks: Iterable[Callback] = (), resume: str | Path | None = None) -> History:
-        """Train for `epochs` passes over x, y (arrays/tensors, or a Dataset of (x, y) as x).
+        """Train for `epochs` passes over x, y (arrays/tensors), or over x alone: a Dataset or
+        IterableDataset of (x, y), or data streamed from disk (batchtrain.data.open, from_batches).
 
         batch_size: samples per optimizer step: an int, "max" (the memory ceiling), a spec string
         ("128,256@2e", "double:64,1e,1024": see batching/spec.py) or a BatchSizePolicy.
