@@ -208,3 +208,18 @@ def test_torch_iterable_dataset_of_samples_is_streamed():
     source = as_source(Samples())
     assert len(source) == 300
     assert sorted(rows_of(BatchIterator(source, 64, True, 0).epoch(0))) == list(range(300))
+
+
+def test_batches_are_writable_tensors_without_warnings(tmp_path):
+    """pyarrow's zero-copy columns are read-only; a model may still write to its inputs."""
+    import warnings
+    import pyarrow.parquet as pq
+    from stream_files import as_table
+    x, y = numbered(300)
+    pq.write_table(as_table(x, y.astype(np.float32)), tmp_path / "f.parquet", row_group_size=50)
+    source = open_dataset(tmp_path / "f.parquet", "label", shuffle_window=1, standardize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in BatchIterator(source, 100, shuffle=False).epoch(0):
+            x.add_(0)
+            y.add_(0)

@@ -312,6 +312,8 @@ class WindowReader:
             reads = [(future.result(), first, end) for future, first, end in self.pending.pop(window)]
             x = _joined([x[first:end] for (x, _), first, end in reads])
             y = _joined([y[first:end] for (_, y), first, end in reads])
+            # pyarrow hands out read-only arrays (zero-copy columns): copy those, not the rest
+            x, y = np.require(x, requirements="W"), np.require(y, requirements="W")
             self.ready[window] = (torch.from_numpy(x), torch.from_numpy(y), self.plan.window_order(window))
         return self.ready[window]
 
