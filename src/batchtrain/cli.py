@@ -17,6 +17,7 @@ from batchtrain import __version__
 from batchtrain.config import FIELDS, column_names, convert, read_config_file, resolve_config
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
+from batchtrain.distributed import leave_process_group
 from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.runner import read_run_config, run_evaluate, run_fit, run_predict, run_probe
 
@@ -129,7 +130,10 @@ def _fit(args: argparse.Namespace) -> int:
         config = resolve_config({**run_options, **file_options}, flag_options)
     else:
         config = resolve_config(file_options, flag_options)
-    results = run_fit(config, resume=args.resume is not None)
+    try:
+        results = run_fit(config, resume=args.resume is not None)
+    finally:  # the CLI owns its process: under torchrun it leaves the group it joined
+        leave_process_group()
     return EXIT_STOPPED if "stopped" in results else 0
 
 
