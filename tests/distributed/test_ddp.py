@@ -82,3 +82,23 @@ def test_cli_nproc_2_writes_one_run_equal_to_one_process(tmp_path):
     assert results[2]["test_accuracy"] == results[1]["test_accuracy"]
     assert results[2]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-5)
 
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_cli_nproc_2_on_two_gpus_uses_nccl_and_matches_one_gpu(tmp_path):
+    """The GPU variant (not run here: no GPU): each process drives the GPU of its LOCAL_RANK,
+    joined with nccl (distributed.from_environment)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    data = write_blobs(tmp_path / "blobs.npz")
+    results = {}
+    for nproc in (1, 2):
+        run_dir = tmp_path / f"run{nproc}"
+        command = [sys.executable, "-m", "batchtrain", "fit", "--nproc", str(nproc), "--data",
+                   str(data), "--model", "mlp", "--epochs", "2", "--batch-size", "50", "--seed", "3",
+                   "--device", "cuda", "--output", str(run_dir), "--progress", "none"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[nproc] = json.loads((run_dir / "test.json").read_text())
+    assert results[2]["test_accuracy"] == pytest.approx(results[1]["test_accuracy"], abs=0.02)
