@@ -65,23 +65,28 @@ def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path
     np.testing.assert_allclose(distributed, alone, rtol=1e-3)
 
 
+def fit_blobs(data: Path, run_dir: Path, nproc: int, *extra: str,
+              env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    """`batchtrain fit --nproc N` on the blobs: the finished process and its test.json."""
+    command = [sys.executable, "-m", "batchtrain", "fit", "--nproc", str(nproc), "--data",
+               str(data), "--model", "mlp", "--epochs", "2", "--batch-size", "50", "--seed", "3",
+               "--output", str(run_dir), "--progress", "none", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, **(env or {})))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads((run_dir / "test.json").read_text())
+
+
 @pytest.mark.slow
 def test_cli_nproc_2_writes_one_run_equal_to_one_process(tmp_path):
     data = write_blobs(tmp_path / "blobs.npz")
     results = {}
     for nproc in (1, 2):
-        run_dir = tmp_path / f"run{nproc}"
-        command = [sys.executable, "-m", "batchtrain", "fit", "--nproc", str(nproc), "--data",
-                   str(data), "--model", "mlp", "--epochs", "2", "--batch-size", "50", "--seed", "3",
-                   "--output", str(run_dir), "--progress", "none"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                env=dict(os.environ, OMP_NUM_THREADS="1"))
-        assert result.returncode == 0, result.stderr[-3000:]
+        result, results[nproc] = fit_blobs(data, tmp_path / f"run{nproc}", nproc,
+                                           env={"OMP_NUM_THREADS": "1"})
         assert result.stdout.count("run directory:") == 1  # rank 0 alone prints and writes
-        results[nproc] = json.loads((run_dir / "test.json").read_text())
     assert results[2]["test_accuracy"] == results[1]["test_accuracy"]
     assert results[2]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-5)
-
 
 
 @pytest.mark.gpu
@@ -92,13 +97,6 @@ def test_cli_nproc_2_on_two_gpus_uses_nccl_and_matches_one_gpu(tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 CUDA devices")
     data = write_blobs(tmp_path / "blobs.npz")
-    results = {}
-    for nproc in (1, 2):
-        run_dir = tmp_path / f"run{nproc}"
-        command = [sys.executable, "-m", "batchtrain", "fit", "--nproc", str(nproc), "--data",
-                   str(data), "--model", "mlp", "--epochs", "2", "--batch-size", "50", "--seed", "3",
-                   "--device", "cuda", "--output", str(run_dir), "--progress", "none"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-        results[nproc] = json.loads((run_dir / "test.json").read_text())
+    results = {nproc: fit_blobs(data, tmp_path / f"run{nproc}", nproc, "--device", "cuda")[1]
+               for nproc in (1, 2)}
     assert results[2]["test_accuracy"] == pytest.approx(results[1]["test_accuracy"], abs=0.02)

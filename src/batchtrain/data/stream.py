@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from batchtrain.data.formats.base import Table
+from batchtrain.data.formats.base import Table, default_window_rows
 from batchtrain.errors import ConfigError
 
 PieceRange = tuple[int, int, int]  # (piece of the table, first row in it, end row)
-DEFAULT_WINDOW_BYTES = 64 << 20
 PREFETCH_KINDS = ("auto", "thread", "process", "none")
 
 
@@ -89,8 +88,7 @@ class StreamSource:
     def window_rows(self) -> int:
         if self.options.window_rows is not None:
             return self.options.window_rows
-        row_bytes = 4 * int(np.prod(self.sample_shape)) + 8
-        return max(DEFAULT_WINDOW_BYTES // row_bytes, 1)
+        return default_window_rows(self.sample_shape)
 
     # -- what the trainer asks of any source ----------------------------------------------------
 

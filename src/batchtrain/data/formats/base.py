@@ -11,6 +11,14 @@ import numpy as np
 
 from batchtrain.errors import DataError
 
+DEFAULT_WINDOW_BYTES = 64 << 20  # rows shuffled together by default: as many as fit in 64 MiB
+
+
+def default_window_rows(feature_shape: tuple[int, ...]) -> int:
+    """Rows of float32 features (and an 8-byte target) in DEFAULT_WINDOW_BYTES, at least 1."""
+    row_bytes = 4 * int(np.prod(feature_shape)) + 8
+    return max(DEFAULT_WINDOW_BYTES // row_bytes, 1)
+
 
 class Table(Protocol):
     """A dataset on disk, as pieces. x: float32 (rows, *feature_shape); y: int64 or float32 (rows, ...)."""

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from batchtrain.data.formats.base import as_feature_array, as_target_array, split_rows
+from batchtrain.data.formats.base import (as_feature_array, as_target_array, default_window_rows,
+                                          split_rows)
 from batchtrain.errors import DataError
-
-DEFAULT_WINDOW_BYTES = 64 << 20  # as data/stream.py
 
 
 class NpyTable:
@@ -37,9 +36,8 @@ class NpyTable:
         _check_shards(self.pairs, arrays)
         self.feature_shape = tuple(arrays[0][0].shape[1:])
         self._arrays = arrays
-        if self.block_rows is None:  # a sixteenth of the default shuffle window (stream.py)
-            row_bytes = 4 * int(np.prod(self.feature_shape)) + 8
-            self.block_rows = max(DEFAULT_WINDOW_BYTES // row_bytes // 16, 256)
+        if self.block_rows is None:  # a sixteenth of the default shuffle window
+            self.block_rows = max(default_window_rows(self.feature_shape) // 16, 256)
         self.blocks = [(shard, start, stop) for shard, (x, _) in enumerate(arrays)
                        for start, stop in split_rows(len(x), self.block_rows)]
         self.piece_rows = [stop - start for _, start, stop in self.blocks]
