@@ -77,6 +77,16 @@ def test_truncated_npy_file(tmp_path):
         open_dataset(path)
 
 
+def test_npy_file_cut_after_opening_names_the_rows(tmp_path):
+    path = write_layout(tmp_path, "npy", rows=200)
+    source = open_dataset(path, standardize=False)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 10 * 4 * 3])  # the last ten rows of 3 features go
+    with pytest.raises(DataError, match=r"x.npy ended while reading rows \d+-200; the file was "
+                                        "truncated after opening"):
+        read_everything(source)
+
+
 def test_truncated_parquet_file(tmp_path):
     path = write_layout(tmp_path, "parquet")
     path.write_bytes(path.read_bytes()[:500])

@@ -7,7 +7,7 @@ Its length is needed up front (epochs, schedules, progress); without `length` on
 reads it once. A position in the epoch is restored by reading forwards to it.
 """
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from batchtrain.data.arrays import as_features, as_tensor, check_finite
-from batchtrain.data.stream import (EpochPlan, StreamOptions, WindowReader, Moments,
-                                    stream_batches)
+from batchtrain.data.stream import (EpochPlan, Moments, StreamOptions, WindowRead, WindowReader,
+                                    joined_window, stream_batches)
 from batchtrain.errors import DataError
 
 
@@ -80,8 +80,8 @@ class IterableSource:
     def batches(self, positions: Iterable[slice], plan: EpochPlan) -> Iterator[tuple[Tensor, Tensor]]:
         cursor = RowCursor(self.make_iterable)
 
-        def submit_window(pool: Executor, window: list) -> list[tuple[Future, int, int]]:
-            return [(pool.submit(cursor.take, first, end), 0, end - first) for _, first, end in window]
+        def submit_window(pool: Executor, window: list) -> WindowRead:
+            return joined_window([pool.submit(cursor.take, first, end) for _, first, end in window])
 
         # One reader thread: the stream is read in order, so windows are read one after another.
         with ThreadPoolExecutor(1, thread_name_prefix="batchtrain-read") as pool:

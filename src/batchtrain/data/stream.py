@@ -15,6 +15,7 @@ The order depends only on (seed, epoch) and the pieces' sizes, never on timing, 
 the epoch (samples delivered) is enough to resume exactly: the window holding it is read again.
 """
 import bisect
+import functools
 import itertools
 import os
 from collections import deque
@@ -139,12 +140,9 @@ class StreamSource:
 
     def batches(self, positions: Iterable[slice], plan: "EpochPlan") -> Iterator[tuple[Tensor, Tensor]]:
         """The rows at each slice of epoch positions, in plan's order, read one window ahead."""
-        def submit_window(pool: Executor, window: list[PieceRange]) -> list[tuple[Future, int, int]]:
-            return [(submit(pool, self.table.read, piece), first, end) for piece, first, end in window]
-
         with make_pool(self.options, self.table, self.pin_memory) as pool:
-            yield from stream_batches(positions, WindowReader(plan, pool, submit_window),
-                                      self.prepare, self.pin_memory)
+            reader = WindowReader(plan, pool, functools.partial(read_window, table=self.table))
+            yield from stream_batches(positions, reader, self.prepare, self.pin_memory)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -269,18 +267,43 @@ def stream_batches(positions: Iterable[slice], reader: "WindowReader", prepare: 
         yield x, y
 
 
-SubmitWindow = Callable[[Executor, list[PieceRange]], list[tuple[Future, int, int]]]
+WindowRead = Callable[[], tuple[np.ndarray, np.ndarray]]  # waits for a window's rows
+SubmitWindow = Callable[[Executor, list[PieceRange]], WindowRead]
+
+
+def read_window(pool: Executor, window: list[PieceRange], table: Table) -> WindowRead:
+    """Submit the reads of a window's piece ranges, each straight into its rows of one pair of
+    buffers (worker processes cannot write into ours: their results are copied in)."""
+    counts = [end - first for _, first, end in window]
+    x = np.empty((sum(counts), *table.feature_shape), np.float32)
+    y = np.empty((sum(counts), *table.target_shape), table.target_dtype)
+    reads = []
+    for (piece, first, end), offset, count in zip(window, itertools.accumulate([0, *counts]), counts):
+        rows = (x[offset:offset + count], y[offset:offset + count])
+        if isinstance(pool, ProcessPoolExecutor):
+            reads.append((pool.submit(_worker_call, "read", piece), (first, end, *rows)))
+        else:
+            reads.append((pool.submit(table.read_into, piece, first, end, *rows), None))
+
+    def wait() -> tuple[np.ndarray, np.ndarray]:
+        for future, copy in reads:
+            result = future.result()
+            if copy is not None:
+                first, end, x_rows, y_rows = copy
+                x_rows[...], y_rows[...] = result[0][first:end], result[1][first:end]
+        return x, y
+    return wait
 
 
 class WindowReader:
     """An epoch's windows, read by a pool one window ahead; holds at most the current and next.
 
-    submit_window(pool, ranges) submits the reads of a window's ranges and returns, per range, a
-    future of (x, y) and the rows of it that belong to the range."""
+    submit_window(pool, ranges) submits the reads of a window's ranges and returns a function
+    that waits for them and gives the window's (x, y)."""
 
     def __init__(self, plan: EpochPlan, pool: Executor, submit_window: SubmitWindow):
         self.plan, self.pool, self.submit_window = plan, pool, submit_window
-        self.pending: dict[int, list[tuple[Future, int, int]]] = {}
+        self.pending: dict[int, WindowRead] = {}
         self.ready: dict[int, tuple[Tensor, Tensor, Tensor | None]] = {}
 
     def rows(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
@@ -307,13 +330,19 @@ class WindowReader:
             if ahead < len(self.plan.windows) and ahead not in self.ready and ahead not in self.pending:
                 self.pending[ahead] = self.submit_window(self.pool, self.plan.windows[ahead])
         if window not in self.ready:
-            reads = [(future.result(), first, end) for future, first, end in self.pending.pop(window)]
-            x = _joined([x[first:end] for (x, _), first, end in reads])
-            y = _joined([y[first:end] for (_, y), first, end in reads])
-            # pyarrow hands out read-only arrays (zero-copy columns): copy those, not the rest
-            x, y = np.require(x, requirements="W"), np.require(y, requirements="W")
+            x, y = self.pending.pop(window)()
             self.ready[window] = (torch.from_numpy(x), torch.from_numpy(y), self.plan.window_order(window))
         return self.ready[window]
+
+
+def joined_window(futures: list[Future]) -> WindowRead:
+    """A window's parts read separately (futures of (x, y) arrays), joined when ready."""
+    def wait() -> tuple[np.ndarray, np.ndarray]:
+        parts = [future.result() for future in futures]
+        x, y = (_joined([part[index] for part in parts]) for index in (0, 1))
+        # pyarrow hands out read-only arrays (zero-copy columns): copy those, not the rest
+        return np.require(x, requirements="W"), np.require(y, requirements="W")
+    return wait
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
@@ -339,6 +368,8 @@ def _set_worker_table(table: Table) -> None:
     global _worker_table
     _worker_table = table
     torch.set_num_threads(1)  # the workers decode; the training process owns the cores
+    import pyarrow
+    pyarrow.set_cpu_count(1)
 
 
 def _worker_call(method: str, piece: int):

@@ -21,16 +21,31 @@ def default_window_rows(feature_shape: tuple[int, ...]) -> int:
 
 
 class Table(Protocol):
-    """A dataset on disk, as pieces. x: float32 (rows, *feature_shape); y: int64 or float32 (rows, ...)."""
+    """A dataset on disk, as pieces. x: float32 (rows, *feature_shape); y: target_dtype (int64 or
+    float32), (rows, *target_shape)."""
 
     name: str                          # the path, as error messages show it
     piece_rows: list[int]              # rows in each piece
     feature_shape: tuple[int, ...]
     feature_names: list[str] | None    # column names of tabular formats
+    target_dtype: np.dtype
+    target_shape: tuple[int, ...]
 
+    def read_into(self, piece: int, first: int, end: int, x_out: np.ndarray, y_out: np.ndarray) -> None:
+        """Rows [first, end) of a piece, checked, written into x_out and y_out (C-contiguous):
+        streams read straight into their shuffle window, without an intermediate copy."""
     def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]: ...        # (x, y) of a piece
     def read_targets(self, piece: int) -> np.ndarray: ...                   # y alone (cheaper)
     def where(self, piece: int) -> tuple[str, int]: ...  # (file name, its row where the piece starts)
+
+
+def read_rows(table: Table, piece: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a whole piece, in new arrays (Table.read through Table.read_into)."""
+    rows = table.piece_rows[piece]
+    x = np.empty((rows, *table.feature_shape), np.float32)
+    y = np.empty((rows, *table.target_shape), table.target_dtype)
+    table.read_into(piece, 0, rows, x, y)
+    return x, y
 
 
 def as_target_array(values: np.ndarray, where: tuple[str, int]) -> np.ndarray:
@@ -61,11 +76,7 @@ def as_feature_array(values: np.ndarray, where: tuple[str, int]) -> np.ndarray:
 def check_rows_finite(values: np.ndarray, where: tuple[str, int], what: str,
                       columns: list[str] | None = None) -> None:
     """Raise DataError naming the file, row (and column, for tables) of the first NaN or inf."""
-    # One reduction without a temporary: a NaN or inf makes the sum non-finite (an overflowing
-    # sum of finite values too, which the exact search below then clears).
-    if values.dtype.kind != "f" or np.isfinite(values.sum(dtype=np.float64)):
-        return
-    if np.isfinite(values).all():
+    if values.dtype.kind != "f" or _all_finite(values):
         return
     bad = ~np.isfinite(values.reshape(len(values), -1))
     row, column = (int(index[0]) for index in np.nonzero(bad))
@@ -73,6 +84,13 @@ def check_rows_finite(values: np.ndarray, where: tuple[str, int], what: str,
     raise DataError(f"{where[0]} row {where[1] + row}: {what} is NaN or infinite{named} "
                     f"({int(bad.any(axis=1).sum())} such rows in this block); "
                     "remove or impute them before training")
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    # isfinite over blocks of about a million values: the fastest check measured (0.014 us per
+    # row of 64 float32, against 0.041 for a float64 sum), with a bounded temporary.
+    step = max((1 << 20) // max(int(np.prod(values.shape[1:])), 1), 1)
+    return all(np.isfinite(values[start:start + step]).all() for start in range(0, len(values), step))
 
 
 def split_rows(total_rows: int, block_rows: int) -> list[tuple[int, int]]:

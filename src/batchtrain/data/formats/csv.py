@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from batchtrain.data.formats.columns import choose_columns, table_to_arrays
+from batchtrain.data.formats.base import read_rows
+from batchtrain.data.formats.columns import choose_columns, table_into, target_dtype, target_values
 from batchtrain.data.formats.parquet import list_files
 from batchtrain.errors import DataError
 
@@ -48,13 +49,18 @@ class CsvTable:
             raise DataError(f"{self.name} holds a header but no rows")
         self.piece_rows = [rows for *_, rows in self.ranges]
         self.feature_shape = (len(self.feature_names),)
+        self.target_dtype = target_dtype(schema, self.target)
+        self.target_shape = ()
 
     def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]:
-        table = self._parse(piece, self.columns)
-        return table_to_arrays(table, self.feature_names, self.target, self.where(piece))
+        return read_rows(self, piece)
+
+    def read_into(self, piece: int, first: int, end: int, x_out: np.ndarray, y_out: np.ndarray) -> None:
+        table_into(self._parse(piece, self.columns), self.feature_names, self.target,
+                   self.where(piece), first, end, x_out, y_out)
 
     def read_targets(self, piece: int) -> np.ndarray:
-        return table_to_arrays(self._parse(piece, self.columns[len(self.feature_names):]), [], self.target, self.where(piece))[1]
+        return target_values(self._parse(piece, [self.target]), self.target, self.where(piece))
 
     def where(self, piece: int) -> tuple[str, int]:
         file_index, _, _, first_row, _ = self.ranges[piece]
