@@ -6,7 +6,9 @@
    RSS (the whole process: Python, torch and the stream) and training samples/s.
 3. On a subset that fits in memory, trains from in-memory arrays and from the same rows streamed
    (prefetch auto, and also thread and process), interleaved, and prints the medians and
-   streamed / in-memory ratios.
+   streamed / in-memory ratios. Then the same with torch on one thread fewer than the cores
+   ("spare core"): a reader thread then has a core of its own, as on a GPU machine or a CPU with
+   cores to spare, and the ratio shows how much of the reading the prefetch hides.
 
 Goals (issue #5): peak RSS <= 1 GiB while streaming; streamed / in-memory >= 0.9.
 
@@ -15,6 +17,7 @@ Goals (issue #5): peak RSS <= 1 GiB while streaming; streamed / in-memory >= 0.9
 """
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 ROWS_PER_CHUNK = 1 << 18          # rows generated at once (64 MiB at 64 features)
@@ -59,7 +63,8 @@ def train_child(args: argparse.Namespace) -> None:
     from batchtrain.data import open_dataset
 
     torch.manual_seed(0)
-    trainer = Trainer("mlp", model_options={"hidden": [64, 64]}, task="regression", seed=0)
+    trainer = Trainer("mlp", model_options={"hidden": [64, 64]}, task="regression", seed=0,
+                      threads=args.threads)
     if args.source == "memory":
         x, y = load_arrays(Path(args.path))
         data = (x, y)
@@ -84,9 +89,10 @@ def load_arrays(npy_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_child(source: str, path: Path, args: argparse.Namespace, prefetch: str = "thread",
-              epochs: int = 1) -> dict:
+              epochs: int = 1, threads: int | None = None) -> dict:
     command = [sys.executable, __file__, "--child", source, str(path), "--prefetch", prefetch,
                "--epochs", str(epochs), "--batch-size", str(args.batch_size)]
+    command += ["--threads", str(threads)] if threads else []
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{source} run failed:\n{result.stderr[-3000:]}")
@@ -94,7 +100,8 @@ def run_child(source: str, path: Path, args: argparse.Namespace, prefetch: str =
 
 
 def subset(directory: Path, shards: int) -> Path:
-    """The first `shards` .npy pairs and Parquet files, linked into a smaller dataset."""
+    """The first `shards` .npy pairs and Parquet files, linked into a smaller dataset, and the
+    same rows written as CSV files."""
     small = directory / f"subset-{shards}"
     shutil.rmtree(small, ignore_errors=True)
     for kind, pattern in (("npy", "[xy]-*.npy"), ("parquet", "part-*.parquet")):
@@ -103,6 +110,9 @@ def subset(directory: Path, shards: int) -> Path:
         keep = [f for f in files if int(f.stem.split("-")[-1]) < shards]
         for file in keep:
             (small / kind / file.name).symlink_to(file)
+    (small / "csv").mkdir()  # the same rows as CSV text, for the CSV reader's figure
+    for file in sorted((small / "parquet").iterdir()):
+        pacsv.write_csv(pq.read_table(file), small / "csv" / f"{file.stem}.csv")
     return small
 
 
@@ -121,6 +131,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--prefetch", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.source, args.path = args.child
@@ -146,18 +157,24 @@ def main() -> None:
         small = subset(directory, args.subset_shards)
         print(f"\n2. subset of {args.subset_shards * ROWS_PER_CHUNK:,} rows, 2 epochs, medians of "
               f"{args.repeats} interleaved runs (samples/s)")
-        runs = {name: [] for name in ("memory", "npy", "parquet", "npy/thread", "parquet/thread",
-                                      "npy/process")}
+        spare = max((os.cpu_count() or 2) - 1, 1)
+        names = ["memory", "npy", "parquet", "csv", "npy/thread", "parquet/thread", "npy/process",
+                 f"memory@{spare}", f"npy/thread@{spare}", f"parquet/thread@{spare}"]
+        runs = {name: [] for name in names}
         for _ in range(args.repeats):
             for name in runs:
-                kind, _, prefetch = name.partition("/")
+                name_only, _, threads = name.partition("@")
+                kind, _, prefetch = name_only.partition("/")
                 path = small / ("npy" if kind == "memory" else kind)
-                runs[name].append(run_child(kind, path, args, prefetch or "auto", epochs=2)["samples_per_s"])
-        memory = statistics.median(runs["memory"])
+                runs[name].append(run_child(kind, path, args, prefetch or "auto", epochs=2,
+                                            threads=int(threads) if threads else None)["samples_per_s"])
         for name, values in runs.items():
+            _, _, threads = name.partition("@")
+            memory = statistics.median(runs[f"memory@{threads}" if threads else "memory"])
             median = statistics.median(values)
-            print(f"  {name:12s} {median:>9,.0f}  ratio to in-memory {median / memory:.2f}  "
+            print(f"  {name:18s} {median:>9,.0f}  ratio to in-memory {median / memory:.2f}  "
                   f"(runs: {', '.join(f'{value:,.0f}' for value in values)})")
+        print(f"  (@{spare}: torch on {spare} thread(s), leaving a core to the reader thread)")
     finally:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)

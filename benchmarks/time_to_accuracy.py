@@ -105,7 +105,8 @@ def report(results, args):
         twin.plot([s["samples_seen"] for s in steps if "noise_scale" in s],
                   [s["noise_scale"] for s in steps if "noise_scale" in s], color="tab:orange",
                   alpha=0.6, label="noise scale")
-        twin.set_ylabel("gradient noise scale B_simple")
+        twin.set_yscale("log")  # the estimate spans decades (and spikes where |G|^2 nears 0)
+        twin.set_ylabel("noise scale B_simple (Adam geometry)")
         right.legend(loc="upper left")
     figure.tight_layout()
     path = Path(__file__).with_name("time_to_accuracy.png")

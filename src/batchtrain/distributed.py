@@ -85,8 +85,8 @@ def process_device(device: torch.device) -> torch.device:
     return device
 
 
-def all_reduce_with_stats(model: torch.nn.Module, group: Distributed, local_samples: int,
-                          global_batch: int) -> dict:
+def all_reduce_with_stats(parameters: list[torch.Tensor], group: Distributed, local_samples: int,
+                          global_batch: int, factors: list[torch.Tensor] | None = None) -> dict:
     """All-reduce the gradients (as DDP would: the mean over ranks) after measuring each rank's
     own gradient, and return the noise statistics of the step (stats/noise.py's input).
 
@@ -94,19 +94,25 @@ def all_reduce_with_stats(model: torch.nn.Module, group: Distributed, local_samp
     average is the big one (McCandlish et al. 2018, appendix A.1): no extra backward pass, one
     gradient-sized all-reduce as always, plus one tiny all-gather. The caller ran every backward
     under no_sync(), so .grad holds this rank's share, local_samples * world / global_batch times
-    its mean gradient.
+    its mean gradient. factors: an adaptive optimizer's preconditioner, one tensor per parameter
+    (stats/precondition.py), applied before the norms; None measures raw gradients.
     """
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    with_grad = [index for index, p in enumerate(parameters) if p.grad is not None]
+    grads = [parameters[index].grad for index in with_grad]
+    weights = [factors[index] for index in with_grad] if factors is not None else [1.0] * len(grads)
+
+    def sq_norm(tensors: list[torch.Tensor]) -> float:
+        return float(sum((g * w).double().square().sum() for g, w in zip(tensors, weights)))
+
     share = local_samples * group.world_size / global_batch
-    local_sq = (float(sum(g.double().square().sum() for g in grads)) / share**2
-                if local_samples else 0.0)
+    local_sq = sq_norm(grads) / share**2 if local_samples else 0.0
     for grad in grads:
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         grad.div_(group.world_size)
     device = grads[0].device if grads else torch.device("cpu")
     gathered = group.gather_floats([float(local_samples), local_sq], device)
     sizes, norms = gathered[0::2], gathered[1::2]
-    batch_sq = float(sum(g.double().square().sum() for g in grads))
+    batch_sq = sq_norm(grads)
     kept = [(int(size), norm) for size, norm in zip(sizes, norms) if size > 0]
     return {"micro_sizes": [size for size, _ in kept], "micro_sq_norms": [norm for _, norm in kept],
             "batch_sq_norm": batch_sq}

@@ -22,7 +22,8 @@ from batchtrain.batching.coupling import default_lr_scaling, lr_scale  # noqa: E
 from batchtrain.batching.memory import memory_ceiling  # noqa: E402
 from batchtrain.data.arrays import as_features, as_tensor  # noqa: E402
 from batchtrain.optim import make_optimizer  # noqa: E402
-from batchtrain.stats import MicroBatchGradients, NoiseEstimate, NoiseScaleTracker  # noqa: E402
+from batchtrain.stats import (MicroBatchGradients, NoiseEstimate, NoiseScaleTracker,  # noqa: E402
+                              Preconditioner)
 from batchtrain.tasks import prepare_targets  # noqa: E402
 from batchtrain.trainer import Trainer  # noqa: E402
 
@@ -42,6 +43,7 @@ class ProbeResult:
     recommended_lr: float
     lr_rule: str
     goodput: dict[int, float]
+    preconditioned: bool = False  # noise after warm-up measured in Adam's/RMSprop's geometry
 
 
 def probe(trainer: Trainer, x, y, sizes: list[int], warmup_samples: int, repeats: int = 5,
@@ -64,7 +66,8 @@ def probe(trainer: Trainer, x, y, sizes: list[int], warmup_samples: int, repeats
     base_lr = trainer.optimizer_.param_groups[0].get("initial_lr", trainer.optimizer_.param_groups[0]["lr"])
     return ProbeResult(sizes, curve, {size: memory.bytes_for(size) for size in sizes},
                        memory.describe(), at_init, after, warmup_samples, best,
-                       base_lr * lr_scale(rule, best, REFERENCE_BATCH), rule, details["goodput"])
+                       base_lr * lr_scale(rule, best, REFERENCE_BATCH), rule, details["goodput"],
+                       Preconditioner(trainer.optimizer_).adaptive)
 
 
 def time_step(trainer: Trainer, inputs, targets, size: int, repeats: int) -> float:
@@ -93,12 +96,13 @@ def measure_noise(trainer: Trainer, inputs, targets, generator: torch.Generator,
     model = trainer.model_.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     collector, tracker = MicroBatchGradients(parameters), NoiseScaleTracker(decay=0.9)
+    factors = Preconditioner(trainer.optimizer_).factors(parameters)  # None at initialisation
     batch = min(batch, len(inputs))
     for _ in range(steps):
         index = torch.randperm(len(inputs), generator=generator)[:batch].to(inputs.device)
         for parameter in parameters:
             parameter.grad = None
-        collector.begin()
+        collector.begin(factors)
         for part in index.split(micro):
             (trainer.task_.loss_fn(model(inputs[part]), targets[part]) * (len(part) / batch)).backward()
             collector.after_micro_batch(len(part), len(part) / batch)
@@ -150,7 +154,7 @@ def _markdown(result: ProbeResult, efficiency: dict[int, float]) -> str:
 |---|---|---|---|---|
 {rows}
 
-Gradient noise scale (McCandlish et al. 2018):
+Gradient noise scale (McCandlish et al. 2018){_geometry(result.preconditioned)}:
 {_noise_line("at initialisation", result.noise_at_init)}
 {_noise_line(f"after {result.warmup_samples} samples of warm-up", result.noise_after_warmup)}
 
@@ -162,3 +166,10 @@ The learning rate is the given one (taken as tuned for batch {REFERENCE_BATCH}) 
 '{result.lr_rule}' rule for this optimizer. The noise scale grows as training progresses, so
 `--batch-size auto` (which re-measures it) usually ends above this starting point.
 """
+
+
+def _geometry(preconditioned: bool) -> str:
+    if not preconditioned:
+        return ""
+    return (", after warm-up on gradients preconditioned as the adaptive optimizer steps "
+            "(at initialisation it has no second moments yet: raw gradients)")

@@ -1,12 +1,48 @@
 """A trainer's first-fit set-up: the model built for the data's shape, the task fitted to it."""
+import os
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from batchtrain.data.iterator import BatchIterator
+from batchtrain.device import resolve_device
+from batchtrain.distributed import from_environment, process_device
 from batchtrain.errors import ConfigError
 from batchtrain.models.spec import ModelSpec
-from batchtrain.tasks import Task, check_outputs, probe_outputs
+from batchtrain.models.standardize import standardized
+from batchtrain.tasks import Task, check_outputs, infer_task, probe_outputs
+
+
+def build_run(trainer, source) -> None:
+    """The trainer's device, process group, seed, task and model, from its options and the first
+    training source (its sample shape, targets and, for streamed tables, feature statistics)."""
+    trainer.device_ = process_device(resolve_device(trainer.device))
+    trainer.dist_ = from_environment(trainer.device_)
+    trainer.seed_ = trainer.seed if trainer.seed is not None else int.from_bytes(os.urandom(4), "little")
+    if trainer.dist_ is not None:  # one seed for all ranks: the same initialisation and order
+        trainer.seed_ = trainer.dist_.broadcast_int(trainer.seed_, trainer.device_)
+    torch.manual_seed(trainer.seed_)
+    trainer.input_shape_ = source.sample_shape
+    task = infer_task(source.targets(), trainer.loss, trainer.task)
+    model, trainer.model_spec_ = build_model(trainer.model, trainer.model_options,
+                                             trainer.input_shape_, task, trainer.device_)
+    if getattr(source, "standardize", False):  # streamed tables: statistics of the training rows
+        model = standardize_model(model, source.moments(), task).to(trainer.device_)
+    sample_x, _ = next(BatchIterator(source, 2, False, 0, trainer.device_).epoch(0))
+    trainer.task_ = fit_task_to_model(task, model, sample_x, isinstance(trainer.model, nn.Module),
+                                      task_given=trainer.task is not None or trainer.loss is not None)
+    trainer.model_ = model
+    trainer.network_ = model if trainer.dist_ is None else DistributedDataParallel(
+        model, device_ids=[trainer.device_.index] if trainer.device_.type == "cuda" else None)
+
+
+def standardize_model(model: nn.Module, moments, task: Task) -> nn.Module:
+    """The model with standardised inputs (and targets, for regression with one target shape)."""
+    targets = (moments.y_mean.reshape(-1), moments.y_std.reshape(-1)) if (
+        task.kind == "regression" and moments.y_mean.numel() == task.n_outputs) else ()
+    return standardized(model, moments.x_mean, moments.x_std, *targets)
 
 
 def build_model(model: nn.Module | str | ModelSpec, options: dict | None,

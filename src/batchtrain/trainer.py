@@ -3,7 +3,6 @@
 fit -> run_epoch -> train_step; evaluation -> eval_step. Batching lives in data/iterator.py,
 reporting in callbacks/, the task's loss and target handling in tasks.py.
 """
-import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -15,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.coupling import LearningRate
@@ -27,24 +25,23 @@ from batchtrain.checkpoint import newest_checkpoint
 from batchtrain.saving import restore_trainer, save_model
 from batchtrain.data.iterator import BatchIterator, check_batch_size, is_count
 from batchtrain.data.iterable import IterableSource
-from batchtrain.data.sources import Source, as_source, split_validation
+from batchtrain.data.sources import Source, as_source, fit_sources
 from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
-from batchtrain.distributed import all_reduce_with_stats, from_environment, process_device
+from batchtrain.distributed import all_reduce_with_stats
 from batchtrain.errors import ConfigError
 from batchtrain.history import History
 from batchtrain.interrupts import (NonFiniteError, TrainingInterrupted, step_is_finite,
                                    stop_on_signals)
 from batchtrain.metrics import MetricSet
 from batchtrain.models.spec import ModelSpec
-from batchtrain.models.standardize import standardized
 from batchtrain.optim import OptimizerLike, make_optimizer
 from batchtrain.resume import restore_state
 from batchtrain.schedules import LRSchedule, SampleClock, as_lr_schedule
 from batchtrain.speed import check_threads, restored_threads, thread_callbacks
-from batchtrain.stats import MicroBatchGradients, NoiseScaleTracker, split_for_stats
-from batchtrain.setup import build_model, check_input_shape, fit_task_to_model
-from batchtrain.tasks import DEFAULT_METRICS, Task, infer_task, prepare_targets
+from batchtrain.stats import MicroBatchGradients, NoiseScaleTracker, Preconditioner, split_for_stats
+from batchtrain.setup import build_run, check_input_shape
+from batchtrain.tasks import DEFAULT_METRICS, Task, prepare_targets
 
 BatchSizeLike = int | str | BatchSizePolicy
 NONFINITE_ACTIONS = ("stop", "skip", "raise")
@@ -139,7 +136,7 @@ class Trainer:
         requested = parse_batch_size(batch_size)
         _check_epochs(epochs)
         check_threads(self.threads)
-        train, val = self._fit_sources(x, y, validation_split, validation_data)
+        train, val = fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
         self._begin_run(requested, train, int(epochs))
         start_epoch, start_position = self._resume(resume) if resume is not None else (0, 0)
@@ -258,11 +255,14 @@ class Trainer:
         each micro-batch that counts, detached; gradient statistics).
         """
         world = self.dist_.world_size if self.dist_ is not None else 1
-        collector = self.gradient_collector_ if len(micro_batches) > 1 and world == 1 else None
-        rank_stats = self.noise_ is not None and world > 1  # local vs all-reduced gradient
+        # Adam's and RMSprop's noise is measured on preconditioned gradients, from their second step
+        factors = self.preconditioner_.factors(self.parameters_) if self.noise_ is not None else None
+        measure = self.noise_ is not None and (factors is not None or not self.preconditioner_.adaptive)
+        collector = self.gradient_collector_ if measure and len(micro_batches) > 1 and world == 1 else None
+        rank_stats = measure and world > 1  # local vs all-reduced gradient
         self.optimizer_.zero_grad(set_to_none=True)
         if collector is not None:
-            collector.begin()
+            collector.begin(factors)
         results = []
         for index, (inputs, targets) in enumerate(micro_batches):
             share = len(targets) * world / logical if counts else 0.0
@@ -277,7 +277,7 @@ class Trainer:
                 results.append((outputs.detach(), targets, loss.detach()))
         if rank_stats:
             local = sum(len(targets) for _, targets in micro_batches) if counts else 0
-            return results, all_reduce_with_stats(self.model_, self.dist_, local, logical)
+            return results, all_reduce_with_stats(self.parameters_, self.dist_, local, logical, factors)
         return results, collector.finish(logical) if collector is not None else None
 
     def _physical_batch(self, logical: int) -> int:
@@ -391,6 +391,7 @@ class Trainer:
         self.gradient_collector_ = (MicroBatchGradients(self.parameters_)
                                     if wants_stats else None)
         self.noise_ = NoiseScaleTracker() if wants_stats else None
+        self.preconditioner_ = Preconditioner(self.optimizer_)
         self.lr_control_ = LearningRate(self.optimizer_, self.lr_scaling,
                                         as_lr_schedule(self.lr_schedule), self.policy_)
         self.samples_per_epoch_, self.total_samples_ = len(train), len(train) * epochs
@@ -447,37 +448,10 @@ class Trainer:
                           f"{self.lr_control_.schedule.describe()}",
                        resumed_from=str(self.resumed_from_ or ""))
 
-    def _fit_sources(self, x, y, validation_split, validation_data) -> tuple[Source, Source | None]:
-        source = as_source(x, y)
-        if validation_data is None:
-            return split_validation(source, validation_split)
-        if isinstance(validation_data, torch.utils.data.Dataset):
-            return source, as_source(validation_data, prefix="validation ")
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ConfigError("validation_data must be (x_val, y_val) or a Dataset of (x, y) pairs")
-        return source, as_source(*validation_data, prefix="validation ")
-
     def _setup(self, source: Source) -> None:
         """Build the model, task and optimizer from the first data seen; later calls only check."""
         if self.model_ is None:
-            self.device_ = process_device(resolve_device(self.device))
-            self.dist_ = from_environment(self.device_)
-            self.seed_ = self.seed if self.seed is not None else int.from_bytes(os.urandom(4), "little")
-            if self.dist_ is not None:  # one seed for all ranks: the same initialisation and order
-                self.seed_ = self.dist_.broadcast_int(self.seed_, self.device_)
-            torch.manual_seed(self.seed_)
-            self.input_shape_ = source.sample_shape
-            task = infer_task(source.targets(), self.loss, self.task)
-            model, self.model_spec_ = build_model(self.model, self.model_options,
-                                                  self.input_shape_, task, self.device_)
-            if getattr(source, "standardize", False):  # streamed tables: statistics of the training rows
-                model = self._standardized(model, source.moments(), task)
-            sample_x, _ = next(BatchIterator(source, 2, False, 0, self.device_).epoch(0))
-            self.task_ = fit_task_to_model(task, model, sample_x, isinstance(self.model, nn.Module),
-                                           task_given=self.task is not None or self.loss is not None)
-            self.model_ = model
-            self.network_ = model if self.dist_ is None else DistributedDataParallel(
-                model, device_ids=[self.device_.index] if self.device_.type == "cuda" else None)
+            build_run(self, source)
         if self.optimizer_ is None:
             self.optimizer_ = make_optimizer(self.optimizer, self.model_, self.lr,
                                              **(self.optimizer_options or {}))
@@ -485,12 +459,6 @@ class Trainer:
         names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics
         self.metric_names_ = tuple([names] if isinstance(names, str) else names)
         self.train_metrics_ = MetricSet(self.task_, self.metric_names_, self.device_)
-
-    def _standardized(self, model: nn.Module, moments, task) -> nn.Module:
-        """The model with standardised inputs (and targets, for regression with one target shape)."""
-        targets = (moments.y_mean.reshape(-1), moments.y_std.reshape(-1)) if (
-            task.kind == "regression" and moments.y_mean.numel() == task.n_outputs) else ()
-        return standardized(model, moments.x_mean, moments.x_std, *targets).to(self.device_)
 
     def _with_targets(self, source: Source) -> Source:
         return source.map_targets(lambda y: prepare_targets(self.task_, y))

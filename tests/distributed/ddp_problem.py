@@ -17,7 +17,9 @@ def make_trainer(mode: str) -> Trainer:
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 3))
     # a physical cap of 12 makes the larger batches accumulate (per rank: 24 / 2 ranks = 12)
-    return Trainer(model, optimizer="sgd", lr=0.05, seed=7,
+    # "adaptive-adam": the noise is measured on Adam-preconditioned gradients (stats/precondition.py)
+    optimizer, lr = ("adam", 0.01) if mode == "adaptive-adam" else ("sgd", 0.05)
+    return Trainer(model, optimizer=optimizer, lr=lr, seed=7,
                    max_physical_batch=12 if mode == "schedule" else 64)
 
 

@@ -1,6 +1,6 @@
 """Worker for test_ddp.py, run under torch.distributed.run: trains, then each rank writes JSON.
 
-argv: mode ("schedule" or "adaptive"), output directory.
+argv: mode ("schedule", "adaptive" or "adaptive-adam"), output directory.
 """
 import json
 import sys

@@ -53,9 +53,10 @@ def test_two_ranks_with_half_batches_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path):
-    ranks = torchrun("adaptive", tmp_path)
-    _, history = single_process("adaptive")
+@pytest.mark.parametrize("mode", ["adaptive", "adaptive-adam"])
+def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path, mode):
+    ranks = torchrun(mode, tmp_path)
+    _, history = single_process(mode)
     assert ranks[0]["sizes"] == ranks[1]["sizes"]  # rank 0 decides for all
     assert len(set(ranks[0]["sizes"])) > 1
     # local-vs-all-reduced gradients (2 ranks) estimate what micro-batches do in one process

@@ -179,3 +179,17 @@ def split_validation(source: Source, validation_split: float) -> tuple[Source, S
                         f"{len(source) - start} for validation and {start} for training; "
                         "use more data or another split")
     return source.split_tail(start)
+
+
+def fit_sources(x: Any, y: Any, validation_split: float,
+                validation_data: Any) -> tuple[Source, Source | None]:
+    """fit()'s training and validation sources: validation_data when given ((x, y) or a Dataset),
+    else the last validation_split of the data."""
+    source = as_source(x, y)
+    if validation_data is None:
+        return split_validation(source, validation_split)
+    if isinstance(validation_data, torch.utils.data.Dataset):
+        return source, as_source(validation_data, prefix="validation ")
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ConfigError("validation_data must be (x_val, y_val) or a Dataset of (x, y) pairs")
+    return source, as_source(*validation_data, prefix="validation ")

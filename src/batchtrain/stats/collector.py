@@ -42,13 +42,17 @@ class MicroBatchGradients:
         self.accumulated_before: list[Tensor] = []  # acc_{i-1}, one tensor per parameter
         self.micro_sizes: list[int] = []
         self.micro_sq_norms: list[Tensor] = []  # on the device until finish()
+        self.factors: list[Tensor] | None = None
 
-    def begin(self) -> None:
-        """Start a step: the accumulated gradient before the first micro-batch is zero."""
+    def begin(self, factors: list[Tensor] | None = None) -> None:
+        """Start a step: the accumulated gradient before the first micro-batch is zero.
+        factors: per-parameter elementwise factors applied before every norm (an adaptive
+        optimizer's preconditioner, stats/precondition.py); None measures raw gradients."""
         if len(self.accumulated_before) != len(self.parameters):
             self.accumulated_before = [torch.zeros_like(p) for p in self.parameters]
         else:
             torch._foreach_zero_(self.accumulated_before)
+        self.factors = factors
         self.micro_sizes, self.micro_sq_norms = [], []
 
     def after_micro_batch(self, size: int, weight: float) -> None:
@@ -56,10 +60,12 @@ class MicroBatchGradients:
         `weight` = size / B. Reads .grad, never writes it; does not synchronise the device."""
         if not weight > 0.0:
             raise ConfigError(f"weight must be > 0 (the micro-batch's share size / B), got {weight}")
-        grads, accumulated_before = self._with_gradients()
+        grads, accumulated_before, factors = self._with_gradients()
         if grads:
             # accumulated_before <- acc_{i-1} - acc_i = -(b_i/B) g_i, in place: no second buffer.
             torch._foreach_sub_(accumulated_before, grads)
+            if factors:
+                torch._foreach_mul_(accumulated_before, factors)
             sq_norm = _sum_sq(accumulated_before) / (weight * weight)
             torch._foreach_copy_(accumulated_before, grads)  # <- acc_i, for the next micro-batch
         else:
@@ -73,21 +79,27 @@ class MicroBatchGradients:
         if sum(self.micro_sizes) != batch_size:
             raise ConfigError(f"the micro-batches hold {sum(self.micro_sizes)} samples, not "
                               f"batch_size={batch_size}; call after_micro_batch once per micro-batch")
-        grads, _ = self._with_gradients()
+        grads, scratch, factors = self._with_gradients()
+        if factors:  # the buffer is free after the last micro-batch: P G_B goes there
+            torch._foreach_copy_(scratch, grads)
+            torch._foreach_mul_(scratch, factors)
+            grads = scratch
         batch_sq = _sum_sq(grads) if grads else torch.zeros((), dtype=torch.float64)
         norms = [n.to(batch_sq.device) for n in self.micro_sq_norms] + [batch_sq]
         values = torch.stack(norms).tolist()  # the one host synchronisation
         return {"micro_sizes": list(self.micro_sizes), "micro_sq_norms": values[:-1],
                 "batch_sq_norm": values[-1]}
 
-    def _with_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
-        """(.grad, buffer) of the parameters that have a gradient: a parameter first reached by
-        a later micro-batch has a zero buffer, which is right (it accumulated nothing before)."""
+    def _with_gradients(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """(.grad, buffer, factors) of the parameters that have a gradient: a parameter first
+        reached by a later micro-batch has a zero buffer, which is right (it accumulated nothing
+        before). factors is empty when gradients are measured raw."""
         if len(self.accumulated_before) != len(self.parameters):
             raise ConfigError("call begin() before the step's first micro-batch")
-        pairs = [(p.grad, buffer) for p, buffer in zip(self.parameters, self.accumulated_before)
-                 if p.grad is not None]
-        return [g for g, _ in pairs], [b for _, b in pairs]
+        with_grad = [index for index, p in enumerate(self.parameters) if p.grad is not None]
+        return ([self.parameters[index].grad for index in with_grad],
+                [self.accumulated_before[index] for index in with_grad],
+                [self.factors[index] for index in with_grad] if self.factors else [])
 
 
 def _sum_sq(tensors: list[Tensor]) -> Tensor:
