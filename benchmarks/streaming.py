@@ -79,7 +79,8 @@ def train_child(args: argparse.Namespace) -> None:
     train_s = sum(history.history["time_s"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"samples": round(samples), "train_s": train_s, "wall_s": wall,
-                      "samples_per_s": samples / train_s, "peak_rss": peak}))
+                      "samples_per_s": samples / train_s, "peak_rss": peak,
+                      "last_epoch_samples_per_s": history.history["samples_per_s"][-1]}))
 
 
 def load_arrays(npy_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +124,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--subset-shards", type=int, default=4, help="chunks of 2^18 rows in the "
                         "in-memory comparison (default 4: 1M rows, 260 MiB)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", type=Path, help="where to write the data (default: a temp dir)")
     parser.add_argument("--reuse", type=Path, help="a dataset directory left by --keep: skip writing")
     parser.add_argument("--keep", action="store_true", help="keep the dataset (default: delete it)")
@@ -155,8 +156,9 @@ def main() -> None:
         if "2" not in args.parts:
             return
         small = subset(directory, args.subset_shards)
-        print(f"\n2. subset of {args.subset_shards * ROWS_PER_CHUNK:,} rows, 2 epochs, medians of "
-              f"{args.repeats} interleaved runs (samples/s)")
+        print(f"\n2. subset of {args.subset_shards * ROWS_PER_CHUNK:,} rows, 2 epochs (the second "
+              f"timed), {args.repeats} interleaved rounds: median samples/s, and the median over "
+              "rounds of the ratio to in-memory in the same round (drifts of the machine cancel)")
         spare = max((os.cpu_count() or 2) - 1, 1)
         names = ["memory", "npy", "parquet", "csv", "npy/thread", "parquet/thread", "npy/process",
                  f"memory@{spare}", f"npy/thread@{spare}", f"parquet/thread@{spare}"]
@@ -166,13 +168,14 @@ def main() -> None:
                 name_only, _, threads = name.partition("@")
                 kind, _, prefetch = name_only.partition("/")
                 path = small / ("npy" if kind == "memory" else kind)
-                runs[name].append(run_child(kind, path, args, prefetch or "auto", epochs=2,
-                                            threads=int(threads) if threads else None)["samples_per_s"])
+                figures = run_child(kind, path, args, prefetch or "auto", epochs=2,
+                                    threads=int(threads) if threads else None)
+                runs[name].append(figures["last_epoch_samples_per_s"])
         for name, values in runs.items():
             _, _, threads = name.partition("@")
-            memory = statistics.median(runs[f"memory@{threads}" if threads else "memory"])
-            median = statistics.median(values)
-            print(f"  {name:18s} {median:>9,.0f}  ratio to in-memory {median / memory:.2f}  "
+            memory = runs[f"memory@{threads}" if threads else "memory"]
+            ratio = statistics.median(value / base for value, base in zip(values, memory))
+            print(f"  {name:18s} {statistics.median(values):>9,.0f}  ratio to in-memory {ratio:.2f}  "
                   f"(runs: {', '.join(f'{value:,.0f}' for value in values)})")
         print(f"  (@{spare}: torch on {spare} thread(s), leaving a core to the reader thread)")
     finally:
