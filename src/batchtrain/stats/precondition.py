@@ -43,7 +43,7 @@ class Preconditioner:
             group = groups[id(parameter)]
             second = state.get("max_exp_avg_sq", state[key]) if group.get("amsgrad") else state[key]
             correction = 1.0
-            if self.kind == "adam":
-                correction = 1.0 - group["betas"][1] ** float(state["step"])
+            if self.kind == "adam":  # step may be a device tensor (fused Adam): no host sync
+                correction = 1.0 - group["betas"][1] ** state["step"]
             torch.div(second, correction, out=buffer).sqrt_().add_(group["eps"]).reciprocal_()
         return self._buffers
