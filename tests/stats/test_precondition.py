@@ -53,6 +53,23 @@ def test_no_factors_before_the_first_step():
     assert Preconditioner(optimizer).factors(list(model.parameters())) is None
 
 
+def test_parameters_without_state_are_left_out_not_the_step():
+    """A frozen layer (in the optimizer, never stepped) gets zero factors: the step is measured on
+    the parameters Adam moves, instead of never being measured at all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4).requires_grad_(False), nn.Tanh(), nn.Linear(4, 2))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(16, 5)).square().mean().backward()
+    optimizer.step()
+    parameters = list(model.parameters())
+    factors = Preconditioner(optimizer).factors(parameters)
+    assert factors is not None
+    assert all(torch.count_nonzero(factor) == 0 for factor in factors[:2])  # the frozen layer
+    for parameter, factor in zip(parameters[2:], factors[2:]):
+        expected = 1.0 / ((optimizer.state[parameter]["exp_avg_sq"] / (1 - 0.999)).sqrt() + 1e-8)
+        torch.testing.assert_close(factor, expected, rtol=1e-5, atol=0)
+
+
 def test_collector_measures_preconditioned_micro_batch_gradients():
     """|P g_i|^2 and |P G_B|^2, against gradients computed separately and scaled by hand."""
     model, optimizer = stepped(torch.optim.Adam)

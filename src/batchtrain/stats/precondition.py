@@ -29,17 +29,22 @@ class Preconditioner:
 
     def factors(self, parameters: list[Tensor]) -> list[Tensor] | None:
         """One tensor per parameter (in `parameters` order), or None before the optimizer's first
-        step (no second moments yet: the step is not measured) or for a non-adaptive optimizer."""
+        step (no second moments yet: the step is not measured) or for a non-adaptive optimizer.
+        A parameter without optimizer state (frozen, or not yet reached by any step) gets zeros:
+        it is left out of every norm of the step alike, so the estimate covers the others."""
         if not self.adaptive:
             return None
-        groups = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
-        states = [self.optimizer.state.get(p, {}) for p in parameters]
         key = "square_avg" if self.kind == "rmsprop" else "exp_avg_sq"
-        if not parameters or any(key not in state for state in states):
+        states = [self.optimizer.state.get(p, {}) for p in parameters]
+        if not any(key in state for state in states):
             return None
+        groups = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
         if len(self._buffers) != len(parameters):
             self._buffers = [torch.empty_like(p) for p in parameters]
         for buffer, parameter, state in zip(self._buffers, parameters, states):
+            if key not in state:
+                buffer.zero_()
+                continue
             group = groups[id(parameter)]
             second = state.get("max_exp_avg_sq", state[key]) if group.get("amsgrad") else state[key]
             correction = 1.0
