@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from batchtrain.allocator import keep_freed_memory
 from batchtrain.data.iterator import BatchIterator
 from batchtrain.device import resolve_device
 from batchtrain.distributed import from_environment, process_device
@@ -19,6 +20,8 @@ def build_run(trainer, source) -> None:
     """The trainer's device, process group, seed, task and model, from its options and the first
     training source (its sample shape, targets and, for streamed tables, feature statistics)."""
     trainer.device_ = process_device(resolve_device(trainer.device))
+    if trainer.device_.type == "cpu":  # activations come from malloc: keep what a step frees
+        keep_freed_memory()
     trainer.dist_ = from_environment(trainer.device_)
     trainer.seed_ = trainer.seed if trainer.seed is not None else int.from_bytes(os.urandom(4), "little")
     if trainer.dist_ is not None:  # one seed for all ranks: the same initialisation and order

@@ -5,7 +5,8 @@ import torch
 
 from batchtrain.data import from_batches, open_dataset
 from batchtrain.data.iterator import BatchIterator
-from batchtrain.data.stream import EpochPlan, RunningMoments
+from batchtrain.data.stream import RunningMoments
+from batchtrain.data.windows import EpochPlan
 from batchtrain.distributed import Distributed
 from stream_files import LAYOUTS, numbered, write_layout
 

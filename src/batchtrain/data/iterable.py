@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from batchtrain.data.arrays import as_features, as_tensor, check_finite
-from batchtrain.data.stream import (EpochPlan, Moments, StreamOptions, WindowRead, WindowReader,
-                                    joined_window, stream_batches)
+from batchtrain.data.stream import Moments, StreamOptions
+from batchtrain.data.windows import (EpochPlan, WindowRead, WindowReader, joined_window,
+                                     stream_batches)
 from batchtrain.errors import DataError
 
 

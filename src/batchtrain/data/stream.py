@@ -14,7 +14,6 @@ window_rows >= the dataset's rows this is a full shuffle.
 The order depends only on (seed, epoch) and the pieces' sizes, never on timing, so a position in
 the epoch (samples delivered) is enough to resume exactly: the window holding it is read again.
 """
-import bisect
 import functools
 import itertools
 import os
@@ -29,9 +28,10 @@ import torch
 from torch import Tensor
 
 from batchtrain.data.formats.base import Table, default_window_rows
+from batchtrain.data.windows import (EpochPlan, PieceRange, WindowBuffers, WindowRead, WindowReader,
+                                     stream_batches)
 from batchtrain.errors import ConfigError
 
-PieceRange = tuple[int, int, int]  # (piece of the table, first row in it, end row)
 PREFETCH_KINDS = ("auto", "thread", "process", "none")
 
 
@@ -68,13 +68,16 @@ class StreamSource:
 
     def __init__(self, table: Table, options: StreamOptions = StreamOptions(),
                  ranges: list[PieceRange] | None = None, prepare: Callable | None = None,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, buffers: WindowBuffers | None = None):
         self.table = table
         self.options = options
         self.ranges = ranges if ranges is not None else [
             (piece, 0, rows) for piece, rows in enumerate(table.piece_rows)]
         self.prepare = prepare
         self.pin_memory = pin_memory
+        # Shared by the sources split from this one (training and validation rows): they are
+        # read one after the other, so two windows' arrays serve both, epoch after epoch.
+        self.buffers = buffers if buffers is not None else WindowBuffers()
         self._length = sum(stop - start for _, start, stop in self.ranges)
         self._target_summary: Tensor | None = None
 
@@ -141,14 +144,15 @@ class StreamSource:
     def batches(self, positions: Iterable[slice], plan: "EpochPlan") -> Iterator[tuple[Tensor, Tensor]]:
         """The rows at each slice of epoch positions, in plan's order, read one window ahead."""
         with make_pool(self.options, self.table, self.pin_memory) as pool:
-            reader = WindowReader(plan, pool, functools.partial(read_window, table=self.table))
+            read = functools.partial(read_window, table=self.table, buffers=self.buffers)
+            reader = WindowReader(plan, pool, read, self.buffers)
             yield from stream_batches(positions, reader, self.prepare, self.pin_memory)
 
     # -- helpers --------------------------------------------------------------------------------
 
     def _with(self, **changes) -> "StreamSource":
         fields = {"ranges": self.ranges, "prepare": self.prepare, "pin_memory": self.pin_memory,
-                  **changes}
+                  "buffers": self.buffers, **changes}
         return StreamSource(self.table, self.options, **fields)
 
     def _read_all(self, read: Callable, features: bool = False) -> Iterator:
@@ -209,74 +213,12 @@ class RunningMoments:
                 torch.from_numpy(std.reshape(shape)).float())
 
 
-@dataclass(frozen=True)
-class EpochPlan:
-    """An epoch's order: windows of piece ranges, and within each window a seeded row order."""
-
-    windows: list[list[PieceRange]]
-    starts: list[int]      # epoch position where each window begins (plus the end)
-    seed: int
-    epoch: int
-    shuffle: bool
-
-    @staticmethod
-    def make(ranges: list[PieceRange], window_rows: int, seed: int, epoch: int, shuffle: bool,
-             shuffle_pieces: bool = True) -> "EpochPlan":
-        """shuffle_pieces=False keeps the ranges in storage order (sequential streams) and
-        shuffles only within windows."""
-        order = range(len(ranges))
-        if shuffle and shuffle_pieces:
-            generator = torch.Generator().manual_seed(_mix(seed, epoch, -1))
-            order = torch.randperm(len(ranges), generator=generator).tolist()
-        windows, current, rows, starts = [], [], 0, [0]
-        for index in order:
-            current.append(ranges[index])
-            rows += ranges[index][2] - ranges[index][1]
-            if rows >= window_rows:
-                windows.append(current)
-                starts.append(starts[-1] + rows)
-                current, rows = [], 0
-        if current:
-            windows.append(current)
-            starts.append(starts[-1] + rows)
-        return EpochPlan(windows, starts, seed, epoch, shuffle)
-
-    def window_order(self, window: int) -> Tensor | None:
-        """The order of the window's rows (None: storage order)."""
-        if not self.shuffle:
-            return None
-        rows = self.starts[window + 1] - self.starts[window]
-        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch, window))
-        return torch.randperm(rows, generator=generator)
-
-
-def _mix(seed: int, epoch: int, window: int) -> int:
-    # Distinct seeds per (seed, epoch, window); large odd multipliers keep the triples apart.
-    return (seed * 1_000_003 + epoch * 7_919 + window + 1) % (2**63)
-
-
-def stream_batches(positions: Iterable[slice], reader: "WindowReader", prepare: Callable | None,
-                   pin_memory: bool) -> Iterator[tuple[Tensor, Tensor]]:
-    """Tensors of the rows at each slice of positions, targets prepared, pinned for CUDA."""
-    for span in positions:
-        x, y = reader.rows(span.start, span.stop)
-        if prepare is not None:
-            y = prepare(y)
-        if pin_memory:
-            x, y = x.pin_memory(), y.pin_memory()
-        yield x, y
-
-
-WindowRead = Callable[[], tuple[np.ndarray, np.ndarray]]  # waits for a window's rows
-SubmitWindow = Callable[[Executor, list[PieceRange]], WindowRead]
-
-
-def read_window(pool: Executor, window: list[PieceRange], table: Table) -> WindowRead:
-    """Submit the reads of a window's piece ranges, each straight into its rows of one pair of
+def read_window(pool: Executor, window: list[PieceRange], table: Table,
+                buffers: WindowBuffers) -> WindowRead:
+    """Submit the reads of a window's piece ranges, each straight into its rows of a pair of
     buffers (worker processes cannot write into ours: their results are copied in)."""
     counts = [end - first for _, first, end in window]
-    x = np.empty((sum(counts), *table.feature_shape), np.float32)
-    y = np.empty((sum(counts), *table.target_shape), table.target_dtype)
+    x, y = buffers.take(sum(counts), table.feature_shape, table.target_shape, table.target_dtype)
     reads = []
     for (piece, first, end), offset, count in zip(window, itertools.accumulate([0, *counts]), counts):
         rows = (x[offset:offset + count], y[offset:offset + count])
@@ -293,59 +235,6 @@ def read_window(pool: Executor, window: list[PieceRange], table: Table) -> Windo
                 x_rows[...], y_rows[...] = result[0][first:end], result[1][first:end]
         return x, y
     return wait
-
-
-class WindowReader:
-    """An epoch's windows, read by a pool one window ahead; holds at most the current and next.
-
-    submit_window(pool, ranges) submits the reads of a window's ranges and returns a function
-    that waits for them and gives the window's (x, y)."""
-
-    def __init__(self, plan: EpochPlan, pool: Executor, submit_window: SubmitWindow):
-        self.plan, self.pool, self.submit_window = plan, pool, submit_window
-        self.pending: dict[int, WindowRead] = {}
-        self.ready: dict[int, tuple[Tensor, Tensor, Tensor | None]] = {}
-
-    def rows(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
-        """Rows at epoch positions [start, stop), possibly spanning windows. Gathered by torch's
-        indexing (parallel, as for arrays in memory), not numpy's (one thread)."""
-        parts = []
-        while start < stop:
-            window = bisect.bisect_right(self.plan.starts, start) - 1
-            end = min(stop, self.plan.starts[window + 1])
-            x, y, order = self._window(window)
-            offset = self.plan.starts[window]
-            index = (slice(start - offset, end - offset) if order is None
-                     else order[start - offset:end - offset])
-            parts.append((x[index], y[index]))
-            start = end
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
-
-    def _window(self, window: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        for old in [key for key in self.ready if key < window]:  # bounded memory: drop the past
-            del self.ready[old]
-        for ahead in (window, window + 1):
-            if ahead < len(self.plan.windows) and ahead not in self.ready and ahead not in self.pending:
-                self.pending[ahead] = self.submit_window(self.pool, self.plan.windows[ahead])
-        if window not in self.ready:
-            x, y = self.pending.pop(window)()
-            self.ready[window] = (torch.from_numpy(x), torch.from_numpy(y), self.plan.window_order(window))
-        return self.ready[window]
-
-
-def joined_window(futures: list[Future]) -> WindowRead:
-    """A window's parts read separately (futures of new, writable (x, y) arrays), joined when
-    ready."""
-    def wait() -> tuple[np.ndarray, np.ndarray]:
-        parts = [future.result() for future in futures]
-        return _joined([x for x, _ in parts]), _joined([y for _, y in parts])
-    return wait
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class _Inline(Executor):
