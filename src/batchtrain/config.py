@@ -70,6 +70,9 @@ class FitConfig:
                            "thread when a core is free of torch's threads, else in line)",
                            choices=("auto", "thread", "process", "none"))
     read_workers: int = option(1, "pieces of streamed data read at once", int)
+    cache: str | None = option(None, "directory where streamed Parquet/CSV rows are kept decoded "
+                               "after their first read, so later epochs skip decoding (costs "
+                               "their size as float32 on disk)")
     standardize: bool | None = option(None, "standardise streamed features (and regression "
                                       "targets) with training-set statistics (default: on for "
                                       "Parquet/CSV, off for .npy)", bool)

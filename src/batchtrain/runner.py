@@ -100,7 +100,7 @@ def load_fit_data(config: FitConfig) -> Splits:
     """Training (and test) data: in memory for built-in datasets and .npz files, streamed from
     disk for .npy/.parquet/.csv files and directories (x_train is then a StreamSource, y None)."""
     if not is_streamable(config.data):
-        for name in ("target", "features", "test_data"):
+        for name in ("target", "features", "test_data", "cache"):
             if getattr(config, name) is not None:
                 raise ConfigError(f"--{name.replace('_', '-')} applies to data streamed from disk "
                                   f"(.parquet, .csv, .npy), not to {config.data}; drop it")
@@ -113,7 +113,8 @@ def load_fit_data(config: FitConfig) -> Splits:
 def open_stream(config: FitConfig, path: str, require_target: bool = True) -> StreamSource:
     return open_dataset(path, config.target, config.features, shuffle_window=config.shuffle_window,
                         prefetch=config.prefetch, workers=config.read_workers,
-                        standardize=config.standardize, require_target=require_target)
+                        standardize=config.standardize, cache=config.cache,
+                        require_target=require_target)
 
 
 def continue_own_run(config: FitConfig, run_dir: Path, resume: bool,

@@ -2,6 +2,7 @@
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from batchtrain.data.formats.cache import CachedTable
 from batchtrain.data.formats.csv import CsvTable
 from batchtrain.data.formats.npy import NpyTable
 from batchtrain.data.formats.parquet import ParquetTable
@@ -16,7 +17,7 @@ TABULAR = ("parquet", "csv")
 def open_dataset(path: str | Path, target: str | None = None, features: Iterable[str] | None = None,
                  *, shuffle_window: int | None = None, prefetch: str = "auto", workers: int = 1,
                  standardize: bool | None = None, block_rows: int | None = None,
-                 require_target: bool = True) -> StreamSource:
+                 cache: str | Path | None = None, require_target: bool = True) -> StreamSource:
     """Stream a dataset from disk in batches, with bounded memory (see data/stream.py).
 
     path: a .npy file named x*.npy with its y*.npy beside it, a .parquet or .csv file, or a
@@ -28,6 +29,8 @@ def open_dataset(path: str | Path, target: str | None = None, features: Iterable
     standardize: give the model a first layer standardising the features with statistics of the
         training rows (default: on for Parquet and CSV, off for .npy).
     block_rows: rows per piece of .npy shards (default: a sixteenth of the shuffle window).
+    cache: a directory where Parquet and CSV rows are kept decoded after their first read, so
+        that later epochs skip decoding (see formats/cache.py; .npy is read as is, uncached).
     require_target: False to read tables without their target column (prediction; y is 0).
     """
     path = Path(path)
@@ -43,8 +46,8 @@ def open_dataset(path: str | Path, target: str | None = None, features: Iterable
     elif kind == "csv":
         table = CsvTable(path, target, columns, target_optional=not require_target)
     else:
-        table = NpyTable(path, block_rows or _npy_block_rows(options))
-    return StreamSource(table, options)
+        return StreamSource(NpyTable(path, block_rows or _npy_block_rows(options)), options)
+    return StreamSource(table if cache is None else CachedTable(table, cache), options)
 
 
 def from_batches(make_batches: Callable[[], Iterable], length: int | None = None, *,
