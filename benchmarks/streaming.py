@@ -5,7 +5,8 @@
 2. Trains an MLP for one epoch streaming each copy, each in a fresh process, and prints its peak
    RSS (the whole process: Python, torch and the stream) and training samples/s.
 3. On a subset that fits in memory, trains from in-memory arrays and from the same rows streamed
-   (prefetch auto, and also thread and process), interleaved, and prints the medians and
+   (prefetch auto, and also thread and process; Parquet and CSV also with --cache, their rows
+   kept decoded on disk after the first read), interleaved, and prints the medians and
    streamed / in-memory ratios. Then the same with torch on one thread fewer than the cores
    ("spare core"): a reader thread then has a core of its own, as on a GPU machine or a CPU with
    cores to spare, and the ratio shows how much of the reading the prefetch hides.
@@ -70,7 +71,8 @@ def train_child(args: argparse.Namespace) -> None:
         data = (x, y)
     else:
         target = None if args.source == "npy" else "price"
-        data = (open_dataset(args.path, target, prefetch=args.prefetch, standardize=False), None)
+        data = (open_dataset(args.path, target, prefetch=args.prefetch, standardize=False,
+                             cache=args.cache), None)
     started = time.perf_counter()
     history = trainer.fit(*data, batch_size=args.batch_size, epochs=args.epochs)
     wall = time.perf_counter() - started
@@ -90,10 +92,11 @@ def load_arrays(npy_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_child(source: str, path: Path, args: argparse.Namespace, prefetch: str = "thread",
-              epochs: int = 1, threads: int | None = None) -> dict:
+              epochs: int = 1, threads: int | None = None, cache: Path | None = None) -> dict:
     command = [sys.executable, __file__, "--child", source, str(path), "--prefetch", prefetch,
                "--epochs", str(epochs), "--batch-size", str(args.batch_size)]
     command += ["--threads", str(threads)] if threads else []
+    command += ["--cache", str(cache)] if cache else []
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{source} run failed:\n{result.stderr[-3000:]}")
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--prefetch", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.source, args.path = args.child
@@ -160,16 +164,19 @@ def main() -> None:
               f"timed), {args.repeats} interleaved rounds: median samples/s, and the median over "
               "rounds of the ratio to in-memory in the same round (drifts of the machine cancel)")
         spare = max((os.cpu_count() or 2) - 1, 1)
-        names = ["memory", "npy", "parquet", "csv", "npy/thread", "parquet/thread", "npy/process",
-                 f"memory@{spare}", f"npy/thread@{spare}", f"parquet/thread@{spare}"]
+        names = ["memory", "npy", "parquet", "parquet+cache", "csv", "csv+cache", "npy/thread",
+                 "parquet/thread", "npy/process", f"memory@{spare}", f"npy/thread@{spare}",
+                 f"parquet/thread@{spare}"]
         runs = {name: [] for name in names}
         for _ in range(args.repeats):
             for name in runs:
                 name_only, _, threads = name.partition("@")
                 kind, _, prefetch = name_only.partition("/")
+                kind, cached, _ = kind.partition("+cache")
                 path = small / ("npy" if kind == "memory" else kind)
                 figures = run_child(kind, path, args, prefetch or "auto", epochs=2,
-                                    threads=int(threads) if threads else None)
+                                    threads=int(threads) if threads else None,
+                                    cache=small / "cache" if cached else None)
                 runs[name].append(figures["last_epoch_samples_per_s"])
         for name, values in runs.items():
             _, _, threads = name.partition("@")
@@ -177,7 +184,8 @@ def main() -> None:
             ratio = statistics.median(value / base for value, base in zip(values, memory))
             print(f"  {name:18s} {statistics.median(values):>9,.0f}  ratio to in-memory {ratio:.2f}  "
                   f"(runs: {', '.join(f'{value:,.0f}' for value in values)})")
-        print(f"  (@{spare}: torch on {spare} thread(s), leaving a core to the reader thread)")
+        print(f"  (@{spare}: torch on {spare} thread(s), leaving a core to the reader thread; "
+              "+cache: rows kept decoded on disk after their first read, --cache)")
     finally:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)

@@ -5,7 +5,8 @@ How an epoch is read (the out-of-core shuffle):
 2. consecutive pieces of that order are grouped into windows of about `window_rows` rows;
 3. a window is read whole (by a background pool, one window ahead of training) and its rows are
    visited in a seeded random order.
-Memory holds at most two windows (the current one and the next), whatever the dataset's size.
+Memory holds at most two windows (the current one and the next), whatever the dataset's size;
+their arrays are reused from window to window and epoch to epoch (data/windows.py).
 Quality trade-off: a batch mixes rows of the window_rows / rows-per-piece pieces of its window,
 drawn from anywhere in the dataset, and the grouping changes every epoch. Larger windows mix more
 and cost memory; smaller pieces (block_rows for .npy) mix more and cost more reads. With
