@@ -105,16 +105,18 @@ def load_fit_data(config: FitConfig) -> Splits:
                 raise ConfigError(f"--{name.replace('_', '-')} applies to data streamed from disk "
                                   f"(.parquet, .csv, .npy), not to {config.data}; drop it")
         return load_splits(config.data, config.data_dir, config.download)
-    train = open_stream(config, config.data)
+    train = open_stream(config, config.data, cache=config.cache)
     test = open_stream(config, config.test_data) if config.test_data is not None else None
     return Splits(train, None, test, None)
 
 
-def open_stream(config: FitConfig, path: str, require_target: bool = True) -> StreamSource:
+def open_stream(config: FitConfig, path: str, require_target: bool = True,
+                cache: str | None = None) -> StreamSource:
+    """Data streamed with the run's options. cache: only for training data, read every epoch
+    (test data, evaluation and prediction read once: a decoded copy would only cost disk)."""
     return open_dataset(path, config.target, config.features, shuffle_window=config.shuffle_window,
                         prefetch=config.prefetch, workers=config.read_workers,
-                        standardize=config.standardize, cache=config.cache,
-                        require_target=require_target)
+                        standardize=config.standardize, cache=cache, require_target=require_target)
 
 
 def continue_own_run(config: FitConfig, run_dir: Path, resume: bool,

@@ -112,12 +112,13 @@ def test_cli_cache_option(capsys, tmp_path):
     x, y = numbered(400)
     table = as_table(x, (x[:, 1] * 2.0).astype(np.float32))
     pq.write_table(table, tmp_path / "data.parquet", row_group_size=64)
+    pq.write_table(table.slice(0, 100), tmp_path / "test.parquet")
     code, _, err = run_cli(capsys, "fit", "--data", tmp_path / "data.parquet", "--target", "label",
                            "--task", "regression", "--model", "mlp", "--epochs", "2",
-                           "--cache", tmp_path / "cache", "--output", tmp_path / "run",
-                           "--progress", "none")
+                           "--test-data", tmp_path / "test.parquet", "--cache", tmp_path / "cache",
+                           "--output", tmp_path / "run", "--progress", "none")
     assert code == 0, err
-    assert len(list((tmp_path / "cache").glob("*/piece-*.bin"))) == 7
+    assert len(list((tmp_path / "cache").glob("*/piece-*.bin"))) == 7  # training data only
     code, _, err = run_cli(capsys, "fit", "--data", tmp_path / "missing.npz", "--cache",
                            tmp_path / "cache", "--output", tmp_path / "run2")
     assert code == 2 and "--cache applies to data streamed from disk" in err
