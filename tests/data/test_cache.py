@@ -122,3 +122,13 @@ def test_cli_cache_option(capsys, tmp_path):
     code, _, err = run_cli(capsys, "fit", "--data", tmp_path / "missing.npz", "--cache",
                            tmp_path / "cache", "--output", tmp_path / "run2")
     assert code == 2 and "--cache applies to data streamed from disk" in err
+
+
+def test_worker_processes_write_and_read_the_cache(tmp_path):
+    path = write_layout(tmp_path / "data", "parquet-dir", 300)
+    plain = open_dataset(path, "label", shuffle_window=60, standardize=False)
+    cached = open_dataset(path, "label", shuffle_window=60, standardize=False, prefetch="process",
+                          cache=tmp_path / "cache")
+    assert same_batches(batches_of(cached, 0), batches_of(plain, 0))
+    assert len(list(cached.table.directory.glob("piece-*.bin"))) == len(cached.table.piece_rows)
+    assert same_batches(batches_of(cached, 1), batches_of(plain, 1))
