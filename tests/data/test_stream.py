@@ -1,4 +1,7 @@
 """Streamed sources: every row once per epoch, seeded order, exact resume, hold-outs, prefetch."""
+import gc
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -73,11 +76,31 @@ def test_auto_prefetch_reads_in_a_thread_only_with_a_core_to_spare(monkeypatch):
         torch.set_num_threads(torch_threads)
 
 
-def test_worker_processes_read_the_same_rows(tmp_path):
+def test_worker_processes_read_the_same_rows_and_last_across_epochs(tmp_path):
     source = open_layout(tmp_path, "npy-shards", prefetch="process", workers=2)
     threaded = open_layout(tmp_path / "t", "npy-shards")
-    assert rows_of(BatchIterator(source, 64, True, 1).epoch(0)) == \
-        rows_of(BatchIterator(threaded, 64, True, 1).epoch(0))
+    pools = []
+    for epoch in range(2):
+        assert rows_of(BatchIterator(source, 64, True, 1).epoch(epoch)) == \
+            rows_of(BatchIterator(threaded, 64, True, 1).epoch(epoch))
+        pools.append(source.processes.pool)
+    pool = first_pool = pools.pop()
+    assert pools == [first_pool]  # started once, kept for the next epoch
+    worker = next(iter(pool._processes.values()))
+    worker.kill()  # a worker that dies breaks its pool: the next epoch starts a new one
+    worker.join()
+    deadline = time.monotonic() + 30
+    while not pool._broken and time.monotonic() < deadline:  # the pool notices on its own
+        time.sleep(0.05)
+    assert rows_of(BatchIterator(source, 64, True, 1).epoch(3)) == \
+        rows_of(BatchIterator(threaded, 64, True, 1).epoch(3))
+    assert source.processes.pool is not first_pool
+    workers = list(source.processes.pool._processes.values())
+    del source, pool, first_pool
+    gc.collect()  # the last source holding the workers is gone: they are shut down
+    for process in workers:
+        process.join(timeout=10)
+        assert not process.is_alive()
 
 
 @pytest.mark.parametrize("layout", ["npy-shards", "parquet-dir", "csv"])

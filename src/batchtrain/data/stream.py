@@ -15,9 +15,11 @@ window_rows >= the dataset's rows this is a full shuffle.
 The order depends only on (seed, epoch) and the pieces' sizes, never on timing, so a position in
 the epoch (samples delivered) is enough to resume exactly: the window holding it is read again.
 """
+import contextlib
 import functools
 import itertools
 import os
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -69,7 +71,8 @@ class StreamSource:
 
     def __init__(self, table: Table, options: StreamOptions = StreamOptions(),
                  ranges: list[PieceRange] | None = None, prepare: Callable | None = None,
-                 pin_memory: bool = False, buffers: WindowBuffers | None = None):
+                 pin_memory: bool = False, buffers: WindowBuffers | None = None,
+                 processes: "WorkerProcesses | None" = None):
         self.table = table
         self.options = options
         self.ranges = ranges if ranges is not None else [
@@ -79,6 +82,7 @@ class StreamSource:
         # Shared by the sources split from this one (training and validation rows): they are
         # read one after the other, so two windows' arrays serve both, epoch after epoch.
         self.buffers = buffers if buffers is not None else WindowBuffers()
+        self.processes = processes if processes is not None else WorkerProcesses()
         self._length = sum(stop - start for _, start, stop in self.ranges)
         self._target_summary: Tensor | None = None
 
@@ -144,7 +148,7 @@ class StreamSource:
 
     def batches(self, positions: Iterable[slice], plan: "EpochPlan") -> Iterator[tuple[Tensor, Tensor]]:
         """The rows at each slice of epoch positions, in plan's order, read one window ahead."""
-        with make_pool(self.options, self.table, self.pin_memory) as pool:
+        with make_pool(self.options, self.table, self.pin_memory, self.processes) as pool:
             read = functools.partial(read_window, table=self.table, buffers=self.buffers)
             reader = WindowReader(plan, pool, read, self.buffers)
             yield from stream_batches(positions, reader, self.prepare, self.pin_memory)
@@ -153,12 +157,13 @@ class StreamSource:
 
     def _with(self, **changes) -> "StreamSource":
         fields = {"ranges": self.ranges, "prepare": self.prepare, "pin_memory": self.pin_memory,
-                  "buffers": self.buffers, **changes}
+                  "buffers": self.buffers, "processes": self.processes, **changes}
         return StreamSource(self.table, self.options, **fields)
 
     def _read_all(self, read: Callable, features: bool = False) -> Iterator:
         """Each range's rows in storage order; the pool reads `workers` pieces ahead."""
-        with make_pool(self.options, self.table, accelerator=True) as pool:  # nothing else runs
+        # nothing else runs: read in a thread whatever the cores
+        with make_pool(self.options, self.table, True, self.processes) as pool:
             pending: deque = deque()
             ranges = iter(self.ranges)
             for piece_range in itertools.islice(ranges, self.options.workers):
@@ -279,13 +284,38 @@ def resolve_prefetch(prefetch: str, accelerator: bool = False) -> str:
     return "thread" if accelerator or spare_cores else "none"
 
 
-def make_pool(options: StreamOptions, table: Table, accelerator: bool = False) -> Executor:
-    """The readers: threads (pyarrow and numpy release the GIL while reading), spawned processes
-    (a fork of a process running torch's thread pools can deadlock) or inline."""
+class WorkerProcesses:
+    """Worker processes kept from epoch to epoch by a source and the sources split from it:
+    starting them imports torch in each (1-2 s), which every epoch paid before. They are shut
+    down when the last source holding them is collected, or at exit."""
+
+    def __init__(self):
+        self.pool: ProcessPoolExecutor | None = None
+
+    def get(self, workers: int, table: Table) -> ProcessPoolExecutor:
+        # A worker that died (killed, out of memory) breaks its pool for good: start a new one.
+        if self.pool is None or getattr(self.pool, "_broken", False):
+            self.pool = process_pool(workers, table)
+            weakref.finalize(self, self.pool.shutdown, cancel_futures=True)
+        return self.pool
+
+
+def process_pool(workers: int, table: Table) -> ProcessPoolExecutor:
+    """Spawned worker processes (a fork of a process running torch's thread pools can deadlock),
+    each with its own copy of the table."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_set_worker_table, initargs=(table,))
+
+
+def make_pool(options: StreamOptions, table: Table, accelerator: bool = False,
+              processes: WorkerProcesses | None = None) -> contextlib.AbstractContextManager:
+    """The readers, as a context: threads (pyarrow and numpy release the GIL while reading),
+    worker processes (kept by `processes` across epochs when given) or inline."""
     prefetch = resolve_prefetch(options.prefetch, accelerator)
     if prefetch == "process":
-        return ProcessPoolExecutor(max_workers=options.workers, mp_context=get_context("spawn"),
-                                   initializer=_set_worker_table, initargs=(table,))
+        if processes is not None:
+            return contextlib.nullcontext(processes.get(options.workers, table))
+        return process_pool(options.workers, table)
     if prefetch == "thread":
         return ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="batchtrain-read")
     return _Inline()
