@@ -295,27 +295,20 @@ class WorkerProcesses:
     def get(self, workers: int, table: Table) -> ProcessPoolExecutor:
         # A worker that died (killed, out of memory) breaks its pool for good: start a new one.
         if self.pool is None or getattr(self.pool, "_broken", False):
-            self.pool = process_pool(workers, table)
+            # spawned: a fork of a process running torch's thread pools can deadlock
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                            initializer=_set_worker_table, initargs=(table,))
             weakref.finalize(self, self.pool.shutdown, cancel_futures=True)
         return self.pool
 
 
-def process_pool(workers: int, table: Table) -> ProcessPoolExecutor:
-    """Spawned worker processes (a fork of a process running torch's thread pools can deadlock),
-    each with its own copy of the table."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_set_worker_table, initargs=(table,))
-
-
-def make_pool(options: StreamOptions, table: Table, accelerator: bool = False,
-              processes: WorkerProcesses | None = None) -> contextlib.AbstractContextManager:
+def make_pool(options: StreamOptions, table: Table, accelerator: bool,
+              processes: WorkerProcesses) -> contextlib.AbstractContextManager:
     """The readers, as a context: threads (pyarrow and numpy release the GIL while reading),
-    worker processes (kept by `processes` across epochs when given) or inline."""
+    the worker processes `processes` keeps across epochs, or inline."""
     prefetch = resolve_prefetch(options.prefetch, accelerator)
     if prefetch == "process":
-        if processes is not None:
-            return contextlib.nullcontext(processes.get(options.workers, table))
-        return process_pool(options.workers, table)
+        return contextlib.nullcontext(processes.get(options.workers, table))
     if prefetch == "thread":
         return ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="batchtrain-read")
     return _Inline()
