@@ -49,7 +49,9 @@ class CachedTable:
         self.y_row_bytes = self.target_dtype.itemsize * int(np.prod(self.target_shape))
 
     def read_into(self, piece: int, first: int, end: int, x_out: np.ndarray, y_out: np.ndarray) -> None:
-        if self._read_cached(piece, first, end, x_out, y_out):
+        targets_at = self.piece_rows[piece] * self.x_row_bytes  # features first, then targets
+        if self._read_cached(piece, [(first * self.x_row_bytes, x_out),
+                                     (targets_at + first * self.y_row_bytes, y_out)]):
             return
         rows = self.piece_rows[piece]
         if first == 0 and end == rows:
@@ -65,12 +67,8 @@ class CachedTable:
 
     def read_targets(self, piece: int) -> np.ndarray:
         y = np.empty((self.piece_rows[piece], *self.target_shape), self.target_dtype)
-        path = self._path(piece)
-        if self._complete(path, piece):
-            with open(path, "rb") as file:
-                file.seek(self.piece_rows[piece] * self.x_row_bytes)
-                if file.readinto(memoryview(y).cast("B")) == y.nbytes:
-                    return y
+        if self._read_cached(piece, [(self.piece_rows[piece] * self.x_row_bytes, y)]):
+            return y
         return self.table.read_targets(piece)
 
     def where(self, piece: int) -> tuple[str, int]:
@@ -81,23 +79,22 @@ class CachedTable:
     def _path(self, piece: int) -> Path:
         return self.directory / f"piece-{piece:06d}.bin"
 
-    def _complete(self, path: Path, piece: int) -> bool:
+    def _read_cached(self, piece: int, spans: list[tuple[int, np.ndarray]]) -> bool:
+        """Fill each (byte offset, array) from the piece's file; False if the file is missing or
+        not whole (then nothing may be trusted)."""
+        path = self._path(piece)
+        whole = self.piece_rows[piece] * (self.x_row_bytes + self.y_row_bytes)
         try:
-            return path.stat().st_size == self.piece_rows[piece] * (self.x_row_bytes + self.y_row_bytes)
+            if path.stat().st_size != whole:
+                return False
         except OSError:
             return False
-
-    def _read_cached(self, piece: int, first: int, end: int, x_out: np.ndarray,
-                     y_out: np.ndarray) -> bool:
-        path = self._path(piece)
-        if not self._complete(path, piece):
-            return False
         with open(path, "rb") as file:
-            file.seek(first * self.x_row_bytes)
-            got_x = file.readinto(memoryview(x_out).cast("B"))
-            file.seek(self.piece_rows[piece] * self.x_row_bytes + first * self.y_row_bytes)
-            got_y = file.readinto(memoryview(y_out).cast("B"))
-        return got_x == x_out.nbytes and got_y == y_out.nbytes
+            for offset, out in spans:
+                file.seek(offset)
+                if file.readinto(memoryview(out).cast("B")) != out.nbytes:
+                    return False
+        return True
 
     def _write(self, piece: int, x: np.ndarray, y: np.ndarray) -> None:
         if not self.writing:
