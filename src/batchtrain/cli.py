@@ -19,7 +19,9 @@ from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
 from batchtrain.distributed import leave_process_group
 from batchtrain.interrupts import TrainingInterrupted
-from batchtrain.runner import read_run_config, run_evaluate, run_fit, run_predict, run_probe
+from batchtrain.models.spec import check_trusted
+from batchtrain.runner import (CONFIG_FILE, read_run_config, run_evaluate, run_fit, run_predict,
+                               run_probe)
 
 EXIT_STOPPED = 1  # training stopped on a non-finite loss (the last good checkpoint is kept)
 EXIT_BAD_INPUT = 2
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its newest checkpoint, with its "
                           "options (flags given here override them, e.g. --epochs)")
+    _add_trust(fit)
     for name, spec in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{spec.metadata['help']} (default: {spec.default})"
@@ -110,6 +113,18 @@ def _metavar(name: str, choices: tuple | None) -> str:
 def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--model", help="the model to rebuild, when model.json names an import path "
+                        "package.module:factory: naming it here trusts it (default: model.json's "
+                        "built-in model)")
+    _add_trust(parser)
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    # Never a config field: config.yaml is a run file, and a run file must not vouch for itself.
+    parser.add_argument("--trust-model-code", action="store_true",
+                        help="rebuild a model whose run files (model.json, config.yaml) name an "
+                             "import path package.module:factory, which imports and runs that code "
+                             "(default: refused; see models/spec.py)")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -126,6 +141,10 @@ def _fit(args: argparse.Namespace) -> int:
         if flag_options.get("overwrite"):
             raise ConfigError("--resume continues a run and --overwrite replaces it; choose one")
         run_options = read_run_config(args.resume).to_dict()
+        # the user names the factory again (flag or their own config file) or trusts the run
+        named = flag_options.get("model", file_options.get("model"))
+        check_trusted(run_options["model"], str(args.resume / CONFIG_FILE),
+                      args.trust_model_code or named == run_options["model"])
         flag_options["output"] = str(args.resume)
         config = resolve_config({**run_options, **file_options}, flag_options)
     else:
@@ -160,12 +179,14 @@ def _without_launcher_flags(argv: list[str]) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    run_evaluate(args.run_dir, args.data, args.data_dir, args.batch_size, args.device)
+    run_evaluate(args.run_dir, args.data, args.data_dir, args.batch_size, args.device,
+                 model=args.model, trust_model_code=args.trust_model_code)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    predictions = run_predict(args.run_dir, args.input, args.output, args.batch_size, args.device)
+    predictions = run_predict(args.run_dir, args.input, args.output, args.batch_size, args.device,
+                              model=args.model, trust_model_code=args.trust_model_code)
     print(f"wrote {len(predictions)} predictions of shape {predictions.shape[1:]} to {args.output}")
     return 0
 

@@ -227,10 +227,12 @@ def read_run_config(run_dir: Path) -> FitConfig:
 
 
 def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_size: int,
-                 device: str, out: TextIO | None = None) -> dict:
-    """Evaluate a run's model on the test split of `data` (default: the data it was trained on)."""
+                 device: str, out: TextIO | None = None, model: str | None = None,
+                 trust_model_code: bool = False) -> dict:
+    """Evaluate a run's model on the test split of `data` (default: the data it was trained on).
+    model, trust_model_code: as Trainer.load's (an import path in model.json is code)."""
     config = read_run_config(run_dir)
-    trainer = Trainer.load(run_dir, device=device)
+    trainer = Trainer.load(run_dir, model, device=device, trust_model_code=trust_model_code)
     data = data or config.test_data or config.data
     if is_streamable(data):
         x, y = open_stream(config, data), None
@@ -243,10 +245,10 @@ def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_si
 
 
 def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int,
-                device: str) -> np.ndarray:
+                device: str, model: str | None = None, trust_model_code: bool = False) -> np.ndarray:
     """Predict on the samples in a .npy file (or Parquet/CSV with the run's feature columns) and
-    write the predictions to a .npy file."""
-    trainer = Trainer.load(run_dir, device=device)
+    write the predictions to a .npy file. model, trust_model_code: as Trainer.load's."""
+    trainer = Trainer.load(run_dir, model, device=device, trust_model_code=trust_model_code)
     if input_path.suffix in (".parquet", ".pq", ".csv") or input_path.is_dir():
         config = read_run_config(run_dir)
         source = open_stream(config, str(input_path), require_target=False)

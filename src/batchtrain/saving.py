@@ -1,21 +1,26 @@
 """Exporting trained models without pickle: safetensors weights + a JSON description.
 
 model.safetensors holds the state dict; model.json the model spec (to rebuild the module), the
-task, the input shape and the metric names. Neither format can execute code when loaded.
+task, the input shape and the metric names. Neither format can execute code when loaded, and both
+are read as untrusted data: model.json is bounded and checked field by field, an import path in it
+is followed only when trusted (models/spec.py), and the weights must be finite and fit the model.
 """
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from batchtrain.errors import BatchTrainError
 from batchtrain.fileio import atomic_write
-from batchtrain.models.spec import ModelSpec
+from batchtrain.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from batchtrain.models.spec import ModelSpec, check_trusted
 from batchtrain.models.standardize import placeholder_standardized, standardization
-from batchtrain.tasks import Task
+from batchtrain.tasks import LOSS_TASKS, TASK_KINDS, Task
 
 if TYPE_CHECKING:
     from batchtrain.trainer import Trainer
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "model.safetensors"
 DESCRIPTION_FILE = "model.json"
 FORMAT_VERSION = 1
+MAX_DESCRIPTION_BYTES = 1 << 20  # model.json is a few hundred bytes
+MAX_OUTPUTS = 1 << 20  # output units: a classifier of a million classes is the most we rebuild
+MAX_INPUT_ELEMENTS = 1 << 28  # values per sample (a 16k x 16k image)
 
 
 def save_model(trainer: "Trainer", run_dir: str | Path) -> None:
@@ -45,58 +53,203 @@ def save_model(trainer: "Trainer", run_dir: str | Path) -> None:
 
 
 def load_description(run_dir: str | Path) -> dict:
-    """The parsed model.json of a run directory, with a clear error if it is missing or malformed."""
+    """The parsed and validated model.json of a run directory (read as untrusted data: bounded,
+    every field checked before use), with a clear error if it is missing or malformed."""
     path = Path(run_dir) / DESCRIPTION_FILE
+    text = read_bounded_text(path, MAX_DESCRIPTION_BYTES, missing=(
+        f"{path} not found: {run_dir} is not a finished batchtrain run (run `batchtrain fit "
+        "--output DIR` first)"))
     try:
-        description = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BatchTrainError(f"{path} not found: {run_dir} is not a finished batchtrain run "
-                              "(run `batchtrain fit --output DIR` first)") from None
-    except (OSError, json.JSONDecodeError) as error:
+        description = json.loads(text)
+    except json.JSONDecodeError as error:
         raise BatchTrainError(f"cannot read {path}: {error}; the run directory is damaged") from None
     if not isinstance(description, dict) or description.get("format") != FORMAT_VERSION:
         raise BatchTrainError(f"{path} is not a batchtrain model description (format "
                               f"{FORMAT_VERSION}); it may come from another version")
+    return check_description(description, path)
+
+
+def check_description(description: dict, path: Path) -> dict:
+    """Raise BatchTrainError naming the first field of model.json that is missing or wrong."""
+    def require(condition: bool, field: str, expected: str) -> None:
+        if not condition:
+            shown = repr(description.get(field))[:100]
+            raise BatchTrainError(f"{path}: field {field!r} must be {expected}, got {shown}; the "
+                                  "run directory is damaged or was edited: retrain the model")
+    spec = description.get("model")
+    require(spec is None or (isinstance(spec, dict) and _is_text(spec.get("name"))
+                             and isinstance(spec.get("options", {}), dict)
+                             and all(isinstance(key, str) and _is_plain(value)
+                                     for key, value in spec.get("options", {}).items())),
+            "model", "null or {\"name\": text, \"options\": a mapping of plain values}")
+    task = description.get("task")
+    require(isinstance(task, dict) and task.get("kind") in TASK_KINDS
+            and LOSS_TASKS.get(task.get("loss")) == task.get("kind")
+            and _is_int(task.get("n_outputs")) and 1 <= task["n_outputs"] <= MAX_OUTPUTS
+            and (task["kind"] != "binary" or task["n_outputs"] == 1),
+            "task", f"{{\"kind\": one of {list(TASK_KINDS)}, \"n_outputs\": 1..{MAX_OUTPUTS}, "
+                    "\"loss\": a loss of that kind}")
+    shape = description.get("input_shape")
+    require(isinstance(shape, list) and 1 <= len(shape) <= 8
+            and all(_is_int(size) and size >= 1 for size in shape)
+            and math.prod(shape) <= MAX_INPUT_ELEMENTS,
+            "input_shape", f"a list of 1 to 8 positive integers (at most {MAX_INPUT_ELEMENTS} "
+                           "values per sample)")
+    valid_metrics = REGRESSION_METRICS if task["kind"] == "regression" else CLASSIFICATION_METRICS
+    metrics = description.get("metrics")
+    require(isinstance(metrics, list) and all(name in valid_metrics for name in metrics),
+            "metrics", f"a list of metric names from {list(valid_metrics)}")
+    standardized = description.get("standardized")
+    require(standardized is None or (isinstance(standardized, dict)
+                                     and isinstance(standardized.get("targets"), bool)),
+            "standardized", "null or {\"targets\": true or false}")
     return description
 
 
-def load_model_state(run_dir: str | Path, model: nn.Module) -> nn.Module:
-    """Load run_dir/model.safetensors into `model` (strict: every tensor must match)."""
-    path = Path(run_dir) / WEIGHTS_FILE
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 300
+
+
+def _is_plain(value: object, depth: int = 0) -> bool:
+    """Numbers, text, booleans, null, and short lists of them: what a model option can be."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return not isinstance(value, str) or len(value) <= 300
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return (isinstance(value, list) and depth < 2 and len(value) <= 64
+            and all(_is_plain(item, depth + 1) for item in value))
+
+
+def read_bounded_text(path: Path, max_bytes: int, missing: str) -> str:
+    """A small regular file's UTF-8 text; refuses devices, pipes and files over max_bytes."""
     try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise BatchTrainError(f"{path} not found: the run has no saved weights") from None
-    except (SafetensorError, OSError, ValueError) as error:
-        raise BatchTrainError(f"cannot read weights {path}: {error}; the file is damaged") from None
+        if not path.is_file():
+            if not path.exists():
+                raise BatchTrainError(missing)
+            raise BatchTrainError(f"{path} is not a regular file; the run directory is damaged")
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise BatchTrainError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > max_bytes:
+        raise BatchTrainError(f"{path} is larger than {max_bytes} bytes: not a file batchtrain "
+                              "wrote; the run directory is damaged")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BatchTrainError(f"{path} is not UTF-8 text; the run directory is damaged") from None
+
+
+def load_model_state(run_dir: str | Path, model: nn.Module) -> nn.Module:
+    """Load run_dir/model.safetensors into `model` (strict: every tensor must match, and be finite)."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    state = _read_weights(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         first_line = str(error).splitlines()[0]
-        raise BatchTrainError(f"the weights in {path} do not fit the model: {first_line}") from None
+        raise BatchTrainError(f"the weights in {path} do not fit the model: {first_line}"[:400]) from None
     return model
 
 
-def restore_trainer(trainer: "Trainer", run_dir: str | Path, model: nn.Module | None) -> "Trainer":
-    """Set a fresh trainer's learned state (model_, task_ ...) from a run directory."""
-    description = load_description(run_dir)
+def _read_weights(path: Path) -> dict:
+    _check_weights_file(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BatchTrainError(f"cannot read weights {path}: {str(error)[:200]}; the file is "
+                              "damaged") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BatchTrainError(f"the weights in {path} hold NaN or infinite values ({name[:100]}); "
+                                  "the model is unusable: retrain it, or resume its run from a "
+                                  "checkpoint")
+    return state
+
+
+def _check_weights_file(path: Path) -> None:
+    if not path.exists():
+        raise BatchTrainError(f"{path} not found: the run has no saved weights")
+    if not path.is_file():
+        raise BatchTrainError(f"{path} is not a regular file; the run directory is damaged")
+
+
+def _weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from the safetensors header alone (no tensor data is read)."""
+    _check_weights_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BatchTrainError(f"cannot read weights {path}: {str(error)[:200]}; the file is "
+                              "damaged") from None
+
+
+def _build_fitting(spec: ModelSpec, input_shape: tuple, description: dict, path: Path) -> nn.Module:
+    """Build the model, after checking on the meta device (no memory) that its tensors have the
+    shapes of the saved weights: a damaged model.json cannot make us allocate a huge model."""
     task = Task(**description["task"])
+    with torch.device("meta"):
+        skeleton = _with_standardization(spec.build(input_shape, task.n_outputs), description)
+    expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    found = _weight_shapes(path)
+    if expected != found:
+        different = sorted(set(expected) ^ set(found)) or sorted(
+            name for name in expected if expected[name] != found[name])
+        raise BatchTrainError(f"the weights in {path} do not fit the model {spec.name!r} described "
+                              f"by model.json (first difference: {different[0][:100]}); the run "
+                              "directory is damaged or mixes files of two runs")
+    return _with_standardization(spec.build(input_shape, task.n_outputs), description)
+
+
+def _with_standardization(model: nn.Module, description: dict) -> nn.Module:
+    if not description.get("standardized"):
+        return model
+    outputs = description["task"]["n_outputs"] if description["standardized"]["targets"] else None
+    return placeholder_standardized(model, tuple(description["input_shape"]), outputs)
+
+
+def restore_trainer(trainer: "Trainer", run_dir: str | Path, model: nn.Module | str | ModelSpec | None,
+                    trust_model_code: bool = False) -> "Trainer":
+    """Set a fresh trainer's learned state (model_, task_ ...) from a run directory.
+
+    model: the module to load the weights into, or the model factory named by the user (a name or
+    ModelSpec: rebuilt with model.json's options); None rebuilds what model.json names, an import
+    path only with trust_model_code (models/spec.py says why).
+    """
+    run_dir = Path(run_dir)
+    description = load_description(run_dir)
     input_shape = tuple(description["input_shape"])
-    if model is None:
-        if description["model"] is None:
-            raise BatchTrainError(f"{run_dir} holds weights of a custom nn.Module; pass the module: "
-                                  "Trainer.load(run_dir, model=MyModel())")
-        spec = ModelSpec(description["model"]["name"], description["model"]["options"])
-        model = spec.build(input_shape, task.n_outputs)
+    if not isinstance(model, nn.Module):
+        spec = _spec_to_build(model, description, run_dir, trust_model_code)
+        model = _build_fitting(spec, input_shape, description, run_dir / WEIGHTS_FILE)
         trainer.model = trainer.model_spec_ = spec
-    if description.get("standardized"):  # buffers filled by the state dict
-        targets = description["standardized"]["targets"]
-        model = placeholder_standardized(model, input_shape, task.n_outputs if targets else None)
+    else:
+        model = _with_standardization(model, description)
     trainer.model_ = trainer.network_ = load_model_state(run_dir, model).to(trainer.device_)
-    trainer.task_ = task
+    trainer.task_ = Task(**description["task"])
     trainer.input_shape_ = input_shape
     trainer.metrics = description["metrics"]
     return trainer
+
+
+def _spec_to_build(model: str | ModelSpec | None, description: dict, run_dir: Path,
+                   trust_model_code: bool) -> ModelSpec:
+    saved = description["model"]
+    if saved is None and model is None:
+        raise BatchTrainError(f"{run_dir} holds weights of a custom nn.Module; pass the module: "
+                              "Trainer.load(run_dir, model=MyModel())")
+    if isinstance(model, ModelSpec):
+        return model
+    options = dict((saved or {}).get("options", {}))
+    if model is not None:  # named by the user: trusted
+        return ModelSpec(str(model), options)
+    check_trusted(saved["name"], str(run_dir / DESCRIPTION_FILE), trust_model_code)
+    return ModelSpec(saved["name"], options)
 
 
 __all__ = ["load_description", "load_model_state", "restore_trainer", "save_model"]

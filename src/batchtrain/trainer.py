@@ -359,17 +359,19 @@ class Trainer:
         save_model(self, run_dir)
 
     @classmethod
-    def load(cls, run_dir: str | Path, model: nn.Module | None = None, device: str = "auto",
-             **options: Any) -> "Trainer":
+    def load(cls, run_dir: str | Path, model: nn.Module | str | ModelSpec | None = None,
+             device: str = "auto", trust_model_code: bool = False, **options: Any) -> "Trainer":
         """A trainer holding the model saved in run_dir, ready to evaluate, predict or fit on.
 
-        model: the nn.Module to load the weights into, needed only for custom modules (named
-        models are rebuilt from model.json). options: further Trainer arguments (optimizer, lr...).
+        model: the nn.Module to load the weights into (needed for custom modules), or the model
+        factory to rebuild ("mlp", "package.module:factory"). None rebuilds what model.json names;
+        an import path there is code, followed only with trust_model_code=True (a run directory
+        is data: whoever shared it could name any module). options: further Trainer arguments.
         """
         trainer = cls(model, device=device, **options)  # restore_trainer sets .model for named ones
         trainer.device_ = resolve_device(device)
         trainer.seed_ = trainer.seed if trainer.seed is not None else 0
-        return restore_trainer(trainer, run_dir, model)
+        return restore_trainer(trainer, run_dir, model, trust_model_code)
 
     # -- set-up ---------------------------------------------------------------------------------
 

@@ -2,6 +2,12 @@
 
 A spec is what a run directory stores (as JSON) so `batchtrain evaluate/predict` can rebuild the
 model before loading its weights: no pickled objects anywhere.
+
+A run directory is data, never code. An import path read from a file (model.json, a run's
+config.yaml) would import and call whatever module it names with arguments from the same file, so
+anyone who shares a run could run code on the machine that evaluates it. Such a spec is rebuilt only
+when the user names the factory again or opts in (`trust_model_code`, as Hugging Face's
+`trust_remote_code`); built-in names are always rebuilt.
 """
 import importlib
 from collections.abc import Callable, Sequence
@@ -11,6 +17,10 @@ from typing import Any
 from torch import nn
 
 from batchtrain.errors import ConfigError
+
+
+class UntrustedModelError(ConfigError):
+    """A file names a model factory (code) that the user has not named or trusted."""
 from batchtrain.models.mlp import mlp
 from batchtrain.models.seed_cnn import seed_cnn
 
@@ -42,6 +52,26 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "options": dict(self.options)}
+
+
+def is_import_path(name: str) -> bool:
+    """True for "package.module:factory" (code to import), False for a built-in model name."""
+    return name not in BUILTIN_MODELS and ":" in name
+
+
+def check_trusted(name: str, source: str, trusted: bool) -> None:
+    """Refuse to follow an import path that `source` (a file) names, unless `trusted`.
+
+    trusted: the user named this factory themselves or opted in with trust_model_code.
+    """
+    if trusted or not is_import_path(name):
+        return
+    shown = name if len(name) <= 200 else name[:200] + "..."
+    raise UntrustedModelError(
+        f"{source} names the model factory {shown!r}, and rebuilding it would import and run that "
+        f"code; if you trust where the run came from, name the factory yourself (--model {shown}; "
+        f"Trainer.load(run_dir, model={shown!r})) or opt in with --trust-model-code "
+        "(trust_model_code=True)")
 
 
 def resolve_factory(name: str) -> Factory:
