@@ -39,7 +39,17 @@ def test_instances_and_factories():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"spec": "adamax"}, "unknown optimizer 'adamax'"),
-    ({"spec": "adam", "lr": -1.0}, "lr must be a positive number"),
+    ({"spec": "adam", "lr": -1.0}, r"lr must be a number in \(0, 1000\], got -1.0"),
+    ({"spec": "adam", "lr": float("inf")}, r"lr must be a number in \(0, 1000\], got inf"),
+    ({"spec": "sgd", "lr": 1e38}, r"lr must be a number in \(0, 1000\], got 1e\+38"),
+    ({"spec": "sgd", "lr": float("nan")}, r"lr must be a number in \(0, 1000\], got nan"),
+    ({"spec": "sgd", "momentum": float("nan")}, "momentum must be finite, got nan"),
+    ({"spec": "rmsprop", "momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
+    ({"spec": "sgd", "momentum": -1.0}, r"momentum must be in \[0, 1\), got -1.0"),
+    ({"spec": "adam", "betas": (0.9, float("inf"))}, r"betas must be finite, got \(0.9, inf\)"),
+    ({"spec": "adamw", "weight_decay": -0.1}, "weight_decay must be >= 0, got -0.1"),
+    ({"spec": torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1), "lr": float("inf")},
+     r"lr must be a number in \(0, 1000\], got inf"),
     ({"spec": "sgd", "nesterov": True}, "nesterov=True needs momentum > 0"),
     ({"spec": "adam", "momentum": 0.9}, "invalid options for optimizer 'adam'"),
 ])

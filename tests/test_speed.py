@@ -206,6 +206,16 @@ def test_thread_settings_by_name():
             thread_callbacks(bad, cpu)
 
 
+def test_thread_counts_beyond_a_few_per_core_are_refused_before_torch_sees_them(monkeypatch):
+    # 100000 threads crashed the process inside OpenMP; the bound is 4 per core of the machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cpu = torch.device("cpu")
+    assert isinstance(thread_callbacks(8, cpu)[0], PinnedThreads)
+    for bad in (9, 100000):
+        with pytest.raises(ConfigError, match=f"threads must be at most 8 .*got {bad}; use auto"):
+            thread_callbacks(bad, cpu)
+
+
 @pytest.fixture
 def two_threads():
     """torch at 2 threads for the test (the module runs on 1), restored after."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from batchtrain.trainer import Trainer
 
 PROC_STAT = "/proc/stat"
+MAX_THREADS_PER_CORE = 4
 
 
 class CpuLoad:
@@ -156,9 +157,20 @@ def thread_callbacks(threads: int | str | None, device: torch.device) -> list[Ca
 
 
 def check_threads(threads: object) -> None:
-    """Raise ConfigError unless `threads` is None, "auto" or an integer >= 1."""
-    if threads is not None and threads != "auto" and not is_count(threads):
-        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
+    """Raise ConfigError unless `threads` is None, "auto" or an integer in [1, max_threads()]."""
+    if threads is None or threads == "auto":
+        return
+    if not is_count(threads):
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {str(threads)[:200]!r}")
+    if threads > max_threads():
+        raise ConfigError(f"threads must be at most {max_threads()} ({MAX_THREADS_PER_CORE} per CPU "
+                          f"core of this machine), got {threads}; use auto or fewer threads")
+
+
+def max_threads() -> int:
+    """The most intra-op threads accepted. OpenMP starts every thread asked for: 100000 of them
+    crashed the process (no memory for their stacks); more than a few per core only slows it."""
+    return MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
 
 
 @contextmanager
