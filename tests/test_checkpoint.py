@@ -8,11 +8,18 @@ import torch
 from batchtrain import checkpoint as ckpt
 from batchtrain.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint,
                                    newest_checkpoint, save_checkpoint)
+from batchtrain.fileio import sha256_file
 
 
 def state(samples: int) -> dict:
     return {"progress": {"total_samples_seen": samples}, "weights": torch.full((3,), float(samples)),
             "history": {"epochs": [{"loss": 0.5}], "steps": []}, "name": "run", "none": None}
+
+
+def write_record(path) -> None:
+    """The .json record batchtrain writes beside a checkpoint, for a file made by hand."""
+    record = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    path.with_suffix(".json").write_text(json.dumps(record))
 
 
 def test_round_trip_and_plain_torch_load_with_weights_only(tmp_path):
@@ -76,9 +83,7 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_and_never_executed(tm
     marker = tmp_path / "pwned"
     path = tmp_path / "ckpt-00000000000100.pt"
     torch.save({"format": 1, "progress": {"total_samples_seen": 100}, "evil": Payload(marker)}, path)
-    # a matching checksum record: the file is intact, just malicious
-    from batchtrain.fileio import sha256_file
-    path.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(path), "bytes": 1}))
+    write_record(path)  # a matching record: the file is intact, just malicious
     with pytest.raises(CheckpointError, match="refusing checkpoint .* pickled objects"):
         newest_checkpoint(tmp_path)
     assert not marker.exists()
@@ -90,12 +95,11 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_and_never_executed(tm
 def test_a_file_that_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "ckpt-00000000000001.pt"
     torch.save({"something": torch.zeros(1)}, path)
-    from batchtrain.fileio import sha256_file
-    path.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(path)}))
+    write_record(path)
     with pytest.raises(CheckpointError, match="not a batchtrain checkpoint"):
         load_checkpoint(path)
     path.write_bytes(b"garbage" * 10)
-    path.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(path)}))
+    write_record(path)
     with pytest.raises(CheckpointError, match="cannot read checkpoint|refusing"):
         load_checkpoint(path)
 
@@ -127,3 +131,53 @@ def test_unwritable_checkpoint_directory(tmp_path):
     with pytest.raises(CheckpointError, match="cannot write checkpoint"):
         save_checkpoint(blocker, state(100))
     assert blocker.read_text() == "a file where the directory should be"
+
+
+def test_a_checkpoint_linked_to_a_device_is_refused_without_reading_it(tmp_path):
+    """A link to /dev/zero would be hashed forever; a record claiming any size changes nothing."""
+    save_checkpoint(tmp_path, state(100))
+    endless = tmp_path / "ckpt-00000000000200.pt"
+    endless.symlink_to("/dev/zero")
+    endless.with_suffix(".json").write_text(json.dumps({"sha256": "0" * 64, "bytes": 1 << 40}))
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        load_checkpoint(endless)
+    with pytest.warns(UserWarning, match="not a regular file"):
+        _, path = newest_checkpoint(tmp_path)
+    assert path.name == "ckpt-00000000000100.pt"
+
+
+@pytest.mark.parametrize("record", [
+    "/dev/zero", "[1, 2]", '{"sha256": "ab"}', '{"sha256": "ab", "bytes": true}', "x" * 10000,
+], ids=["device", "list", "no-bytes", "bool-bytes", "huge"])
+def test_an_unreadable_record_is_refused(tmp_path, record):
+    path = save_checkpoint(tmp_path, state(100))
+    path.with_suffix(".json").unlink()
+    if record.startswith("/dev/"):
+        path.with_suffix(".json").symlink_to(record)
+    else:
+        path.with_suffix(".json").write_text(record)
+    with pytest.raises(CheckpointError, match="checkpoint record .* is unreadable"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_of_another_size_than_its_record_is_corrupt(tmp_path):
+    path = save_checkpoint(tmp_path, state(100))
+    with open(path, "ab") as handle:
+        handle.write(b"appended")
+    with pytest.raises(CheckpointError, match="is corrupt: .* bytes where"):
+        load_checkpoint(path)
+
+
+def test_torch_save_failing_on_a_full_disk_is_a_checkpoint_error(tmp_path, monkeypatch):
+    """torch.save's zip writer reports ENOSPC as a RuntimeError, not an OSError."""
+    tmp_path = tmp_path / "checkpoints"
+    save_checkpoint(tmp_path, state(100))
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    def fail_like_a_full_disk(obj, target):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(ckpt.torch, "save", fail_like_a_full_disk)
+    with pytest.raises(CheckpointError, match="unexpected pos .*the previous checkpoints are intact"):
+        save_checkpoint(tmp_path, state(200))
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before

@@ -10,6 +10,7 @@ checksum differs is skipped, with a warning, for the previous one.
 """
 import json
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from batchtrain.fileio import atomic_write, fsync_directory, sha256_file
 
 PREFIX = "ckpt-"
 FORMAT_VERSION = 1
+MAX_RECORD_BYTES = 4096  # a checkpoint's .json record is ~100 bytes
+FULL_DISK_BYTES = 64 << 20  # less free space than this is named in a failed save's message
 
 
 class CheckpointError(BatchTrainError):
@@ -41,12 +44,23 @@ def save_checkpoint(directory: str | Path, state: dict, keep: int = 3) -> Path:
         atomic_write(path, lambda temporary: torch.save({"format": FORMAT_VERSION, **state}, temporary))
         record = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         atomic_write(path.with_suffix(".json"), lambda temporary: temporary.write_text(json.dumps(record)))
-    except OSError as error:
-        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; the "
-                              "previous checkpoints are intact; free space or choose another "
+    except (OSError, RuntimeError) as error:  # torch.save's writer reports ENOSPC as RuntimeError
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else \
+            str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}{_free_space(directory)}; "
+                              "the previous checkpoints are intact; free space or choose another "
                               "--output and resume") from None
     _prune(directory, keep)
     return path
+
+
+def _free_space(directory: Path) -> str:
+    """' (the disk is full: 12 KiB free)' when the disk holding directory is nearly full."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return ""
+    return f" (the disk is full: {free // 1024} KiB free)" if free < FULL_DISK_BYTES else ""
 
 
 def _prune(directory: Path, keep: int) -> None:
@@ -71,20 +85,47 @@ def complete_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read one checkpoint after checking its checksum; refuses anything that needs unpickling."""
+    """Read one checkpoint after checking its checksum; refuses anything that needs unpickling.
+
+    Both files are untrusted: the record is read up to MAX_RECORD_BYTES, and the checkpoint only
+    when it is a regular file of the size its record gives (a link to /dev/zero is never hashed).
+    """
     path = Path(path)
     record_path = path.with_suffix(".json")
-    try:
-        record = json.loads(record_path.read_text())
-    except FileNotFoundError:
+    if not record_path.exists():
         raise CheckpointError(f"checkpoint {path} is incomplete (no {record_path.name}): the save "
-                              "was interrupted") from None
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint record {record_path} is unreadable: {error}") from None
-    if not isinstance(record, dict) or sha256_file(path) != record.get("sha256"):
+                              "was interrupted")
+    record = _read_record(record_path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file; it cannot be a checkpoint "
+                              "batchtrain wrote")
+    if path.stat().st_size != record["bytes"]:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {path.stat().st_size} bytes where "
+                              f"{record_path.name} records {record['bytes']}")
+    if sha256_file(path) != record["sha256"]:
         raise CheckpointError(f"checkpoint {path} is corrupt: its SHA-256 does not match "
                               f"{record_path.name}")
     return read_checkpoint_file(path)
+
+
+def _read_record(record_path: Path) -> dict:
+    """A checkpoint's {"sha256": hex, "bytes": int} record, read as untrusted data."""
+    try:
+        if not record_path.is_file():
+            raise ValueError("not a regular file")
+        with open(record_path, "rb") as handle:
+            data = handle.read(MAX_RECORD_BYTES + 1)
+        if len(data) > MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
+        record = json.loads(data)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint record {record_path} is unreadable: "
+                              f"{str(error)[:160]}") from None
+    if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+            and isinstance(record.get("bytes"), int) and not isinstance(record["bytes"], bool)):
+        raise CheckpointError(f"checkpoint record {record_path} is unreadable: not "
+                              '{"sha256": ..., "bytes": ...}')
+    return record
 
 
 def read_checkpoint_file(path: Path) -> dict:
@@ -96,8 +137,9 @@ def read_checkpoint_file(path: Path) -> dict:
         raise CheckpointError(f"refusing checkpoint {path}: it holds pickled objects that could run "
                               f"code when loaded ({first_line[:160]}); only checkpoints written "
                               "by batchtrain can be resumed") from None
-    except (OSError, RuntimeError, EOFError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a batchtrain checkpoint (format {FORMAT_VERSION})")
     return state

@@ -15,6 +15,9 @@ import torch
 
 from batchtrain.checkpoint import CheckpointError
 
+PROGRESS_KEYS = ("epoch", "position", "step", "samples_seen", "total_samples_seen",
+                 "samples_per_epoch")
+
 if TYPE_CHECKING:
     from batchtrain.trainer import Trainer
 
@@ -39,17 +42,23 @@ def capture_state(trainer: "Trainer", epoch: int, position: int) -> dict:
     }
 
 
-def restore_state(trainer: "Trainer", state: dict) -> tuple[int, int]:
-    """Load a captured state into a trainer set up for the same run; returns (epoch, position)."""
+def restore_state(trainer: "Trainer", state: dict, source: str = "the checkpoint") -> tuple[int, int]:
+    """Load a captured state into a trainer set up for the same run; returns (epoch, position).
+
+    Everything that could refuse the state is checked before anything is loaded, so a checkpoint
+    of another run leaves the trainer as it was. source: how messages name the checkpoint.
+    """
+    check_fits(trainer, state, source)
     progress = state["progress"]
-    if progress["samples_per_epoch"] != trainer.samples_per_epoch_:
-        raise CheckpointError(f"the checkpoint was trained on {progress['samples_per_epoch']} samples "
-                              f"per epoch but this data has {trainer.samples_per_epoch_}; resume with "
-                              "the same data and validation split")
     trainer.model_.load_state_dict(state["model"])
-    trainer.optimizer_.load_state_dict(state["optimizer"])
-    trainer.lr_control_.load_state_dict(state["lr_control"])
-    trainer.policy_.load_state_dict(state["policy"])
+    try:
+        trainer.optimizer_.load_state_dict(state["optimizer"])
+        trainer.lr_control_.load_state_dict(state["lr_control"])
+        trainer.policy_.load_state_dict(state["policy"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise CheckpointError(f"{source} does not fit this run's optimizer or batch-size policy "
+                              f"({detail}); resume with the options it was trained with") from None
     trainer.step_, trainer.run_samples_ = progress["step"], progress["samples_seen"]
     trainer.samples_seen_ = progress["total_samples_seen"]
     trainer.train_metrics_.sums = {key: value.to(trainer.device_)
@@ -64,6 +73,27 @@ def restore_state(trainer: "Trainer", state: dict) -> tuple[int, int]:
         trainer.noise_.load_state_dict(state["noise"])
     restore_rng(state["rng"])
     return progress["epoch"], progress["position"]
+
+
+def check_fits(trainer: "Trainer", state: dict, source: str) -> None:
+    """Raise CheckpointError unless `state` is a checkpoint of this trainer's model and data."""
+    progress = state.get("progress")
+    if not isinstance(progress, dict) or not isinstance(state.get("model"), dict) or not all(
+            isinstance(progress.get(key), int) for key in PROGRESS_KEYS):
+        raise CheckpointError(f"{source} lacks its progress or model state; it is damaged or "
+                              "from another version")
+    if progress["samples_per_epoch"] != trainer.samples_per_epoch_:
+        raise CheckpointError(f"{source} was trained on {progress['samples_per_epoch']} samples "
+                              f"per epoch but this data has {trainer.samples_per_epoch_}; resume with "
+                              "the same data and validation split")
+    expected = {name: tuple(tensor.shape) for name, tensor in trainer.model_.state_dict().items()}
+    found = {name: tuple(getattr(tensor, "shape", ())) for name, tensor in state["model"].items()}
+    if expected != found:
+        different = sorted(set(expected) ^ set(found)) or sorted(
+            name for name in expected if expected[name] != found[name])
+        raise CheckpointError(f"{source} holds another model's weights (first difference: "
+                              f"{different[0][:100]}); resume with the model and options it was "
+                              "trained with")
 
 
 def capture_rng() -> dict:

@@ -426,7 +426,7 @@ class Trainer:
         """Restore the newest valid checkpoint at `location`; returns (epoch, position) to continue."""
         state, path = newest_checkpoint(location)
         self.resumed_from_ = path
-        return restore_state(self, state)
+        return restore_state(self, state, f"checkpoint {path}")
 
     def _memory_ceiling(self, train: Source) -> MemoryEstimate:
         if self.memory_ is not None:  # the model does not change between fit() calls

@@ -88,7 +88,52 @@ def test_resume_refuses_a_malicious_checkpoint(capsys, blobs, tmp_path):
     newest = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))[-1]
     marker = tmp_path / "pwned"
     torch.save({"format": 1, "evil": Payload(marker)}, newest)
-    newest.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(newest)}))
+    newest.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(newest),
+                                                       "bytes": newest.stat().st_size}))
     code, _, err = run(capsys, "fit", "--resume", run_dir, "--epochs", "2")
     assert code == 2 and "refusing checkpoint" in err and len(err.splitlines()) == 1
     assert not marker.exists()
+
+
+def snapshot(root) -> dict:
+    return {str(path.relative_to(root)): sha256_file(path)
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(capsys, blobs, tmp_path):
+    """Checkpoints of a run with 32 hidden units copied into a run with 8: refused, run intact."""
+    wide, narrow = tmp_path / "wide", tmp_path / "narrow"
+    assert run(capsys, *fit_args(blobs, wide, "--epochs", "1"))[0] == 0
+    assert run(capsys, *fit_args(blobs, narrow, "--epochs", "1", "--hidden", "8"))[0] == 0
+    for path in (narrow / "checkpoints").iterdir():
+        path.unlink()
+    for path in (wide / "checkpoints").iterdir():
+        (narrow / "checkpoints" / path.name).write_bytes(path.read_bytes())
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "fit", "--resume", narrow, "--epochs", "2")
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "holds another model's weights" in err and "ckpt-" in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs at tmp_path/disk (skips where mounting is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_what_was_written(
+        capsys, blobs, small_disk):
+    """mlp 4096 wide: its checkpoint (~0.5 MB with Adam's moments) cannot fit in 256 KiB."""
+    run_dir = small_disk / "run"
+    code, _, err = run(capsys, *fit_args(blobs, run_dir, "--epochs", "1", "--hidden", "4096"))
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "cannot write checkpoint" in err and "the disk is full" in err
+    assert (run_dir / "config.yaml").exists() and not list(run_dir.rglob(".*.tmp"))
