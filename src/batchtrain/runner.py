@@ -24,12 +24,12 @@ from batchtrain.fileio import atomic_write
 from batchtrain.config import FitConfig
 from batchtrain.data.builtin import Splits
 from batchtrain.data.dataset import is_streamable, open_dataset
-from batchtrain.data.files import load_splits, scale_pixels
+from batchtrain.data.files import load_inputs, load_splits
 from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
 from batchtrain.distributed import Distributed, from_environment, process_device
 from batchtrain.elastic import CLAIM_FILE, claim_run_dir, is_own_restart
-from batchtrain.errors import ConfigError, DataError
+from batchtrain.errors import ConfigError
 from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.trainer import Trainer
 
@@ -255,14 +255,7 @@ def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: 
         predictions = trainer.predict(source, batch_size=batch_size)
         atomic_write(output_path, lambda path: _save_npy(path, predictions))
         return predictions
-    try:
-        x = np.load(input_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"input file {input_path} not found; check the path") from None
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read input file {input_path}: {error}; pass a .npy file "
-                        "written by numpy.save") from None
-    predictions = trainer.predict(scale_pixels(x), batch_size=batch_size)
+    predictions = trainer.predict(load_inputs(input_path), batch_size=batch_size)
     atomic_write(output_path, lambda path: _save_npy(path, predictions))
     return predictions
 

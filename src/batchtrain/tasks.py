@@ -3,6 +3,7 @@
 Three kinds: "multiclass" (integer or one-hot labels, logits out, softmax folded into the loss),
 "binary" (0/1 labels, one logit out, sigmoid folded into the loss) and "regression" (float targets).
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,12 @@ DEFAULT_LOSS = {"multiclass": "categorical_crossentropy", "binary": "binary_cros
                 "regression": "mse"}
 DEFAULT_METRICS = {"multiclass": ("accuracy",), "binary": ("accuracy",),
                    "regression": ("mae", "rmse", "r2")}
+# Bounds on the classes integer labels imply (the largest label + 1): the output layer and its
+# optimizer state grow with them (10^8 classes asked an MLP for 25 GB). Up to FEW_CLASSES always
+# pass; beyond that at most CLASSES_PER_SAMPLE per sample, and never more than MAX_CLASSES.
+FEW_CLASSES = 1000
+CLASSES_PER_SAMPLE = 10
+MAX_CLASSES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,14 @@ class Task:
         return {"kind": self.kind, "n_outputs": self.n_outputs, "loss": self.loss}
 
 
-def infer_task(y: Tensor, loss: str | None = None, kind: str | None = None) -> Task:
-    """Choose the task from the targets y (all of them), an optional loss name and optional kind."""
+def infer_task(y: Tensor, loss: str | None = None, kind: str | None = None,
+               samples: int | None = None) -> Task:
+    """Choose the task from the targets y, an optional loss name and optional kind.
+
+    y: every target, or a summary of them with the same dtype, range and per-sample shape (as
+    streamed sources give). samples: how many samples there are (default: unknown, and then
+    only MAX_CLASSES bounds the classes).
+    """
     if loss is not None and loss not in LOSS_TASKS:
         raise ConfigError(f"unknown loss {loss!r}; choose one of {sorted(LOSS_TASKS)}")
     if kind is not None and kind not in TASK_KINDS:
@@ -69,15 +82,33 @@ def infer_task(y: Tensor, loss: str | None = None, kind: str | None = None) -> T
                           "drop one of loss/task or make them agree")
     kind = kind or (LOSS_TASKS[loss] if loss else _kind_from_targets(y))
     n_outputs = _n_outputs(kind, y)
+    if kind == "multiclass" and not _is_one_hot(y):
+        _check_class_count(n_outputs, samples)
     return Task(kind=kind, n_outputs=n_outputs, loss=loss or DEFAULT_LOSS[kind])
 
 
 def _kind_from_targets(y: Tensor) -> str:
-    if _is_integer(y) and y.dim() == 1:
+    if _is_one_hot(y) or _is_label_per_sample(y):
         return "multiclass"
-    if _is_one_hot(y):
-        return "multiclass"
+    if _is_integer(y) and y.dim() > 1:
+        # Several integers per sample, not one-hot: multi-label 0/1 rows, counts... A guess
+        # would train the wrong task silently.
+        raise DataError(f"integer targets of shape (N, {', '.join(map(str, y.shape[1:]))}) are "
+                        "neither one class label per sample nor one-hot rows; for several values "
+                        "per sample choose task='regression' (--task regression), for classes "
+                        "pass one label per sample")
     return "regression"
+
+
+def _check_class_count(n_classes: int, samples: int | None) -> None:
+    limit = MAX_CLASSES if samples is None else min(
+        MAX_CLASSES, max(FEW_CLASSES, CLASSES_PER_SAMPLE * samples))
+    if n_classes > limit:
+        per_sample = "" if samples is None else f" (for {samples} samples)"
+        raise DataError(f"the largest label is {n_classes - 1}, which asks for {n_classes} classes; "
+                        f"at most {limit} are allowed{per_sample}; relabel the classes as 0..K-1 "
+                        "(e.g. numpy.unique(y, return_inverse=True)), or choose task='regression' "
+                        "(--task regression) if the targets are values")
 
 
 def _n_outputs(kind: str, y: Tensor) -> int:
@@ -95,6 +126,8 @@ def prepare_targets(task: Task, y: Tensor) -> Tensor:
     if task.kind == "multiclass":
         if _is_one_hot(y):
             y = y.argmax(dim=1)
+        elif y.dim() > 1 and math.prod(y.shape[1:]) == 1:  # labels as a column, (N, 1)
+            y = y.reshape(len(y))
         if y.dim() != 1 or (y.is_floating_point() and not torch.equal(y, y.round())):
             raise DataError(f"multiclass labels must be integers (shape (N,)) or one-hot rows "
                             f"(shape (N, classes)); got shape {tuple(y.shape)}, dtype {y.dtype}")
@@ -149,6 +182,11 @@ def check_outputs(task: Task, outputs: Tensor) -> None:
 
 def _is_integer(y: Tensor) -> bool:
     return not y.is_floating_point() and not y.is_complex()
+
+
+def _is_label_per_sample(y: Tensor) -> bool:
+    """Integers, one per sample: shape (N,), or (N, 1) (a column)."""
+    return _is_integer(y) and y.dim() >= 1 and math.prod(y.shape[1:]) == 1
 
 
 def _is_one_hot(y: Tensor) -> bool:

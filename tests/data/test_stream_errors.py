@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchtrain.data import open_dataset
+from batchtrain.data.dataset import check_test_data
 from batchtrain.data.iterator import BatchIterator
 from batchtrain.errors import DataError
 from stream_files import as_table, numbered, write_layout
@@ -197,3 +198,107 @@ def test_bad_options_are_config_errors(tmp_path):
         open_dataset(path, "label", shuffle_window=0)
     with pytest.raises(ValueError, match="target and features name columns of Parquet or CSV"):
         open_dataset(write_layout(tmp_path / "n", "npy"), "label")
+
+
+# -- inputs that crashed or misled (issue 14) ------------------------------------------------------
+
+def write_csv(path, header: str, rows: int = 30, encoding: str = "utf-8") -> None:
+    lines = [header] + [f"{i},{i * 0.5},{i % 3}" for i in range(rows)]
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+
+
+def test_duplicate_csv_columns_are_named(tmp_path):
+    write_csv(tmp_path / "d.csv", "f0,f0,label")
+    with pytest.raises(DataError, match="d.csv has 2 columns named 'f0'; give every column its own name"):
+        open_dataset(tmp_path / "d.csv", "label")
+
+
+def test_duplicate_parquet_columns_are_named_in_any_file(tmp_path):
+    x, y = numbered(10)
+    doubled = pa.Table.from_arrays([pa.array(x[:, 0]), pa.array(x[:, 1]), pa.array(y)],
+                                   names=["f0", "f0", "label"])
+    pq.write_table(doubled, tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="d.parquet has 2 columns named 'f0'"):
+        open_dataset(tmp_path / "d.parquet", "label")
+    directory = tmp_path / "parts"
+    directory.mkdir()
+    pq.write_table(as_table(x[:, :2], y), directory / "part-0.parquet")
+    pq.write_table(doubled, directory / "part-1.parquet")
+    with pytest.raises(DataError, match="part-1.parquet has 2 columns named 'f0'"):
+        open_dataset(directory, "label")
+
+
+def test_a_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
+    write_csv(tmp_path / "bom.csv", "f0,f1,label", encoding="utf-8-sig")
+    write_csv(tmp_path / "plain.csv", "f0,f1,label")
+    with_mark = open_dataset(tmp_path / "bom.csv", "label", standardize=False)
+    assert with_mark.table.feature_names == ["f0", "f1"]
+    (x, y), (x_plain, y_plain) = (with_mark.table.read(0),
+                                  open_dataset(tmp_path / "plain.csv", "label").table.read(0))
+    np.testing.assert_array_equal(x, x_plain)
+    np.testing.assert_array_equal(y, y_plain)
+
+
+def test_a_csv_header_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
+    write_csv(tmp_path / "latin.csv", "f0,fé,label", encoding="latin-1")
+    with pytest.raises(DataError, match=r"latin.csv: the header is not UTF-8 text \(byte 0xe9 at "
+                                        r"position 4\); save the file as UTF-8"):
+        open_dataset(tmp_path / "latin.csv", "label")
+
+
+@pytest.mark.parametrize("quoted_row", [3, 2500])
+def test_a_line_break_inside_quotes_is_named_as_unsupported(tmp_path, quoted_row):
+    lines = ["f0,note,label"] + [f"{i},plain,{i % 3}" for i in range(3000)]
+    lines[quoted_row + 1] = f'{quoted_row},"two\nlines",1'
+    (tmp_path / "q.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"q.csv row {quoted_row}: a quoted value holds a line break, "
+                                        "which batchtrain's CSV reader does not support"):
+        read_everything(open_dataset(tmp_path / "q.csv", "label", ["f0"], standardize=False))
+
+
+def test_a_uint64_parquet_target_beyond_int64_is_named(tmp_path):
+    labels = np.arange(10, dtype=np.uint64)
+    labels[6] = 2**63 + 1
+    pq.write_table(pa.table({"f0": np.zeros(10, np.float32), "label": labels}), tmp_path / "u.parquet")
+    with pytest.raises(DataError, match=rf"u.parquet row 6: the target in column 'label' is "
+                                        rf"{2**63 + 1}, beyond the int64 range"):
+        open_dataset(tmp_path / "u.parquet", "label").targets()
+
+
+def test_an_object_y_npy_is_not_called_truncated(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((100, 2), np.float32))
+    np.save(tmp_path / "y.npy", np.array([None] * 100, dtype=object))  # pickled: fewer bytes
+    with pytest.raises(DataError, match=r"y.npy holds pickled Python objects \(dtype object\)") as error:
+        open_dataset(tmp_path / "x.npy")
+    assert "truncated" not in str(error.value)
+
+
+def test_a_negative_npy_shape_is_a_damaged_header(tmp_path):
+    write_layout(tmp_path, "npy", rows=20)
+    path = tmp_path / "x.npy"
+    path.write_bytes(path.read_bytes().replace(b"(20, 3)", b"(-1, 3)"))
+    with pytest.raises(DataError, match=r"x.npy has a damaged header: shape \(-1, 3\) has a "
+                                        "negative size"):
+        open_dataset(path)
+
+
+def test_complex_npy_features_are_refused_with_the_fix(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((10, 2), np.complex64))
+    np.save(tmp_path / "y.npy", np.zeros(10, np.int64))
+    with pytest.raises(DataError, match="x.npy has dtype complex64: complex values are not "
+                                        "supported; store the real and imaginary parts"):
+        open_dataset(tmp_path / "x.npy")
+
+
+def test_test_data_with_other_columns_or_shapes_is_refused_at_open(tmp_path):
+    train = open_dataset(write_layout(tmp_path / "train", "csv"), "label")
+    (tmp_path / "renamed.csv").write_text("f0,g1,f2,label\n1,2,3,0\n")
+    with pytest.raises(DataError, match=r"renamed.csv lacks 'f1', unlike the training data's "
+                                        r"'f0', 'f1', 'f2'; give the test data the same columns"):
+        check_test_data(open_dataset(tmp_path / "renamed.csv", "label"), train)
+    check_test_data(open_dataset(write_layout(tmp_path / "test", "csv", rows=20), "label"), train)
+    np.save(tmp_path / "x.npy", np.zeros((5, 4), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(5, np.int64))
+    with pytest.raises(DataError, match=r"x.npy has samples of shape \(4,\), the training data \(3,\)"):
+        check_test_data(open_dataset(tmp_path / "x.npy"),
+                        open_dataset(write_layout(tmp_path / "npy", "npy")))

@@ -8,8 +8,15 @@ from torch import Tensor
 from batchtrain.errors import DataError
 
 
+INT64_MAX = np.iinfo(np.int64).max
+# Unsigned integers wider than a byte: torch lacks most operations on them (max, comparisons),
+# so they become int64; uint8 stays (pixels, small labels), and torch handles it fully.
+WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def as_tensor(values: Any, name: str) -> Tensor:
-    """A CPU tensor from an array-like: float64 -> float32, bool -> int64; refuses object arrays.
+    """A CPU tensor from an array-like: float64, float16, bfloat16 -> float32; bool and unsigned
+    integers wider than uint8 -> int64; refuses object, text and complex arrays.
 
     name: what the values are called in error messages ("x", "y", "validation x" ...).
     """
@@ -21,13 +28,29 @@ def as_tensor(values: Any, name: str) -> Tensor:
             raise DataError(f"{name} has dtype {array.dtype}, not numbers; convert it to a numeric "
                             "array (e.g. np.asarray(values, dtype=np.float32))")
         tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if tensor.dtype == torch.float64:
+    if tensor.is_complex():
+        raise DataError(f"{name} has dtype {str(tensor.dtype).removeprefix('torch.')}: complex "
+                        "values are not supported (the imaginary part would be lost); split them "
+                        "into real features, e.g. np.concatenate([x.real, x.imag], axis=1)")
+    if tensor.is_floating_point() and tensor.dtype != torch.float32:
         tensor = tensor.float()
     elif tensor.dtype == torch.bool:
         tensor = tensor.long()
+    elif tensor.dtype in WIDE_UNSIGNED:
+        tensor = unsigned_as_int64(tensor, name)
     if tensor.dim() == 0:
         raise DataError(f"{name} is a single number; pass one row per sample")
     return tensor
+
+
+def unsigned_as_int64(tensor: Tensor, name: str) -> Tensor:
+    """An unsigned integer tensor as int64; values beyond int64's range are refused."""
+    if tensor.dtype == torch.uint64 and tensor.numel():
+        largest = int(tensor.numpy().max())  # through numpy: torch has no max for uint64
+        if largest > INT64_MAX:
+            raise DataError(f"{name} holds {largest}, beyond the int64 range batchtrain computes "
+                            f"in (largest {INT64_MAX}); relabel the values (e.g. as 0..K-1)")
+    return tensor.to(torch.int64)
 
 
 def as_features(values: Any, name: str = "x") -> Tensor:

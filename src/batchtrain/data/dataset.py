@@ -1,4 +1,5 @@
 """`open_dataset`: a dataset on disk (.npy, Parquet, CSV; a file or a directory) as a streamed source."""
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -48,6 +49,32 @@ def open_dataset(path: str | Path, target: str | None = None, features: Iterable
     else:
         return StreamSource(NpyTable(path, block_rows or _npy_block_rows(options)), options)
     return StreamSource(table if cache is None else CachedTable(table, cache), options)
+
+
+def check_test_data(test: StreamSource, train: StreamSource) -> None:
+    """Raise DataError if streamed test data does not fit the training data: other feature
+    columns (by name, in order), another sample shape, or another number of targets per sample. Called
+    at open, so that a mismatch is found before training rather than when evaluating after it."""
+    test_table, train_table = test.table, train.table
+    if train_table.feature_names is not None and test_table.feature_names != train_table.feature_names:
+        missing = [name for name in train_table.feature_names if name not in test_table.feature_names]
+        difference = (f"lacks {_names(missing)}" if missing else
+                      f"has other feature columns ({_names(test_table.feature_names)})")
+        raise DataError(f"test data {test_table.name} {difference}, unlike the training data's "
+                        f"{_names(train_table.feature_names)}; give the test data the same columns, "
+                        "or choose them in both with --features")
+    if tuple(test_table.feature_shape) != tuple(train_table.feature_shape):
+        raise DataError(f"test data {test_table.name} has samples of shape "
+                        f"{tuple(test_table.feature_shape)}, the training data "
+                        f"{tuple(train_table.feature_shape)}; save test samples shaped alike")
+    if math.prod(test_table.target_shape) != math.prod(train_table.target_shape):
+        raise DataError(f"test data {test_table.name} has targets of shape "
+                        f"{tuple(test_table.target_shape)} per sample, the training data "
+                        f"{tuple(train_table.target_shape)}; save test targets shaped alike")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names[:8]) + (" ..." if len(names) > 8 else "")
 
 
 def from_batches(make_batches: Callable[[], Iterable], length: int | None = None, *,

@@ -53,13 +53,26 @@ def as_target_array(values: np.ndarray, where: tuple[str, int]) -> np.ndarray:
 
     where: (file, row of the file where `values` start), for error messages."""
     if values.dtype.kind in "iub":
-        return values.astype(np.int64, copy=False)
+        return as_int64(values, where)
     if values.dtype.kind != "f":
         raise DataError(f"{where[0]}: targets have dtype {values.dtype}, not numbers; "
                         "store numeric labels or values")
     values = values.astype(np.float32, copy=False)
     check_rows_finite(values, where, "a target")
     return values
+
+
+def as_int64(values: np.ndarray, where: tuple[str, int], column: str | None = None) -> np.ndarray:
+    """Integer (or boolean) targets as int64; uint64 values beyond int64's range are refused."""
+    if values.dtype == np.uint64 and values.size:
+        too_large = (values.reshape(len(values), -1) > np.iinfo(np.int64).max).any(axis=1)
+        if too_large.any():
+            row = int(np.argmax(too_large))
+            named = f" in column {column!r}" if column else ""
+            raise DataError(f"{where[0]} row {where[1] + row}: the target{named} is "
+                            f"{int(values[row].max())}, beyond the int64 range batchtrain computes "
+                            "in; relabel the classes as 0..K-1")
+    return values.astype(np.int64, copy=False)
 
 
 def as_feature_array(values: np.ndarray, where: tuple[str, int]) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Choosing and converting the columns of tabular files (Parquet, CSV) with pyarrow."""
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 
-from batchtrain.data.formats.base import check_rows_finite
+from batchtrain.data.formats.base import as_int64, check_rows_finite
 from batchtrain.errors import DataError
 
 
@@ -16,6 +18,7 @@ def choose_columns(schema: pa.Schema, file: str, target: str | None, features: l
     features=None: every column but the target. target_optional (prediction): a target column
     missing from the file gives target None."""
     names = list(schema.names)
+    check_unique_columns(names, file)
     if target is None and not target_optional:
         raise DataError(f"{file} is a table: name the target column with --target (target=...); "
                         f"its columns are {_short(names)}")
@@ -36,6 +39,16 @@ def choose_columns(schema: pa.Schema, file: str, target: str | None, features: l
     if not features:
         raise DataError(f"{file} has no feature columns besides the target {target!r}")
     return features, target
+
+
+def check_unique_columns(names: list[str], file: str) -> None:
+    """Raise DataError naming a column that appears more than once (its values are ambiguous)."""
+    counts = Counter(names)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        others = f" (also repeated: {_short(repeated[1:])})" if len(repeated) > 1 else ""
+        raise DataError(f"{file} has {counts[repeated[0]]} columns named {repeated[0]!r}{others}; "
+                        "give every column its own name")
 
 
 def target_dtype(schema: pa.Schema, target: str | None) -> np.dtype:
@@ -65,7 +78,7 @@ def table_into(table: pa.Table, features: list[str], target: str | None, where: 
 def target_values(table: pa.Table, target: str, where: tuple[str, int]) -> np.ndarray:
     """The target column as int64 (integers, booleans) or float32, checked."""
     y = column_values(table.column(target), target, where)
-    y = y.astype(np.int64) if y.dtype.kind in "iub" else y.astype(np.float32, copy=False)
+    y = as_int64(y, where, target) if y.dtype.kind in "iub" else y.astype(np.float32, copy=False)
     check_rows_finite(y, where, "the target", [target])
     return y
 

@@ -80,6 +80,9 @@ class CsvTable:
         except pa.ArrowInvalid as error:
             raise _located_error(data, self.header, columns, self.where(piece), error) from None
         if table.num_rows != rows:
+            row = _quoted_line_break(data)
+            if row is not None:
+                raise _line_break_error(self.where(piece), row)
             raise DataError(f"{self.files[file_index].name} rows {first_row}-{first_row + rows}: read "
                             f"{table.num_rows} rows where {rows} lines were counted; blank lines "
                             "and line breaks inside quoted values are not supported")
@@ -94,7 +97,7 @@ def _header_and_schema(file: Path) -> tuple[list[str], pa.Schema, bytes]:
         raise DataError(f"{file} is empty; a CSV file needs a header line and rows")
     cut = head.rfind(b"\n") + 1 if len(head) == INFER_BYTES else len(head)
     header_line, _, rows = head[:cut].partition(b"\n")
-    header = [name.strip().strip('"') for name in header_line.decode().rstrip("\r").split(",")]
+    header = [name.strip().strip('"') for name in _header_text(header_line, file).split(",")]
     if not rows.strip():
         raise DataError(f"{file} holds a header but no rows")
     try:
@@ -110,10 +113,10 @@ def _ranges(file: Path, index: int, header: list[str], piece_bytes: int) -> list
     size = file.stat().st_size
     ranges, first_row = [], 0
     with open(file, "rb") as handle:
-        file_header = handle.readline()
-        if [name.strip('"') for name in file_header.decode().rstrip("\r\n").split(",")] != header:
-            raise DataError(f"{file.name} has the header {file_header.decode().strip()!r}, unlike "
-                            f"the first file's {','.join(header)!r}; every file needs the same columns")
+        file_header = _header_text(handle.readline(), file)
+        if [name.strip('"') for name in file_header.split(",")] != header:
+            raise DataError(f"{file.name} has the header {file_header[:200]!r}, unlike the first "
+                            f"file's {','.join(header)[:200]!r}; every file needs the same columns")
         begin = handle.tell()
         while begin < size:
             handle.seek(min(begin + piece_bytes, size))
@@ -127,6 +130,31 @@ def _ranges(file: Path, index: int, header: list[str], piece_bytes: int) -> list
     return ranges
 
 
+def _header_text(line: bytes, file: Path) -> str:
+    """A header line as text: UTF-8, a byte-order mark (as Excel writes) dropped."""
+    try:
+        return line.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{file}: the header is not UTF-8 text (byte {line[error.start]:#04x} at "
+                        f"position {error.start}); save the file as UTF-8") from None
+
+
+def _quoted_line_break(data: bytes) -> int | None:
+    """The first row (of the lines in data) with a line break inside a quoted value, if any."""
+    if b'"' not in data:
+        return None
+    text = io.StringIO(data.decode(errors="replace"), newline="")
+    return next((row for row, fields in enumerate(stdlib_csv.reader(text))
+                 if any("\n" in field or "\r" in field for field in fields)), None)
+
+
+def _line_break_error(where: tuple[str, int], row: int) -> DataError:
+    return DataError(f"{where[0]} row {where[1] + row}: a quoted value holds a line break, which "
+                     "batchtrain's CSV reader does not support (it cuts files into pieces at line "
+                     "ends); remove the line breaks inside quoted values, or convert the file to "
+                     "Parquet")
+
+
 def _count_lines(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
@@ -134,6 +162,9 @@ def _count_lines(data: bytes) -> int:
 def _located_error(data: bytes, header: list[str], columns: list[str], where: tuple[str, int],
                    error: Exception) -> DataError:
     """Find the row pyarrow refused (it does not say which) and name it, with the column."""
+    row = _quoted_line_break(data)
+    if row is not None:
+        return _line_break_error(where, row)
     wanted = [header.index(name) for name in columns]
     text = io.StringIO(data.decode(errors="replace"))
     for row, fields in enumerate(stdlib_csv.reader(text)):

@@ -93,13 +93,14 @@ class NpyFile:
 
     def __init__(self, path: Path):
         with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            shape, fortran_order, dtype = _read_header(handle, version)
+            shape, fortran_order, dtype = read_npy_header(handle)
             offset = handle.tell()
             size = handle.seek(0, 2)
         if fortran_order:
             raise DataError(f"{path} is stored in Fortran order; save it with "
                             "numpy.save(path, numpy.ascontiguousarray(array))")
+        # Before the size check: a pickled (object) array is shorter than its header's count.
+        check_npy_header(path, shape, dtype)
         expected = offset + int(np.prod(shape)) * dtype.itemsize
         if size < expected:
             raise ValueError(f"the file has {size} bytes, its header promises {expected}")
@@ -130,24 +131,42 @@ class NpyFile:
         return out
 
 
-def _read_header(handle, version: tuple[int, int]) -> tuple:
-    """(shape, fortran_order, dtype) from numpy's public header readers."""
+def read_npy_header(handle) -> tuple:
+    """(shape, fortran_order, dtype) of the .npy data at a file's position, from numpy's public
+    header readers; the handle is left where the data starts."""
+    version = np.lib.format.read_magic(handle)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(handle)
     return np.lib.format.read_array_header_2_0(handle)
 
 
+def check_npy_header(path: Path | str, shape: tuple, dtype: np.dtype) -> None:
+    """Raise DataError for a header no numeric sample array has: pickled objects, text,
+    complex numbers, no rows, or negative sizes (a damaged or hand-made header)."""
+    if dtype.hasobject:
+        raise DataError(f"{path} holds pickled Python objects (dtype object), which batchtrain "
+                        "never loads (unpickling can run code); save numeric arrays instead, "
+                        "e.g. numpy.asarray(values, dtype=numpy.float32)")
+    if dtype.kind == "c":
+        raise DataError(f"{path} has dtype {dtype}: complex values are not supported; store the "
+                        "real and imaginary parts as separate real features")
+    if dtype.kind not in "iubf":
+        raise DataError(f"{path} has dtype {dtype}, not numbers; save numeric arrays")
+    if len(shape) == 0:
+        raise DataError(f"{path} holds a single number; save one row per sample")
+    if any(size < 0 for size in shape):
+        raise DataError(f"{path} has a damaged header: shape {tuple(shape)} has a negative size; "
+                        "write the file again with numpy.save")
+
+
 def _open(path: Path) -> NpyFile:
     try:
-        array = NpyFile(path)
+        return NpyFile(path)
+    except DataError:
+        raise
     except (ValueError, OSError, EOFError) as error:
         raise DataError(f"cannot read {path}: not a complete .npy file ({str(error).splitlines()[0]}); "
                         "the file may be truncated: write it again with numpy.save") from None
-    if array.ndim == 0:
-        raise DataError(f"{path} holds a single number; save one row per sample")
-    if array.dtype.kind not in "iubf":
-        raise DataError(f"{path} has dtype {array.dtype}, not numbers; save numeric arrays")
-    return array
 
 
 def _check_shards(pairs: list[tuple[Path, Path]], arrays: list[tuple[NpyFile, NpyFile]]) -> None:

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchtrain.data.formats.base import read_rows
-from batchtrain.data.formats.columns import choose_columns, table_into, target_dtype, target_values
+from batchtrain.data.formats.columns import (check_unique_columns, choose_columns, table_into,
+                                             target_dtype, target_values)
 from batchtrain.errors import DataError
 
 
@@ -67,6 +68,7 @@ class ParquetTable:
 
     def _check_same_columns(self, file: Path, schema: pa.Schema, first: pq.FileMetaData) -> None:
         first_schema = first.schema.to_arrow_schema()
+        check_unique_columns(list(schema.names), file.name)
         for column in self.columns:
             if column not in schema.names:
                 raise DataError(f"column {column!r} of {self.files[0].name} is missing from "
