@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchtrain import __version__
-from batchtrain.config import FIELDS, column_names, convert, read_config_file, resolve_config
+from batchtrain.config import (FIELDS, column_names, convert, read_config_file, resolve_config,
+                              resume_config)
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
 from batchtrain.distributed import leave_process_group
@@ -23,7 +24,7 @@ from batchtrain.models.spec import check_trusted
 from batchtrain.runner import (CONFIG_FILE, read_run_config, run_evaluate, run_fit, run_predict,
                                run_probe)
 
-EXIT_STOPPED = 1  # training stopped on a non-finite loss (the last good checkpoint is kept)
+EXIT_STOPPED = 1  # training stopped on a non-finite loss (checkpoints written before it are kept)
 EXIT_BAD_INPUT = 2
 LAUNCHER_FLAGS = ("--nproc", "--max-restarts")  # options of torch.distributed.run, not of training
 
@@ -140,13 +141,16 @@ def _fit(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if flag_options.get("overwrite"):
             raise ConfigError("--resume continues a run and --overwrite replaces it; choose one")
-        run_options = read_run_config(args.resume).to_dict()
+        if args.resume.is_file():
+            raise ConfigError(f"--resume takes a run directory, not the file {args.resume}; "
+                              f"pass the directory that holds {CONFIG_FILE} and checkpoints/")
+        recorded = read_run_config(args.resume)
+        run_options = recorded.to_dict()
         # the user names the factory again (flag or their own config file) or trusts the run
         named = flag_options.get("model", file_options.get("model"))
         check_trusted(run_options["model"], str(args.resume / CONFIG_FILE),
                       args.trust_model_code or named == run_options["model"])
-        flag_options["output"] = str(args.resume)
-        config = resolve_config({**run_options, **file_options}, flag_options)
+        config = resume_config(recorded, {**file_options, **flag_options}, args.resume)
     else:
         config = resolve_config(file_options, flag_options)
     try:

@@ -1,7 +1,5 @@
 """The `batchtrain fit` configuration: one dataclass whose fields are both the CLI options and the
 keys of a YAML/TOML/JSON config file (flags override the file, the file overrides defaults)."""
-import json
-import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -10,10 +8,21 @@ import yaml
 
 from batchtrain.batching.budget import parse_budget
 from batchtrain.batching.spec import parse_batch_size
+from batchtrain.configfiles import parse_options, quoted, read_options_text
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
+from batchtrain.optim import MAX_LR
 from batchtrain.schedules import as_lr_schedule, to_samples
 from batchtrain.speed import check_threads
+
+MAX_TEXT_CHARS = 4096  # of an option's text (PATH_MAX): bounds every message that repeats it
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+# What a resumed run can still change: its checkpoint restores the model, the optimizer (its lr
+# and momentum too), the lr control, the batch-size policy, the seed, the random generators and
+# the position in the data's order, so an option that sets any of those would be ignored.
+RESUMABLE = ("epochs", "test_data", "data_dir", "download", "cache", "prefetch", "read_workers",
+             "device", "threads", "checkpoint_every", "keep_checkpoints", "on_nonfinite",
+             "log_every_steps", "progress")
 
 
 def int_or_text(value: Any) -> int | str:
@@ -116,7 +125,14 @@ class FitConfig:
     progress: str = option("auto", "progress display", choices=("auto", "bar", "lines", "none"))
 
     def validate(self) -> "FitConfig":
-        """Raise ConfigError for values out of range, before any data is loaded."""
+        """Raise ConfigError for values out of range or a device that is missing, before any data
+        is loaded."""
+        self.check_values()
+        resolve_device(self.device)  # fail now, not after the data has loaded
+        return self
+
+    def check_values(self) -> "FitConfig":
+        """Raise ConfigError for values out of range (the device is not looked for)."""
         parse_batch_size(self.batch_size)
         as_lr_schedule(self.lr_schedule)
         parse_budget(self.memory_budget)
@@ -125,7 +141,10 @@ class FitConfig:
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(0.0 <= self.validation_split < 1.0,
                f"validation_split must be in [0, 1), got {self.validation_split}")
-        _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        # written so that NaN fails every comparison
+        _check(self.lr is None or 0 < self.lr <= MAX_LR,
+               f"lr must be a number in (0, {MAX_LR:g}], got {quoted(self.lr)}")
+        self._check_momentum()
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.checkpoint_every is not None:
             _check(to_samples(self.checkpoint_every, 1) >= 0, "checkpoint_every must be >= 0")
@@ -134,12 +153,21 @@ class FitConfig:
         _check(self.read_workers >= 1, f"read_workers must be >= 1, got {self.read_workers}")
         _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {self.log_every_steps}")
         _check(self.hidden is None or all(size >= 1 for size in self.hidden),
-               f"hidden sizes must be >= 1, got {self.hidden}")
+               f"hidden sizes must be >= 1, got {quoted(self.hidden)}")
         _check(self.seed is None or 0 <= self.seed < 2**63,
-               f"seed must be in [0, 2**63), got {self.seed}")
+               f"seed must be in [0, 2**63), got {quoted(self.seed)}")
         check_threads(self.threads)
-        resolve_device(self.device)  # fail now, not after the data has loaded
         return self
+
+    def _check_momentum(self) -> None:
+        if self.momentum is not None:
+            _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {quoted(self.momentum)}")
+            _check(self.optimizer in MOMENTUM_OPTIMIZERS, f"momentum applies to sgd and rmsprop, "
+                   f"not {self.optimizer}; drop --momentum or choose --optimizer sgd")
+        if self.nesterov:
+            _check(self.optimizer == "sgd", f"nesterov applies to sgd, not {self.optimizer}; drop "
+                   "--nesterov or choose --optimizer sgd")
+            _check((self.momentum or 0) > 0, "nesterov needs momentum > 0, e.g. --momentum 0.9")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,12 +193,15 @@ def convert(name: str, value: Any, where: str | None = None) -> Any:
         if spec.default is MISSING or spec.default is not None:
             raise ConfigError(f"{label} cannot be empty")
         return None
+    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+        raise ConfigError(f"{label} is {len(value)} characters long; a value is at most "
+                          f"{MAX_TEXT_CHARS}")
     try:
         value = _coerce(kind, value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{label} must be {_kind_name(kind)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{label} must be {_kind_name(kind)}, got {quoted(value)}") from None
     if choices and value not in choices:
-        raise ConfigError(f"{label} must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigError(f"{label} must be one of {', '.join(choices)}; got {quoted(value)}")
     return value
 
 
@@ -200,34 +231,75 @@ def _kind_name(kind: type) -> str:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Options from a .yaml/.yml, .toml or .json file, keys as option names (dashes allowed)."""
     path = Path(path)
+    label = f"config file {path}"
+    if path.suffix not in (".toml", ".json", ".yaml", ".yml"):
+        raise ConfigError(f"{label} must end in .yaml, .yml, .toml or .json")
+    raw = parse_options(read_options_text(path, label), path.suffix, label)
+    return options_from(raw, label)
+
+
+def read_run_record(path: Path) -> "FitConfig":
+    """The FitConfig recorded in a run's config.yaml, read as untrusted data: bounded, no YAML
+    aliases, every key known and every value converted and checked."""
+    damaged = "the run directory is damaged"
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
-    try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix == ".json":
-            raw = json.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        detail = " ".join(str(error).split())
-        raise ConfigError(f"config file {path} is malformed: {detail}") from None
+        raw = parse_options(read_options_text(path, str(path), damaged), ".yaml", str(path), damaged)
+        return FitConfig(**options_from(raw, str(path), damaged)).check_values()
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if damaged in message else f"{message}; {damaged}") from None
+
+
+def options_from(raw: Any, label: str, fix: str | None = None) -> dict[str, Any]:
+    """Converted options from a parsed mapping of option: value (dashes in names allowed)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value, "
-                          f"got {type(raw).__name__}")
-    options = {str(key).replace("-", "_"): value for key, value in raw.items()}
+        raise ConfigError(f"{label} must hold a mapping of option: value, got {type(raw).__name__}"
+                          + (f"; {fix}" if fix else ""))
+    options, spelled = {}, {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name in options:
+            raise ConfigError(f"{label} sets {name} twice ({quoted(spelled[name])} and "
+                              f"{quoted(key)}); {fix or 'keep one'}")
+        options[name], spelled[name] = value, key
     unknown = sorted(set(options) - set(FIELDS))
     if unknown:
-        raise ConfigError(f"config file {path} has unknown option(s) {', '.join(unknown)}; "
-                          f"valid options: {', '.join(FIELDS)}")
-    return {name: convert(name, value, f"{name} in config file {path}")
-            for name, value in options.items()}
+        names = ", ".join(name[:50] for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise ConfigError(f"{label} has unknown option(s) {names}; "
+                          f"{fix or 'valid options: ' + ', '.join(FIELDS)}")
+    return {name: convert(name, value, f"{name} in {label}") for name, value in options.items()}
+
+
+def to_yaml(config: "FitConfig") -> str:
+    """config.yaml's text: every option, without anchors (read_run_record refuses them)."""
+    return yaml.dump(config.to_dict(), Dumper=_PlainDumper)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
+def resume_config(recorded: "FitConfig", given: dict[str, Any], run_dir: Path) -> "FitConfig":
+    """The config of a resumed run: the recorded one, with the given options (flags, a config
+    file) that can apply to a run continued from its checkpoint; any other change is refused."""
+    output = given.get("output")
+    if output is not None and Path(output) != Path(run_dir):
+        raise ConfigError(f"--resume {run_dir} continues that run in its own directory; drop "
+                          f"--output {quoted(output)} (or start a new run there)")
+    changed = [name for name, value in given.items()
+               if name not in ("output", "overwrite") and value != getattr(recorded, name)]
+    fixed = [name for name in changed if name not in RESUMABLE]
+    if fixed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise ConfigError(f"{flags} cannot change when resuming {run_dir}: its checkpoint restores "
+                          "the model, optimizer, learning rate, batch size, seed and data order; "
+                          "on --resume only these may change: "
+                          f"{', '.join('--' + name.replace('_', '-') for name in RESUMABLE)}; "
+                          "start a new run to change the others")
+    return FitConfig(**{**recorded.to_dict(), **given, "output": str(run_dir)}).validate()
 
 
 def resolve_config(file_options: dict[str, Any], flag_options: dict[str, Any]) -> FitConfig:

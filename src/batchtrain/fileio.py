@@ -1,9 +1,12 @@
 """Crash-safe file writes: temporary file beside the destination, fsync, rename, fsync the directory."""
+import errno
 import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from batchtrain.errors import BatchTrainError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -51,3 +54,24 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_error(path: Path, error: OSError) -> BatchTrainError:
+    """The one-line error for a failed write of `path`: the path, the cause, and its fix."""
+    fixes = {errno.ENOSPC: "free space or choose another --output",
+             errno.EDQUOT: "free space or choose another --output",
+             errno.ENAMETOOLONG: "choose a shorter path",
+             errno.EISDIR: "it is a directory: give a file path",
+             errno.ENOTDIR: "a part of the path is a file: choose another path",
+             errno.EEXIST: "a part of the path is a file: choose another path"}
+    fix = fixes.get(error.errno, "choose a path you can write to")
+    return BatchTrainError(f"cannot write {str(path)[:300]}: {error.strerror or error}; {fix}")
+
+
+def write_output(path: Path, write: Callable[[Path], None]) -> None:
+    """atomic_write for a file a command writes for the user (a run file, predictions): a failure
+    (disk full, a read-only or too long a path) becomes write_error's one clear line."""
+    try:
+        atomic_write(path, write)
+    except OSError as error:
+        raise write_error(path, error) from None

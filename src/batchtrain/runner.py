@@ -1,9 +1,5 @@
-"""The jobs behind the CLI: a fit run writes a run directory; evaluate and predict read one.
-
-A run directory holds: config.yaml (the resolved options, seed included), metrics.jsonl,
-history.csv, model.safetensors + model.json, test.json (test metrics, when there is a test set)
-and one PNG per metric (loss.png, accuracy.png ...).
-"""
+"""The jobs behind the CLI: a fit run writes a run directory (rundir.py); evaluate and predict
+read one."""
 import json
 import os
 import sys
@@ -14,13 +10,11 @@ from typing import TextIO
 
 import numpy as np
 import torch
-import yaml
-
 from batchtrain.batching.budget import resolve_budget
 from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar
-from batchtrain.checkpoint import PREFIX, complete_checkpoints, list_checkpoints
-from batchtrain.saving import DESCRIPTION_FILE, WEIGHTS_FILE
-from batchtrain.fileio import atomic_write
+from batchtrain.checkpoint import complete_checkpoints
+from batchtrain.saving import WEIGHTS_FILE
+from batchtrain.fileio import write_error, write_output
 from batchtrain.config import FitConfig
 from batchtrain.data.builtin import Splits
 from batchtrain.data.dataset import is_streamable, open_dataset
@@ -28,16 +22,12 @@ from batchtrain.data.files import load_inputs, load_splits
 from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
 from batchtrain.distributed import Distributed, from_environment, process_device
-from batchtrain.elastic import CLAIM_FILE, claim_run_dir, is_own_restart
+from batchtrain.elastic import is_own_restart
 from batchtrain.errors import ConfigError
 from batchtrain.interrupts import TrainingInterrupted
+from batchtrain.rundir import (CHECKPOINT_DIR, CONFIG_FILE, TEST_FILE, RunRecord, check_run_dir,  # noqa: F401
+                               create_run_dir, read_run_config, run_dir_path, stopped_note)
 from batchtrain.trainer import Trainer
-
-CONFIG_FILE = "config.yaml"
-TEST_FILE = "test.json"
-CHECKPOINT_DIR = "checkpoints"
-RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE,
-             CLAIM_FILE, CHECKPOINT_DIR)
 
 
 def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) -> dict:
@@ -60,22 +50,21 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
     # rank 0's seed everywhere: a seed drawn per process would give each rank its own order
     config = replace(config, seed=_from_main(group, device, seed))
     resume = bool(_from_main(group, device, resume))
-    if main and not restarted:
-        check_run_dir(run_dir, config, resume)  # refuses an existing run before slow work
+    # refuses an existing run before slow work; the records of an attempt that saved nothing
+    earlier = check_run_dir(run_dir, config, resume) if main and not restarted else []
     splits = load_fit_data(config)
     if isinstance(splits.x_train, StreamSource) and splits.x_train.table.feature_names:
         config = replace(config, features=list(splits.x_train.table.feature_names))  # for predict
     trainer = make_trainer(config)
-    if main:  # bad input must not cost the old run; a restart replaces its own earlier attempt
-        create_run_dir(run_dir, (config.overwrite or restarted) and not resume)
-        atomic_write(run_dir / CONFIG_FILE, lambda path: path.write_text(yaml.safe_dump(config.to_dict())))
-        claim_run_dir(run_dir)
-        print(f"run directory: {run_dir}", file=out, flush=True)
+    # written as fit begins, once the trainer has checked data and options: bad input must not
+    # cost the old run nor leave a directory behind; a restart replaces its own earlier attempt
+    record = RunRecord(run_dir, config, (config.overwrite or restarted) and not resume,
+                       [] if resume else earlier, out)
     started = time.perf_counter()
     try:
         trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size,
                     epochs=config.epochs, validation_split=config.validation_split,
-                    shuffle=config.shuffle, callbacks=fit_callbacks(config, run_dir),
+                    shuffle=config.shuffle, callbacks=[record, *fit_callbacks(config, run_dir)],
                     resume=run_dir / CHECKPOINT_DIR if resume else None)
     except TrainingInterrupted as interrupted:
         if main:
@@ -83,14 +72,17 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
                   f"continue with: batchtrain fit --resume {run_dir}", file=sys.stderr, flush=True)
         raise
     if trainer.stop_reason_:  # the trainer has warned, naming the step
+        if main:
+            print(stopped_note(run_dir), file=sys.stderr, flush=True)
         return {"stopped": trainer.stop_reason_}
     results = {"train_time_s": round(time.perf_counter() - started, 2)}
+    if main:  # before evaluating: a failure there must not cost the trained model
+        save_model_files(trainer, run_dir)
     if splits.x_test is not None:  # every rank evaluates its shard; the metrics are reduced
         results.update({f"test_{key}": value for key, value in
                         trainer.evaluate(splits.x_test, splits.y_test).items()})
     if main:
-        trainer.save(run_dir)
-        atomic_write(run_dir / TEST_FILE, lambda path: path.write_text(json.dumps(results, indent=2)))
+        write_output(run_dir / TEST_FILE, lambda path: path.write_text(json.dumps(results, indent=2)))
         print(f"trained in {results['train_time_s']:.1f}s", file=out)
         print(format_results(results, prefix="test_"), file=out, flush=True)
     return results
@@ -166,64 +158,15 @@ def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def run_dir_path(config: FitConfig) -> Path:
-    """The run directory config.output names, or a new one under runs/."""
-    return Path(config.output) if config.output is not None else _new_run_dir(config.data)
-
-
-def check_run_dir(run_dir: Path, config: FitConfig, resume: bool = False) -> None:
-    """Refuse a run directory holding a run unless overwrite (or resume) is set; changes nothing."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--output {run_dir} is a file, not a directory; choose another path")
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if resume:
-        if not list_checkpoints(run_dir / CHECKPOINT_DIR):
-            raise ConfigError(f"nothing to resume in {run_dir}: it holds no checkpoints "
-                              f"({run_dir / CHECKPOINT_DIR}); start a new run without --resume")
-    elif existing and not config.overwrite:
-        raise ConfigError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
-                          f"--resume {run_dir}, replace it with --overwrite, or choose another --output")
-
-
-def create_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the run directory; with overwrite, remove a previous run's files (and only those)."""
-    if overwrite:
-        for path in ([run_dir / name for name in RUN_FILES if name != CHECKPOINT_DIR]
-                     + list(run_dir.glob("*.png"))
-                     + list((run_dir / CHECKPOINT_DIR).glob(f"{PREFIX}*"))):
-            path.unlink(missing_ok=True)
+def save_model_files(trainer: Trainer, run_dir: Path) -> None:
+    """trainer.save(run_dir); a failed write names the file, and what keeps the training."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer.save(run_dir)
     except OSError as error:
-        raise ConfigError(f"cannot create run directory {run_dir}: {error.strerror}; choose "
-                          "another --output") from None
-
-
-def _new_run_dir(data: str) -> Path:
-    stem = Path(data).stem or "data"  # fashion-mnist, houses (.parquet), a directory's name
-    # the same name on every rank, without a clock; under torchrun in every restart too (its job
-    # id: --rdzv-id, or a fresh one with --standalone), where MASTER_PORT may change
-    if os.environ.get("TORCHELASTIC_RUN_ID"):
-        return Path("runs") / f"{stem}-{os.environ['TORCHELASTIC_RUN_ID']}"
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # another launcher
-        return Path("runs") / f"{stem}-ddp-{os.environ.get('MASTER_PORT', '')}"
-    base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir, suffix = base, 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = base.with_name(f"{base.name}-{suffix}")
-    return run_dir
-
-
-def read_run_config(run_dir: Path) -> FitConfig:
-    """The FitConfig a run directory was trained with."""
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        return FitConfig(**yaml.safe_load(path.read_text()))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found: {run_dir} is not a batchtrain run directory") from None
-    except (OSError, yaml.YAMLError, TypeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}; the run directory is damaged") from None
+        kept = complete_checkpoints(run_dir / CHECKPOINT_DIR)
+        saved = (f"; {kept[-1]} keeps the trained state: once fixed, batchtrain fit --resume "
+                 f"{run_dir} saves the model" if kept else "")
+        raise ConfigError(f"{write_error(run_dir / WEIGHTS_FILE, error)}{saved}") from None
 
 
 def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_size: int,
@@ -248,16 +191,28 @@ def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: 
                 device: str, model: str | None = None, trust_model_code: bool = False) -> np.ndarray:
     """Predict on the samples in a .npy file (or Parquet/CSV with the run's feature columns) and
     write the predictions to a .npy file. model, trust_model_code: as Trainer.load's."""
+    check_output_file(output_path)
     trainer = Trainer.load(run_dir, model, device=device, trust_model_code=trust_model_code)
     if input_path.suffix in (".parquet", ".pq", ".csv") or input_path.is_dir():
         config = read_run_config(run_dir)
         source = open_stream(config, str(input_path), require_target=False)
         predictions = trainer.predict(source, batch_size=batch_size)
-        atomic_write(output_path, lambda path: _save_npy(path, predictions))
+        write_output(output_path, lambda path: _save_npy(path, predictions))
         return predictions
     predictions = trainer.predict(load_inputs(input_path), batch_size=batch_size)
-    atomic_write(output_path, lambda path: _save_npy(path, predictions))
+    write_output(output_path, lambda path: _save_npy(path, predictions))
     return predictions
+
+
+def check_output_file(path: Path) -> None:
+    """Refuse predict's --output where no file can be, before the model and data are read."""
+    try:
+        is_dir = path.is_dir()
+    except OSError as error:  # a name too long
+        raise write_error(path, error) from None
+    if is_dir:
+        raise ConfigError(f"--output {path} is a directory; give a file path, e.g. "
+                          f"{path / 'predictions.npy'}")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

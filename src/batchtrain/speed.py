@@ -161,7 +161,7 @@ def check_threads(threads: object) -> None:
     if threads is None or threads == "auto":
         return
     if not is_count(threads):
-        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {str(threads)[:200]!r}")
+        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {repr(threads)[:200]}")
     if threads > max_threads():
         raise ConfigError(f"threads must be at most {max_threads()} ({MAX_THREADS_PER_CORE} per CPU "
                           f"core of this machine), got {threads}; use auto or fewer threads")

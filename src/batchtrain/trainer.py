@@ -307,7 +307,9 @@ class Trainer:
             return False
         if self.on_nonfinite == "raise":
             raise NonFiniteError(f"{message}; lower the learning rate or check the data")
-        self.stop_reason_ = f"{message}: training stopped; the last checkpoint is intact"
+        # the trainer cannot know what a callback saved: the runner says what is on disk
+        self.stop_reason_ = (f"{message}: training stopped before applying it; lower the "
+                             "learning rate or check the data")
         self.stop_training = True
         warnings.warn(self.stop_reason_, stacklevel=3)
         return None

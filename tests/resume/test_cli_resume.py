@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,11 +55,27 @@ def test_signal_to_a_real_process_checkpoints_and_exits_cleanly(blobs, tmp_path,
     assert list((run_dir / "checkpoints").glob("ckpt-*.pt"))
 
 
-def test_nonfinite_stop_from_the_cli(capsys, blobs, tmp_path):
-    with pytest.warns(UserWarning, match="non-finite loss or gradients at step .*training stopped"):
-        code, out, err = run(capsys, *fit_args(blobs, tmp_path / "run", "--lr", "1e38",
-                                              "--optimizer", "sgd"))
-    assert code == 1 and not (tmp_path / "run" / "model.safetensors").exists()
+def test_nonfinite_stop_from_the_cli_says_what_is_on_disk_and_the_retry_needs_no_overwrite(
+        capsys, blobs, tmp_path):
+    # Features of 1e30 are finite, but the first SGD update makes the next step's outputs overflow.
+    huge = tmp_path / "huge.npz"
+    rng = np.random.default_rng(0)
+    np.savez(huge, x_train=(rng.normal(size=(40, 6)) * 1e30).astype(np.float32),
+             y_train=np.arange(40) % 3)
+    run_dir = tmp_path / "run"
+    with pytest.warns(UserWarning, match="non-finite loss or gradients at step 2 .*training "
+                                         "stopped before applying it; lower the learning rate"):
+        code, out, err = run(capsys, *fit_args(huge, run_dir, "--optimizer", "sgd"))
+    assert code == 1 and not (run_dir / "model.safetensors").exists()
+    assert not list(run_dir.glob("checkpoints/ckpt-*"))
+    [note] = err.splitlines()
+    assert "no model or checkpoint was saved" in note and "without --overwrite" in note
+    assert "intact" not in note
+
+    code, out, err = run(capsys, *fit_args(blobs, run_dir, "--epochs", "1"))  # the corrected data
+    assert code == 0, err
+    assert "replaced config.yaml, metrics.jsonl of an earlier attempt" in out
+    assert (run_dir / "model.safetensors").exists()
 
 
 def test_resume_refusals(capsys, blobs, tmp_path):

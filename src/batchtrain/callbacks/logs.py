@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 from batchtrain.callbacks.base import Callback, FitInfo
-from batchtrain.fileio import atomic_write
+from batchtrain.fileio import atomic_write, write_error
 
 
 class MetricsLogger(Callback):
@@ -46,7 +46,11 @@ class MetricsLogger(Callback):
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         self._write({"type": "epoch", "step": trainer.step_,
                      "samples_seen": trainer.last_step_["samples_seen"], **logs})
-        trainer.history_.to_csv(self.run_dir / "history.csv")
+        path = self.run_dir / "history.csv"
+        try:
+            trainer.history_.to_csv(path)
+        except OSError as error:
+            raise write_error(path, error) from None
 
     def _truncate_after(self, step: int) -> None:
         """A resumed run repeats the steps after its checkpoint: drop their earlier records."""
@@ -56,5 +60,8 @@ class MetricsLogger(Callback):
 
     def _write(self, record: dict) -> None:
         record = {"time": round(time.time(), 3), **record}
-        with open(self.path_, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path_, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk: the path and the fix, not bare errno text
+            raise write_error(self.path_, error) from None

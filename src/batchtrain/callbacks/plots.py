@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from batchtrain.callbacks.base import Callback  # noqa: E402
+from batchtrain.fileio import write_error  # noqa: E402
 from batchtrain.history import History  # noqa: E402
 
 NOT_PLOTTED = {"epoch", "time_s", "samples_per_s", "batch_size", "lr"}  # per step instead
@@ -22,7 +23,10 @@ class Plotter(Callback):
         self.run_dir = Path(run_dir)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
-        plot_history(trainer.history_, self.run_dir)
+        try:
+            plot_history(trainer.history_, self.run_dir)
+        except OSError as error:
+            raise write_error(self.run_dir / "*.png", error) from None
 
 
 def plot_history(history: History, run_dir: str | Path) -> list[Path]:
