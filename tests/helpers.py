@@ -24,3 +24,14 @@ def write_blobs(path, samples: int = 600, train: int = 500, shift: float = 1.5, 
     np.savez(path, x_train=features[:train], y_train=labels[:train], x_test=features[train:],
              y_test=labels[train:])
     return path
+
+
+def tree_digest(root) -> dict:
+    """{relative path: sha256 (files) or "dir"} of everything under root ({} if it is absent):
+    equal before and after a command that must change nothing on disk."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(path.relative_to(root)): "dir" if path.is_dir() else
+            hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(root.rglob("*"))}

@@ -5,6 +5,7 @@ API cases call Trainer directly on tiny arrays; CLI cases call cli.main in-proce
 fails before any training step, so the module runs in a few seconds.
 """
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,12 +221,38 @@ def test_config_file_that_does_not_exist(capsys, tmp_path):
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--threads", "many"], "--threads must be an integer >= 1 or auto, got 'many'"),
     (["--threads", "0"], "threads must be 'auto' or an integer >= 1, got 0"),
+    (["--threads", "100000"], "threads must be at most"),
+    (["--lr", "inf"], "lr must be a number in (0, 1000], got inf"),
+    (["--lr", "1e38"], "lr must be a number in (0, 1000], got 1e+38"),
+    (["--lr", "nan"], "lr must be a number in (0, 1000], got nan"),
+    (["--optimizer", "sgd", "--momentum", "nan"], "momentum must be in [0, 1), got nan"),
+    (["--optimizer", "sgd", "--momentum", "-1"], "momentum must be in [0, 1), got -1.0"),
+    (["--optimizer", "sgd", "--nesterov"], "nesterov needs momentum > 0, e.g. --momentum 0.9"),
+    (["--momentum", "0.9"], "momentum applies to sgd and rmsprop, not adam"),
 ], ids=["validation-split", "batch-size-0", "batch-size-float", "batch-schedule", "lr-schedule",
         "budget-word", "budget-fraction", "lr-scaling", "physical-batch", "keep-checkpoints",
         "checkpoint-every", "on-nonfinite", "epochs-0", "optimizer", "unknown-flag",
-        "threads-word", "threads-0"])
+        "threads-word", "threads-0", "threads-100000", "lr-inf", "lr-1e38", "lr-nan",
+        "momentum-nan", "momentum-negative", "nesterov-alone", "momentum-adam"])
 def test_bad_fit_flags(capsys, flags, message):
     assert message in cli_error(capsys, "fit", *flags)
+    assert not Path("runs").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("both.yaml", b"batch_size: 16\nbatch-size: 32\n", "sets batch_size twice"),
+    ("twice.json", b'{"epochs": 1, "epochs": 2}', "sets 'epochs' twice; keep one"),
+    ("laughs.yaml", b'a: &a ["lol","lol"]\nb: [*a,*a]\n', "uses a YAML anchor or alias ('a', line 1)"),
+    ("latin1.yaml", "data: caf\xe9.npz\n".encode("latin-1"), "is not UTF-8 text (byte 9); save it "
+                                                               "as UTF-8"),
+    ("long.yaml", b"loss: '" + b"x" * 1_000_000 + b"'\n", "is 1000000 characters long"),
+    ("lr.json", b'{"lr": NaN}', "lr must be a number in (0, 1000], got nan"),
+], ids=["two-spellings", "json-key-twice", "alias", "not-utf8", "long-value", "json-nan"])
+def test_bad_config_file_content(capsys, tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    line = cli_error(capsys, "fit", "--config", path)
+    assert message in line and len(line) < 1000
 
 
 def test_seed_out_of_range_is_named(capsys, small_npz, tmp_path):

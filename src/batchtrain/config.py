@@ -9,6 +9,7 @@ import yaml
 from batchtrain.batching.budget import parse_budget
 from batchtrain.batching.spec import parse_batch_size
 from batchtrain.configfiles import parse_options, quoted, read_options_text
+from batchtrain.data.iterator import is_count
 from batchtrain.device import resolve_device
 from batchtrain.errors import ConfigError
 from batchtrain.optim import MAX_LR
@@ -128,11 +129,13 @@ class FitConfig:
         """Raise ConfigError for values out of range or a device that is missing, before any data
         is loaded."""
         self.check_values()
+        check_threads(self.threads)  # at most a few per core of this machine
         resolve_device(self.device)  # fail now, not after the data has loaded
         return self
 
     def check_values(self) -> "FitConfig":
-        """Raise ConfigError for values out of range (the device is not looked for)."""
+        """Raise ConfigError for values out of range, whatever the machine (the device is not
+        looked for, the thread count not compared with this machine's cores)."""
         parse_batch_size(self.batch_size)
         as_lr_schedule(self.lr_schedule)
         parse_budget(self.memory_budget)
@@ -156,7 +159,8 @@ class FitConfig:
                f"hidden sizes must be >= 1, got {quoted(self.hidden)}")
         _check(self.seed is None or 0 <= self.seed < 2**63,
                f"seed must be in [0, 2**63), got {quoted(self.seed)}")
-        check_threads(self.threads)
+        _check(self.threads in (None, "auto") or is_count(self.threads),
+               f"threads must be 'auto' or an integer >= 1, got {quoted(self.threads)}")
         return self
 
     def _check_momentum(self) -> None:
@@ -244,10 +248,14 @@ def read_run_record(path: Path) -> "FitConfig":
     damaged = "the run directory is damaged"
     try:
         raw = parse_options(read_options_text(path, str(path), damaged), ".yaml", str(path), damaged)
-        return FitConfig(**options_from(raw, str(path), damaged)).check_values()
+        options = options_from(raw, str(path), damaged)
     except ConfigError as error:
         message = str(error)
         raise ConfigError(message if damaged in message else f"{message}; {damaged}") from None
+    try:
+        return FitConfig(**options).check_values()
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}; {damaged}") from None
 
 
 def options_from(raw: Any, label: str, fix: str | None = None) -> dict[str, Any]:
