@@ -63,3 +63,8 @@ def test_fit_trains_on_float16_features():
     trainer = Trainer("mlp", seed=0, device="cpu")
     history = trainer.fit(X.astype(np.float16), LABELS, epochs=1, batch_size=4)
     assert np.isfinite(history[-1]["loss"])
+
+
+def test_fit_refuses_samples_without_features():
+    with pytest.raises(DataError, match=re.escape("x has samples of shape (0,): no features")):
+        Trainer("mlp", seed=0, device="cpu").fit(np.zeros((12, 0), np.float32), LABELS, epochs=1)

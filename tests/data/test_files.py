@@ -101,3 +101,29 @@ def test_predict_inputs_scale_pixels_and_refuse_objects(tmp_path):
     np.save(tmp_path / "o.npy", np.array([None] * 3, dtype=object))
     with pytest.raises(DataError, match="holds pickled Python objects"):
         load_inputs(tmp_path / "o.npy")
+
+
+def test_samples_without_features_are_refused(tmp_path):
+    path = npz(tmp_path, x_train=np.zeros((10, 0), np.float32), y_train=Y)
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: x_train has samples of shape (0,): no features; save at least one feature")):
+        load_splits(str(path))
+
+
+def test_a_member_claiming_more_data_than_it_holds_is_refused_before_allocating(tmp_path):
+    member = io.BytesIO()
+    np.save(member, X)
+    path = npz(tmp_path, y_train=Y)
+    with zipfile.ZipFile(path, "a") as archive:  # 10**12 rows claimed, 10 held
+        archive.writestr("x_train.npy", member.getvalue().replace(b"(10, 4)", b"(1000000000000, 4)"))
+    with pytest.raises(DataError, match=re.escape(
+            f"array 'x_train' of {path} is damaged: its header promises 16000000000128 bytes, the "
+            "archive holds ") + r"\d{3}; write the file again"):
+        load_splits(str(path))
+
+
+def test_a_link_to_a_device_is_named_not_read(tmp_path):
+    for name, load in (("data.npz", lambda path: load_splits(str(path))), ("x.npy", load_inputs)):
+        (tmp_path / name).symlink_to("/dev/zero")
+        with pytest.raises(DataError, match=re.escape(f"{tmp_path / name} is not a regular file")):
+            load(tmp_path / name)

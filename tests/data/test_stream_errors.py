@@ -302,3 +302,32 @@ def test_test_data_with_other_columns_or_shapes_is_refused_at_open(tmp_path):
     with pytest.raises(DataError, match=r"x.npy has samples of shape \(4,\), the training data \(3,\)"):
         check_test_data(open_dataset(tmp_path / "x.npy"),
                         open_dataset(write_layout(tmp_path / "npy", "npy")))
+
+
+def test_a_npy_header_that_python_cannot_parse_is_named(tmp_path):
+    np.save(tmp_path / "y.npy", np.zeros(12, np.int64))
+    header = "{'descr': '<f4', 'shape': (12, 4"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                                     + header.encode() + bytes(12 * 4 * 4))
+    with pytest.raises(DataError, match=r"cannot read .*x.npy: not a complete .npy file \(the header "
+                                        "is not a valid .npy header"):
+        open_dataset(tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("link, opened, target", [
+    ("x.npy", "x.npy", None), ("y.npy", "x.npy", None), ("t.parquet", "t.parquet", "label"),
+    ("d.csv", "d.csv", "label")])
+def test_a_link_to_a_device_is_named_not_read(tmp_path, link, opened, target):
+    write_layout(tmp_path, "npy", rows=20)
+    (tmp_path / link).unlink(missing_ok=True)
+    (tmp_path / link).symlink_to("/dev/zero")
+    with pytest.raises(DataError, match=f"{link} is not a regular file"):
+        open_dataset(tmp_path / opened, target)
+
+
+def test_a_csv_whose_first_row_is_longer_than_the_inferred_head_is_read(tmp_path):
+    long_value = "9" * 2_000_000  # one row longer than the first MiB, where types are inferred
+    (tmp_path / "long.csv").write_text(f"f0,f1,label\n1.5,{long_value},0\n2.5,3.0,1\n")
+    with pytest.raises(DataError, match="long.csv row 0: a feature is NaN or infinite in column 'f1'"):
+        read_everything(open_dataset(tmp_path / "long.csv", "label", standardize=False))

@@ -67,6 +67,9 @@ def check_pair(x: Tensor, y: Tensor, prefix: str = "") -> None:
     """Raise DataError if x and y are empty, of different lengths, or hold NaN or inf."""
     if len(x) == 0:
         raise DataError(f"{prefix}x is empty (0 samples); pass at least one sample")
+    if x[0].numel() == 0:
+        raise DataError(f"{prefix}x has samples of shape {tuple(x.shape[1:])}: no features; "
+                        "pass at least one feature per sample")
     if len(x) != len(y):
         raise DataError(f"{prefix}x and {prefix}y have different lengths: {len(x)} samples in x, "
                         f"{len(y)} in y; pass exactly one target per sample")

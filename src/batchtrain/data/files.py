@@ -13,6 +13,7 @@ from torch import Tensor
 
 from batchtrain.data.arrays import as_features, as_tensor, check_finite
 from batchtrain.data.builtin import DATASETS, Splits, load_dataset
+from batchtrain.data.formats.base import check_regular_file
 from batchtrain.data.formats.npy import check_npy_header, read_npy_header
 from batchtrain.errors import DataError
 
@@ -65,6 +66,7 @@ def load_inputs(path: Path) -> np.ndarray:
                                 f"{' or '.join(PREDICT_KEYS)} (or a file's only array): save the "
                                 "samples under one of those names")
             return scale_pixels(read_member(archive, key, path))
+    check_regular_file(path)
     try:
         with open(path, "rb") as handle:
             check_npy_header(path, *_shape_and_dtype(handle))
@@ -84,6 +86,7 @@ def open_npz(path: Path, role: str = "data file", example: str = "x_train=..., y
     """np.load's archive of a .npz file; every error while it is open becomes a DataError.
 
     role: what the file is called in messages; example: numpy.savez's arguments in the fix."""
+    check_regular_file(path)
     try:
         # Our own handle: np.load leaves its file open when the archive is truncated.
         with open(path, "rb") as handle:
@@ -106,13 +109,20 @@ def read_member(archive, key: str, path: Path) -> np.ndarray:
     """One array of an open .npz archive, its header checked before its data is read (an
     object array would otherwise be reported as a damaged archive)."""
     name = key if key in archive.zip.namelist() else f"{key}.npy"
+    what = f"array {key!r} of {path}"
     with archive.zip.open(name) as member:
         try:
             shape, dtype = _shape_and_dtype(member)
         except ValueError:  # numpy's: no .npy magic or header (zip damage is for open_npz)
-            raise DataError(f"array {key!r} of {path} is not a .npy array; save arrays with "
+            raise DataError(f"{what} is not a .npy array; save arrays with "
                             "numpy.savez(path, x_train=..., y_train=...)") from None
-    check_npy_header(f"array {key!r} of {path}", shape, dtype)
+        data_start = member.tell()
+    check_npy_header(what, shape, dtype)
+    promised = data_start + math.prod(shape) * dtype.itemsize
+    held = archive.zip.getinfo(name).file_size
+    if held < promised:  # before numpy allocates what the header claims
+        raise DataError(f"{what} is damaged: its header promises {promised} bytes, the archive "
+                        f"holds {held}; write the file again with numpy.savez")
     return archive[key]
 
 
@@ -138,6 +148,9 @@ def _checked_pair(x: np.ndarray, y: np.ndarray, keys: tuple[str, str], path: Pat
     features, targets = as_features(x, f"{path}: {keys[0]}"), as_tensor(y, f"{path}: {keys[1]}")
     if len(features) == 0:
         raise DataError(f"{path}: {keys[0]} is empty (0 samples); save at least one sample")
+    if features[0].numel() == 0:
+        raise DataError(f"{path}: {keys[0]} has samples of shape {tuple(features.shape[1:])}: no "
+                        "features; save at least one feature per sample")
     if len(features) != len(targets):
         raise DataError(f"{path}: {keys[0]} has {len(features)} samples but {keys[1]} has "
                         f"{len(targets)}; save exactly one target per sample")

@@ -5,6 +5,7 @@ Parquet row group, a byte range of a CSV file. Streamed sources (data/stream.py)
 of pieces, read them in a background pool and mix rows within a bounded window; formats only know
 how to read one piece and how to name a row in error messages.
 """
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +38,14 @@ class Table(Protocol):
     def read(self, piece: int) -> tuple[np.ndarray, np.ndarray]: ...        # (x, y) of a piece
     def read_targets(self, piece: int) -> np.ndarray: ...                   # y alone (cheaper)
     def where(self, piece: int) -> tuple[str, int]: ...  # (file name, its row where the piece starts)
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise DataError if path exists but is no file or directory (a device, pipe or socket:
+    reading one may never end)."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise DataError(f"{path} is not a regular file (a device, pipe or socket, or a link to "
+                        "one); point at the data's files")
 
 
 def read_rows(table: Table, piece: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ of each piece in one pass over the bytes. Line breaks inside quoted values are n
 """
 import csv as stdlib_csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from batchtrain.data.formats.parquet import list_files
 from batchtrain.errors import DataError
 
 INFER_BYTES = 1 << 20  # column types are inferred from the first MiB of the first file
+MAX_ROW_BYTES = 64 << 20  # a longer first row (or header) is refused rather than read whole
 
 
 class CsvTable:
@@ -113,10 +115,10 @@ def arrow_owned(data: bytes) -> pa.Buffer:
 def _header_and_schema(file: Path) -> tuple[list[str], pa.Schema, bytes]:
     """The header, the column types pyarrow infers from the first MiB, and that MiB's rows."""
     with open(file, "rb") as handle:
-        head = handle.read(INFER_BYTES)
+        head, whole_file = _read_head(handle, file)
     if not head.strip():
         raise DataError(f"{file} is empty; a CSV file needs a header line and rows")
-    cut = head.rfind(b"\n") + 1 if len(head) == INFER_BYTES else len(head)
+    cut = len(head) if whole_file else head.rfind(b"\n") + 1
     header_line, _, rows = head[:cut].partition(b"\n")
     header = [name.strip().strip('"') for name in _header_text(header_line, file).split(",")]
     if not rows.strip():
@@ -127,6 +129,25 @@ def _header_and_schema(file: Path) -> tuple[list[str], pa.Schema, bytes]:
     except pa.ArrowInvalid as error:
         raise _located_error(rows, header, header, (file.name, 0), error) from None
     return list(schema.names), schema, rows
+
+
+def _read_head(handle, file: Path) -> tuple[bytes, bool]:
+    """The first INFER_BYTES of a file, or up to the end of its first row when the header and
+    that row are longer (at most MAX_ROW_BYTES); and whether that is the whole file."""
+    chunks = [handle.read(INFER_BYTES)]
+    line_ends = chunks[0].count(b"\n")
+    while line_ends < 2 and len(chunks) * INFER_BYTES < MAX_ROW_BYTES:
+        chunk = handle.read(INFER_BYTES)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        line_ends += chunk.count(b"\n")
+    whole_file = handle.tell() >= os.fstat(handle.fileno()).st_size
+    if line_ends < 2 and not whole_file:
+        raise DataError(f"{file}: no header line and row within its first {MAX_ROW_BYTES >> 20} "
+                        "MiB; rows must be shorter than that: check that the file is CSV, one row "
+                        "per line")
+    return b"".join(chunks), whole_file
 
 
 def _ranges(file: Path, index: int, header: list[str], piece_bytes: int) -> list[tuple]:

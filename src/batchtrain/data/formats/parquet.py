@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchtrain.data.formats.base import read_rows
+from batchtrain.data.formats.base import check_regular_file, read_rows
 from batchtrain.data.formats.columns import (check_unique_columns, choose_columns, table_into,
                                              target_dtype, target_values)
 from batchtrain.errors import DataError
@@ -83,6 +83,7 @@ def list_files(path: Path, suffix: str) -> list[Path]:
     """The file at `path`, or the files ending in `suffix` in the directory `path`, sorted."""
     if path.is_file():
         return [path]
+    check_regular_file(path)
     if not path.exists():
         raise DataError(f"data path {path} not found; check the path")
     files = sorted(file for file in path.iterdir() if file.suffix == suffix and file.is_file())
