@@ -331,3 +331,12 @@ def test_a_csv_whose_first_row_is_longer_than_the_inferred_head_is_read(tmp_path
     (tmp_path / "long.csv").write_text(f"f0,f1,label\n1.5,{long_value},0\n2.5,3.0,1\n")
     with pytest.raises(DataError, match="long.csv row 0: a feature is NaN or infinite in column 'f1'"):
         read_everything(open_dataset(tmp_path / "long.csv", "label", standardize=False))
+
+
+def test_a_value_that_is_not_utf8_names_the_encoding(tmp_path):
+    lines = [b"f0,f1,label"] + [f"{i},{i},0".encode() for i in range(20)]
+    lines[8] = "7,caf\xe9,0".encode("latin-1")
+    (tmp_path / "latin.csv").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match="latin.csv row 7: column 'f1' holds bytes that are not UTF-8 "
+                                        "text; save the file as UTF-8"):
+        read_everything(open_dataset(tmp_path / "latin.csv", "label", standardize=False))

@@ -218,6 +218,9 @@ def _located_error(data: bytes, header: list[str], columns: list[str], where: tu
             try:
                 float(value) if value else None
             except ValueError:
+                if "\ufffd" in value:  # bytes decoding replaced: the file is in another encoding
+                    return DataError(f"{where[0]} row {where[1] + row}: column {header[column]!r} "
+                                     "holds bytes that are not UTF-8 text; save the file as UTF-8")
                 return DataError(f"{where[0]} row {where[1] + row}: column {header[column]!r} holds "
                                  f"{value[:40]!r}, not a number; fix the value or drop the column")
     return DataError(f"cannot parse {where[0]} near row {where[1]}: {str(error).splitlines()[0]}")
