@@ -118,7 +118,7 @@ def test_a_member_claiming_more_data_than_it_holds_is_refused_before_allocating(
         archive.writestr("x_train.npy", member.getvalue().replace(b"(10, 4)", b"(1000000000000, 4)"))
     with pytest.raises(DataError, match=re.escape(
             f"array 'x_train' of {path} is damaged: its header promises 16000000000128 bytes, the "
-            "archive holds ") + r"\d{3}; write the file again"):
+            "file holds ") + r"\d{3}; write it again"):
         load_splits(str(path))
 
 
@@ -127,3 +127,15 @@ def test_a_link_to_a_device_is_named_not_read(tmp_path):
         (tmp_path / name).symlink_to("/dev/zero")
         with pytest.raises(DataError, match=re.escape(f"{tmp_path / name} is not a regular file")):
             load(tmp_path / name)
+
+
+def test_predict_inputs_claiming_more_rows_than_held_are_refused(tmp_path):
+    member = io.BytesIO()
+    np.save(member, X)
+    (tmp_path / "x.npy").write_bytes(member.getvalue().replace(b"(10, 4)", b"(1000000000000, 4)"))
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'x.npy'} is damaged: its header "
+                                                  "promises 16000000000128 bytes")):
+        load_inputs(tmp_path / "x.npy")
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(DataError, match="empty.npz holds no arrays; predict reads x_test or x"):
+        load_inputs(tmp_path / "empty.npz")

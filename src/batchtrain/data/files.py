@@ -45,7 +45,7 @@ def load_npz(path: Path) -> Splits:
         roles.update({key: key for key in (*TRAIN_KEYS, *TEST_KEYS) if key in keys})
         for role in TRAIN_KEYS:
             if role not in roles:
-                raise DataError(f"data file {path} has no array {role!r} (it has {_keys(keys)}); "
+                raise DataError(f"data file {path} has no array {role!r} (it has {_listing(keys)}); "
                                 "save it with numpy.savez(path, x_train=..., y_train=...)")
         if ("x_test" in roles) != ("y_test" in roles):
             raise DataError(f"data file {path} must hold both x_test and y_test, or neither")
@@ -62,14 +62,16 @@ def load_inputs(path: Path) -> np.ndarray:
             keys = list(archive.files)
             key = next((key for key in PREDICT_KEYS if key in keys), keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise DataError(f"input file {path} holds the arrays {_keys(keys)}; predict reads "
+                raise DataError(f"input file {path} holds {_listing(keys)}; predict reads "
                                 f"{' or '.join(PREDICT_KEYS)} (or a file's only array): save the "
                                 "samples under one of those names")
             return scale_pixels(read_member(archive, key, path))
     check_regular_file(path)
     try:
         with open(path, "rb") as handle:
-            check_npy_header(path, *_shape_and_dtype(handle))
+            shape, dtype = _shape_and_dtype(handle)
+            check_npy_header(path, shape, dtype)
+            _check_size(str(path), shape, dtype, handle.tell(), os.fstat(handle.fileno()).st_size)
             handle.seek(0)
             return scale_pixels(np.load(handle, allow_pickle=False))
     except FileNotFoundError:
@@ -118,12 +120,17 @@ def read_member(archive, key: str, path: Path) -> np.ndarray:
                             "numpy.savez(path, x_train=..., y_train=...)") from None
         data_start = member.tell()
     check_npy_header(what, shape, dtype)
-    promised = data_start + math.prod(shape) * dtype.itemsize
-    held = archive.zip.getinfo(name).file_size
-    if held < promised:  # before numpy allocates what the header claims
-        raise DataError(f"{what} is damaged: its header promises {promised} bytes, the archive "
-                        f"holds {held}; write the file again with numpy.savez")
+    _check_size(what, shape, dtype, data_start, archive.zip.getinfo(name).file_size)
     return archive[key]
+
+
+def _check_size(what: str, shape: tuple, dtype: np.dtype, data_start: int, held: int) -> None:
+    """Raise DataError if the data a .npy header promises is not there, before numpy allocates
+    it (a header claiming 10**12 rows was a MemoryError)."""
+    promised = data_start + math.prod(shape) * dtype.itemsize
+    if held < promised:
+        raise DataError(f"{what} is damaged: its header promises {promised} bytes, the file "
+                        f"holds {held}; write it again with numpy.save or numpy.savez")
 
 
 def check_splits(splits: Splits, path: Path) -> Splits:
@@ -175,8 +182,10 @@ def _shape_and_dtype(handle) -> tuple[tuple, np.dtype]:
     return shape, dtype
 
 
-def _keys(keys: list[str]) -> str:
-    return ", ".join(repr(key) for key in keys[:8]) + (" ..." if len(keys) > 8 else "") or "no arrays"
+def _listing(keys: list[str]) -> str:
+    if not keys:
+        return "no arrays"
+    return "the arrays " + ", ".join(repr(key) for key in keys[:8]) + (" ..." if len(keys) > 8 else "")
 
 
 def scale_pixels(x: np.ndarray | None) -> np.ndarray | None:
