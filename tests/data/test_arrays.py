@@ -68,3 +68,9 @@ def test_fit_trains_on_float16_features():
 def test_fit_refuses_samples_without_features():
     with pytest.raises(DataError, match=re.escape("x has samples of shape (0,): no features")):
         Trainer("mlp", seed=0, device="cpu").fit(np.zeros((12, 0), np.float32), LABELS, epochs=1)
+
+
+def test_long_double_features_become_float32_and_dates_are_refused():
+    assert as_features(X.astype(np.longdouble)).dtype == torch.float32
+    with pytest.raises(DataError, match=re.escape("x has dtype datetime64[s], not numbers")):
+        as_features(np.zeros((3, 2), "datetime64[s]"), "x")

@@ -24,9 +24,11 @@ def as_tensor(values: Any, name: str) -> Tensor:
         tensor = values.detach().cpu()
     else:
         array = np.asarray(values)
-        if array.dtype == object or array.dtype.kind in "USV":
+        if array.dtype.kind not in "biufc":  # objects, text, bytes, dates, records
             raise DataError(f"{name} has dtype {array.dtype}, not numbers; convert it to a numeric "
                             "array (e.g. np.asarray(values, dtype=np.float32))")
+        if array.dtype.kind == "f" and array.dtype.itemsize > 8:  # long double: torch has none
+            array = array.astype(np.float32)
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.is_complex():
         raise DataError(f"{name} has dtype {str(tensor.dtype).removeprefix('torch.')}: complex "
