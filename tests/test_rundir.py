@@ -211,7 +211,10 @@ def test_an_output_under_a_file_is_refused(capsys, blobs, tmp_path):
                     "{output}/predictions.npy"),
     ("p" * 300 + ".npy", "File name too long; choose a shorter path"),
     ("blobs.npz/p.npy", "a part of the path is a file: choose another path"),
-], ids=["directory", "name-too-long", "under-a-file"])
+    ("x.npy", "--output {output} is the --input file; write the predictions to another file"),
+    ("run/model.safetensors", "would overwrite the run's model.safetensors"),
+    ("run/checkpoints/../config.yaml", "would overwrite the run's config.yaml"),
+], ids=["directory", "name-too-long", "under-a-file", "the-input", "the-weights", "the-config"])
 def test_predict_output_that_cannot_be_written(capsys, finished_run, tmp_path, output, message):
     (tmp_path / "a-directory").mkdir()
     np.save(tmp_path / "x.npy", np.zeros((3, 6), dtype=np.float32))
@@ -219,3 +222,9 @@ def test_predict_output_that_cannot_be_written(capsys, finished_run, tmp_path, o
     line = refused(capsys, "predict", finished_run, "--input", tmp_path / "x.npy",
                    "--output", output, unchanged=tmp_path)
     assert message.format(output=output) in line
+
+
+def test_evaluate_refuses_an_empty_config_yaml(capsys, finished_run):
+    (finished_run / "config.yaml").write_text("")
+    line = refused(capsys, "evaluate", finished_run, unchanged=finished_run)
+    assert f"{finished_run / 'config.yaml'} is empty; the run directory is damaged" in line

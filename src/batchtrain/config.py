@@ -248,6 +248,8 @@ def read_run_record(path: Path) -> "FitConfig":
     damaged = "the run directory is damaged"
     try:
         raw = parse_options(read_options_text(path, str(path), damaged), ".yaml", str(path), damaged)
+        if raw is None:  # fit writes every option: an empty file is not a run's record
+            raise ConfigError(f"{path} is empty; {damaged}")
         options = options_from(raw, str(path), damaged)
     except ConfigError as error:
         message = str(error)

@@ -25,8 +25,9 @@ from batchtrain.distributed import Distributed, from_environment, process_device
 from batchtrain.elastic import is_own_restart
 from batchtrain.errors import ConfigError
 from batchtrain.interrupts import TrainingInterrupted
-from batchtrain.rundir import (CHECKPOINT_DIR, CONFIG_FILE, TEST_FILE, RunRecord, check_run_dir,  # noqa: F401
-                               create_run_dir, read_run_config, run_dir_path, stopped_note)
+from batchtrain.rundir import (CHECKPOINT_DIR, CONFIG_FILE, RUN_FILES, TEST_FILE,  # noqa: F401
+                               RunRecord, check_run_dir, create_run_dir, read_run_config,
+                               run_dir_path, stopped_note)
 from batchtrain.trainer import Trainer
 
 
@@ -191,7 +192,7 @@ def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: 
                 device: str, model: str | None = None, trust_model_code: bool = False) -> np.ndarray:
     """Predict on the samples in a .npy file (or Parquet/CSV with the run's feature columns) and
     write the predictions to a .npy file. model, trust_model_code: as Trainer.load's."""
-    check_output_file(output_path)
+    check_output_file(output_path, input_path, run_dir)
     trainer = Trainer.load(run_dir, model, device=device, trust_model_code=trust_model_code)
     if input_path.suffix in (".parquet", ".pq", ".csv") or input_path.is_dir():
         config = read_run_config(run_dir)
@@ -204,15 +205,24 @@ def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: 
     return predictions
 
 
-def check_output_file(path: Path) -> None:
-    """Refuse predict's --output where no file can be, before the model and data are read."""
+def check_output_file(path: Path, input_path: Path, run_dir: Path) -> None:
+    """Refuse predict's --output where no file can be, or over the input or a file of the run,
+    before the model and data are read."""
     try:
-        is_dir = path.is_dir()
+        is_dir, target = path.is_dir(), path.resolve()
+        run_files = Path(run_dir).resolve()
+        overwrites_input = target == Path(input_path).resolve()
     except OSError as error:  # a name too long
         raise write_error(path, error) from None
     if is_dir:
         raise ConfigError(f"--output {path} is a directory; give a file path, e.g. "
                           f"{path / 'predictions.npy'}")
+    if overwrites_input:
+        raise ConfigError(f"--output {path} is the --input file; write the predictions to another file")
+    if (target.parent == run_files and target.name in RUN_FILES) or target.is_relative_to(
+            run_files / CHECKPOINT_DIR):
+        raise ConfigError(f"--output {path} would overwrite the run's {target.name}; write the "
+                          "predictions to another file")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
