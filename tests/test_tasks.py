@@ -64,3 +64,18 @@ def test_the_summary_of_a_streamed_label_column_is_classes():
     summary = torch.tensor([[0], [9]], dtype=torch.int64)  # [min, max] of an (N, 1) label column
     task = infer_task(summary)
     assert (task.kind, task.n_outputs) == ("multiclass", 10)
+
+
+def test_fit_bounds_the_classes_by_its_training_samples():
+    """40 samples asking for 5000 classes: refused by fit (the trainer passes the sample count),
+    though 5000 alone is below MAX_CLASSES."""
+    import numpy as np
+
+    from batchtrain import Trainer
+
+    labels = np.arange(40) % 3
+    labels[7] = 4999
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    infer_task(torch.as_tensor(labels))  # no sample count: allowed
+    with pytest.raises(DataError, match=r"asks for 5000 classes; at most 1000 .*for 40 samples"):
+        Trainer("mlp", seed=0, device="cpu").fit(x, labels, epochs=1, batch_size=8)

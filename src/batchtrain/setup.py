@@ -31,7 +31,7 @@ def build_run(trainer, source) -> None:
         trainer.seed_ = trainer.dist_.broadcast_int(trainer.seed_, trainer.device_)
     torch.manual_seed(trainer.seed_)
     trainer.input_shape_ = source.sample_shape
-    task = infer_task(source.targets(), trainer.loss, trainer.task)
+    task = infer_task(source.targets(), trainer.loss, trainer.task, samples=len(source))
     model, trainer.model_spec_ = build_model(trainer.model, trainer.model_options,
                                              trainer.input_shape_, task, trainer.device_)
     if getattr(source, "standardize", False):  # streamed tables: statistics of the training rows
