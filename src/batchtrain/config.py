@@ -140,21 +140,21 @@ class FitConfig:
         as_lr_schedule(self.lr_schedule)
         parse_budget(self.memory_budget)
         _check(self.max_physical_batch is None or self.max_physical_batch >= 1,
-               f"max_physical_batch must be >= 1, got {self.max_physical_batch}")
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+               f"max_physical_batch must be >= 1, got {quoted(self.max_physical_batch)}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {quoted(self.epochs)}")
         _check(0.0 <= self.validation_split < 1.0,
-               f"validation_split must be in [0, 1), got {self.validation_split}")
+               f"validation_split must be in [0, 1), got {quoted(self.validation_split)}")
         # written so that NaN fails every comparison
         _check(self.lr is None or 0 < self.lr <= MAX_LR,
                f"lr must be a number in (0, {MAX_LR:g}], got {quoted(self.lr)}")
         self._check_momentum()
-        _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {quoted(self.keep_checkpoints)}")
         if self.checkpoint_every is not None:
             _check(to_samples(self.checkpoint_every, 1) >= 0, "checkpoint_every must be >= 0")
         _check(self.shuffle_window is None or self.shuffle_window >= 1,
-               f"shuffle_window must be >= 1 rows, got {self.shuffle_window}")
-        _check(self.read_workers >= 1, f"read_workers must be >= 1, got {self.read_workers}")
-        _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {self.log_every_steps}")
+               f"shuffle_window must be >= 1 rows, got {quoted(self.shuffle_window)}")
+        _check(self.read_workers >= 1, f"read_workers must be >= 1, got {quoted(self.read_workers)}")
+        _check(self.log_every_steps >= 0, f"log_every_steps must be >= 0, got {quoted(self.log_every_steps)}")
         _check(self.hidden is None or all(size >= 1 for size in self.hidden),
                f"hidden sizes must be >= 1, got {quoted(self.hidden)}")
         _check(self.seed is None or 0 <= self.seed < 2**63,
