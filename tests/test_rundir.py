@@ -140,6 +140,12 @@ def test_resume_refuses_an_override_its_checkpoint_would_ignore_and_keeps_the_ru
     assert yaml.safe_load((finished_run / "config.yaml").read_text())["epochs"] == 2
 
 
+def test_resume_with_fewer_epochs_than_trained_is_refused(capsys, finished_run):
+    assert run_cli(capsys, "fit", "--resume", finished_run, "--epochs", "2")[0] == 0
+    line = refused(capsys, "fit", "--resume", finished_run, "--epochs", "1", unchanged=finished_run)
+    assert f"--epochs 1 is fewer than the 2 epochs {finished_run} has trained; give --epochs 2" in line
+
+
 def test_resume_of_a_file_says_it_takes_a_run_directory(capsys, finished_run):
     checkpoint = sorted((finished_run / "checkpoints").glob("ckpt-*.pt"))[-1]
     line = refused(capsys, "fit", "--resume", checkpoint, unchanged=finished_run)

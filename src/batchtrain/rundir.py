@@ -9,6 +9,7 @@ results. The records of an attempt that produced none of them (config.yaml, metr
 history.csv of a fit that failed or stopped before its first checkpoint) are replaced by the next
 fit without --overwrite; nothing else in the directory is touched.
 """
+import math
 import os
 import time
 from pathlib import Path
@@ -123,6 +124,11 @@ class RunRecord(Callback):
         self.out = out
 
     def on_fit_begin(self, trainer, info) -> None:
+        trained_epochs = trainer.run_samples_ / trainer.samples_per_epoch_  # a resumed run's
+        if trained_epochs > self.config.epochs:  # nothing would train, yet epochs be recorded
+            raise ConfigError(f"--epochs {self.config.epochs} is fewer than the {trained_epochs:g} "
+                              f"epochs {self.run_dir} has trained; give --epochs "
+                              f"{math.ceil(trained_epochs)} or more")
         create_run_dir(self.run_dir, self.overwrite)
         for name in self.earlier:
             try:
