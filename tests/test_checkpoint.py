@@ -61,10 +61,13 @@ def test_incomplete_newest_checkpoint_falls_back_with_a_warning(tmp_path):
     assert path.name == "ckpt-00000000000100.pt"
 
 
-def test_every_checkpoint_broken_is_an_error(tmp_path):
+def test_every_checkpoint_broken_is_an_error_and_no_warning(tmp_path, recwarn):
+    """No "using the previous checkpoint" when there is none: one error naming the newest."""
     save_checkpoint(tmp_path, state(100)).with_suffix(".json").unlink()
-    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="every checkpoint in"):
+    with pytest.raises(CheckpointError, match=r"every checkpoint in .* \(the newest: checkpoint "
+                                              r".*ckpt-00000000000100.pt is incomplete"):
         newest_checkpoint(tmp_path)
+    assert not recwarn.list
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
         newest_checkpoint(tmp_path / "elsewhere")
 

@@ -159,12 +159,18 @@ def newest_checkpoint(location: str | Path) -> tuple[dict, Path]:
     if not candidates:
         raise CheckpointError(f"no checkpoint to resume from in {location} (looked for "
                               f"{directory}/{PREFIX}*.pt); start a new run instead of resuming")
+    skipped = []  # warned about only once an older checkpoint is found to replace them
     for path in reversed(candidates):
         try:
-            return load_checkpoint(path), path
+            state = load_checkpoint(path)
         except CheckpointError as error:
             if "refusing" in str(error):
                 raise
+            skipped.append(error)
+            continue
+        for error in skipped:
             warnings.warn(f"{error}; using the previous checkpoint", stacklevel=2)
-    raise CheckpointError(f"every checkpoint in {directory} is incomplete or corrupt; "
-                          "start a new run")
+        return state, path
+    newest = str(skipped[0])[:300]
+    raise CheckpointError(f"every checkpoint in {directory} is incomplete or corrupt (the newest: "
+                          f"{newest}); start a new run")

@@ -1,4 +1,6 @@
 """Device choice: CUDA when present, then Apple's MPS, else the CPU."""
+import os
+
 import torch
 
 from batchtrain.errors import ConfigError
@@ -21,3 +23,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
     return chosen
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The device's whole memory (RAM for the CPU), or None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None

@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from batchtrain.errors import BatchTrainError
+from batchtrain.errors import BatchTrainError, ConfigError
 from batchtrain.fileio import atomic_write
 from batchtrain.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from batchtrain.models.spec import ModelSpec, check_trusted
@@ -63,6 +63,9 @@ def load_description(run_dir: str | Path) -> dict:
         description = json.loads(text)
     except json.JSONDecodeError as error:
         raise BatchTrainError(f"cannot read {path}: {error}; the run directory is damaged") from None
+    except RecursionError:
+        raise BatchTrainError(f"cannot read {path}: it is nested too deeply; the run directory "
+                              "is damaged") from None
     if not isinstance(description, dict) or description.get("format") != FORMAT_VERSION:
         raise BatchTrainError(f"{path} is not a batchtrain model description (format "
                               f"{FORMAT_VERSION}); it may come from another version")
@@ -193,8 +196,11 @@ def _build_fitting(spec: ModelSpec, input_shape: tuple, description: dict, path:
     """Build the model, after checking on the meta device (no memory) that its tensors have the
     shapes of the saved weights: a damaged model.json cannot make us allocate a huge model."""
     task = Task(**description["task"])
-    with torch.device("meta"):
-        skeleton = _with_standardization(spec.build(input_shape, task.n_outputs), description)
+    try:
+        with torch.device("meta"):
+            skeleton = _with_standardization(spec.build(input_shape, task.n_outputs), description)
+    except ConfigError as error:  # a model or options from model.json that cannot build
+        raise ConfigError(f"{path.with_name(DESCRIPTION_FILE)}: {error}") from None
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
     found = _weight_shapes(path)
     if expected != found:

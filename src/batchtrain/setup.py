@@ -8,10 +8,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from batchtrain.allocator import keep_freed_memory
 from batchtrain.data.iterator import BatchIterator
-from batchtrain.device import resolve_device
+from batchtrain.device import device_memory_bytes, resolve_device
 from batchtrain.distributed import from_environment, process_device
 from batchtrain.errors import ConfigError
-from batchtrain.models.spec import ModelSpec
+from batchtrain.models.spec import BUILTIN_MODELS, ModelSpec
 from batchtrain.models.standardize import standardized
 from batchtrain.tasks import Task, check_outputs, infer_task, probe_outputs
 
@@ -61,7 +61,26 @@ def build_model(model: nn.Module | str | ModelSpec, options: dict | None,
                               "nn.Module before passing it")
         return model.to(device), None
     spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model), dict(options or {}))
+    if spec.name in BUILTIN_MODELS:  # a user's factory may do more than build: called once only
+        check_model_fits(spec, input_shape, task.n_outputs, device)
     return spec.build(input_shape, task.n_outputs).to(device), spec
+
+
+def check_model_fits(spec: ModelSpec, input_shape: Sequence[int], n_outputs: int,
+                     device: torch.device) -> None:
+    """Refuse a model whose parameters alone exceed the device's memory, counted on the meta
+    device (no memory): --hidden 10**15 would otherwise fail inside the allocator."""
+    with torch.device("meta"):
+        skeleton = spec.build(input_shape, n_outputs)
+    parameter_bytes = sum(tensor.numel() * tensor.element_size()
+                          for tensor in skeleton.state_dict().values())
+    memory = device_memory_bytes(device)
+    if memory is not None and parameter_bytes > memory:
+        count = sum(tensor.numel() for tensor in skeleton.parameters())
+        raise ConfigError(f"model {spec.name!r} with options {str(spec.options)[:200]} would have "
+                          f"{count:,} parameters ({parameter_bytes / 2**30:,.1f} GiB), more than "
+                          f"the {memory / 2**30:,.1f} GiB of memory of {device}; choose a smaller "
+                          "model (fewer layers or smaller hidden sizes)")
 
 
 def fit_task_to_model(task: Task, model: nn.Module, sample_x: Tensor, user_module: bool,

@@ -166,7 +166,6 @@ PROBE_AND_DOWNLOAD = [
 
 # case id -> why it fails today (strict xfail: delete the entry once it passes)
 KNOWN_FAILURES = {
-    "hidden-astronomical": "the allocation's RuntimeError escapes main() as a traceback",
     "batch-schedule-unordered": "switch points out of order (512@1e before 256@2e) are accepted",
     "batch-double-zero-period": "a doubling period of 0 epochs is accepted",
     "batch-double-cap-below-start": "a doubling cap below the start size is accepted",

@@ -255,12 +255,6 @@ def _parquet(ws, columns: dict) -> Path:
 
 # case id -> why it fails today (strict xfail: delete the entry once it passes)
 KNOWN_FAILURES = {
-    "evaluate-model-json-deep-nesting": "json's RecursionError escapes as a traceback",
-    "evaluate-hidden-text": "hidden 'wide' is iterated: int()'s message names neither model.json nor the field",
-    "resume-junk-checkpoints": "a warning 'using the previous checkpoint' (there is none) before the error: 2 lines",
-    "resume-truncated-checkpoint": "a warning 'using the previous checkpoint' (there is none) before the error: 2 lines",
-    "resume-checkpoint-record-garbage": "a warning 'using the previous checkpoint' (there is none) before the error: 2 lines",
-    "resume-checkpoint-wrong-checksum": "a warning 'using the previous checkpoint' (there is none) before the error: 2 lines",
 }
 
 

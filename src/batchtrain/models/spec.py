@@ -42,9 +42,11 @@ class ModelSpec:
         factory = resolve_factory(self.name)
         try:
             model = factory(tuple(input_shape), n_outputs, **self.options)
-        except TypeError as error:
-            raise ConfigError(f"model {self.name!r} rejected its options {self.options}: {error}; "
-                              "check the option names") from error
+        except (TypeError, ValueError) as error:  # ValueError: an option of the wrong kind
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"model {self.name!r} rejected its options {str(self.options)[:200]}: "
+                              f"{str(error)[:200]}; check the option names and values") from error
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model factory {self.name!r} returned {type(model).__name__}, "
                               "not a torch.nn.Module; make it return the module")
