@@ -1,5 +1,6 @@
 """Batch-size policies: sizes over a run, restore, specs; accumulation; lr coupling in the trainer."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -257,3 +258,26 @@ def test_adaptive_in_the_trainer_measures_noise_and_is_capped_by_memory():
     assert policy.upper == 40  # the memory ceiling (here: max_physical_batch) is its limit
     lrs = {round(step["lr"] / 0.05, 6) for step in history.steps}
     assert len(lrs) > 1 and min(lrs) >= 1.0  # AdaScale's gain: between 1 and B/B0
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("128,256@2e,512@1e", "must be positive and increasing, got 2e, 1e"),
+    ("128,256@2e,512@2e", "must be positive and increasing"),
+    ("128,256@0e", "must be positive and increasing"),
+    ("double:64,0e,1024", "the doubling period must be longer than zero, got '0e'"),
+    ("double:64,0,1024", "the doubling period must be longer than zero"),
+    ("double:64,1e,32", "the cap 32 of a doubling batch size is below its start 64"),
+    ("ramp:64,512,0e", "a ramp's duration must be longer than zero"),
+], ids=["unordered", "repeated", "zero-switch", "zero-period", "zero-samples", "cap-below-start",
+        "zero-ramp"])
+def test_schedules_that_cannot_mean_anything_are_refused_naming_the_spec(spec, message):
+    with pytest.raises(ConfigError, match=re.escape(f"batch size {spec!r}: ") + ".*" + re.escape(message)):
+        parse_batch_size(spec)
+
+
+def test_mixed_units_are_ordered_once_the_epoch_is_known():
+    """256 from epoch 2, 512 from sample 1,000: in order for 400-sample epochs, not for 1,000."""
+    from batchtrain.batching.base import StepStats
+    Piecewise([128, 256, 512], ["2e", 1000]).observe(StepStats(0, 0, 400, 0))
+    with pytest.raises(ConfigError, match="increasing"):
+        Piecewise([128, 256, 512], ["2e", 1000]).observe(StepStats(0, 0, 1000, 0))

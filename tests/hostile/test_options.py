@@ -166,9 +166,6 @@ PROBE_AND_DOWNLOAD = [
 
 # case id -> why it fails today (strict xfail: delete the entry once it passes)
 KNOWN_FAILURES = {
-    "batch-schedule-unordered": "switch points out of order (512@1e before 256@2e) are accepted",
-    "batch-double-zero-period": "a doubling period of 0 epochs is accepted",
-    "batch-double-cap-below-start": "a doubling cap below the start size is accepted",
     "output-empty": "--output '' trains into the working directory",
     "data-empty": "--data '' is read as the working directory, not refused as empty",
     "data-dir-is-a-file": "a --data-dir that is a file is called missing; the line is over 500 chars",

@@ -52,6 +52,22 @@ class Piecewise(Schedule):
             check_batch_size(size)
         self.sizes = [int(size) for size in sizes]
         self.boundaries = list(boundaries)
+        units = {_in_epochs(boundary) for boundary in self.boundaries}
+        if len(units) == 1:  # mixed epochs and samples are compared once the epoch is known
+            self._check_increasing(1)
+
+    def observe(self, step: StepStats) -> None:
+        if step.samples_per_epoch != self.samples_per_epoch:
+            self._check_increasing(step.samples_per_epoch)
+        super().observe(step)
+
+    def _check_increasing(self, samples_per_epoch: int) -> None:
+        starts = [to_samples(boundary, samples_per_epoch) for boundary in self.boundaries]
+        if any(later <= earlier for earlier, later in zip(starts, starts[1:])) or (
+                starts and starts[0] <= 0):
+            raise ConfigError(f"the switch points of a piecewise batch schedule must be positive "
+                              f"and increasing, got {', '.join(map(str, self.boundaries))}; "
+                              "write them in order, e.g. 128,256@2e,512@4e")
 
     def size_at(self, samples_seen: int, samples_per_epoch: int) -> int:
         passed = sum(samples_seen >= to_samples(boundary, samples_per_epoch)
@@ -69,6 +85,7 @@ class Ramp(Schedule):
         super().__init__()
         check_batch_size(start)
         check_batch_size(end)
+        _check_positive(duration, "a ramp's duration")
         self.start, self.end, self.duration = int(start), int(end), duration
 
     def size_at(self, samples_seen: int, samples_per_epoch: int) -> int:
@@ -91,12 +108,27 @@ class Doubling(Schedule):
         super().__init__()
         check_batch_size(start)
         check_batch_size(cap)
+        _check_positive(every, "the doubling period")
+        if int(cap) < int(start):
+            raise ConfigError(f"the cap {cap} of a doubling batch size is below its start {start}; "
+                              "give a cap >= the start, e.g. double:64,1e,1024")
         self.start, self.every, self.cap = int(start), every, int(cap)
 
     def size_at(self, samples_seen: int, samples_per_epoch: int) -> int:
         period = max(to_samples(self.every, samples_per_epoch), 1)
         doublings = min(samples_seen // period, 40)  # 2**40 is past any cap
-        return min(self.start * 2 ** doublings, max(self.cap, self.start))
+        return min(self.start * 2 ** doublings, self.cap)
 
     def __repr__(self) -> str:
         return f"Doubling({self.start}, every={self.every!r}, cap={self.cap})"
+
+
+def _in_epochs(duration: Duration) -> bool:
+    return str(duration).strip().lower().endswith("e")
+
+
+def _check_positive(duration: Duration, what: str) -> None:
+    """A duration that must last: 0e, 0 samples or a negative one is refused."""
+    if to_samples(duration, 1 << 30) <= 0:  # epochs of any size: only a zero amount gives 0
+        raise ConfigError(f"{what} must be longer than zero, got {duration!r}; e.g. 1e (an epoch) "
+                          "or 10000 (samples)")

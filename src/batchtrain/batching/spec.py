@@ -46,8 +46,8 @@ def parse_batch_size(spec: int | str | BatchSizePolicy) -> BatchSizePolicy | str
         if "," in text or "@" in text:
             return _piecewise(text)
         return Fixed(int(text))
-    except ConfigError:
-        raise
+    except ConfigError as error:  # a policy refused its values: name the spec they came from
+        raise ConfigError(f"batch size {spec!r}: {error}") from None
     except ValueError as error:  # int("abc") and the like
         raise ConfigError(f"batch size {spec!r} is not valid ({error}); give {FORMS}") from None
 
