@@ -197,6 +197,8 @@ def convert(name: str, value: Any, where: str | None = None) -> Any:
         if spec.default is MISSING or spec.default is not None:
             raise ConfigError(f"{label} cannot be empty")
         return None
+    if isinstance(value, str) and not value.strip():  # "" would name the working directory
+        raise ConfigError(f"{label} cannot be empty; give a value or leave the option out")
     if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
         raise ConfigError(f"{label} is {len(value)} characters long; a value is at most "
                           f"{MAX_TEXT_CHARS}")
@@ -222,6 +224,8 @@ def _coerce(kind: type, value: Any) -> Any:
         raise ValueError(value)
     if kind in (int, float) and isinstance(value, bool):
         raise ValueError(value)
+    if kind in (str, int, float) and not isinstance(value, (str, int, float)):
+        raise TypeError(value)  # str([a, b]) is no path, float({}) no number
     return kind(value)
 
 
@@ -278,8 +282,15 @@ def options_from(raw: Any, label: str, fix: str | None = None) -> dict[str, Any]
     if unknown:
         names = ", ".join(name[:50] for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise ConfigError(f"{label} has unknown option(s) {names}; "
-                          f"{fix or 'valid options: ' + ', '.join(FIELDS)}")
+                          f"{fix or _valid_options_hint(unknown)}")
     return {name: convert(name, value, f"{name} in {label}") for name, value in options.items()}
+
+
+def _valid_options_hint(unknown: list[str]) -> str:
+    """The valid options, or (for many unknown keys: not a config file) where to find them."""
+    if len(unknown) > 5:
+        return "see `batchtrain fit --help` for the valid options"
+    return "valid options: " + ", ".join(FIELDS)
 
 
 def to_yaml(config: "FitConfig") -> str:

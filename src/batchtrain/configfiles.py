@@ -25,6 +25,9 @@ def quoted(value: Any) -> str:
 def read_options_text(path: Path, label: str, fix: str | None = None) -> str:
     """The UTF-8 text of an options file, at most MAX_CONFIG_BYTES (/dev/zero is refused, not read).
     fix: the remedy named in every message (default: one per problem)."""
+    if path.exists() and not path.is_file():  # a pipe would block forever, a device never end
+        raise ConfigError(f"{label} is not a regular file; "
+                          f"{fix or 'give a .yaml, .toml or .json file'}")
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)

@@ -16,8 +16,9 @@ from batchtrain.checkpoint import complete_checkpoints
 from batchtrain.saving import WEIGHTS_FILE
 from batchtrain.fileio import write_error, write_output
 from batchtrain.config import FitConfig
+from batchtrain.configfiles import quoted
 from batchtrain.data.builtin import Splits
-from batchtrain.data.dataset import is_streamable, open_dataset
+from batchtrain.data.dataset import check_test_data, is_streamable, open_dataset
 from batchtrain.data.files import load_inputs, load_splits
 from batchtrain.data.stream import StreamSource
 from batchtrain.device import resolve_device
@@ -99,7 +100,11 @@ def load_fit_data(config: FitConfig) -> Splits:
                                   f"(.parquet, .csv, .npy), not to {config.data}; drop it")
         return load_splits(config.data, config.data_dir, config.download)
     train = open_stream(config, config.data, cache=config.cache)
-    test = open_stream(config, config.test_data) if config.test_data is not None else None
+    if config.test_data is None:
+        return Splits(train, None, None, None)
+    names = train.table.feature_names  # the test table's columns taken by name, in training's order
+    test = open_stream(replace(config, features=list(names)) if names else config, config.test_data)
+    check_test_data(test, train)  # now, not after training
     return Splits(train, None, test, None)
 
 
@@ -237,10 +242,10 @@ def run_probe(args) -> Path:
     """`batchtrain probe`: measure, recommend, write probe.md and probe.png; returns the .md path."""
     from batchtrain.probe import probe, write_report  # matplotlib and the stats only when probing
 
-    sizes = [int(size) for size in str(args.sizes).split(",") if size.strip()]
-    if not sizes or min(sizes) < 1 or args.warmup < 1 or args.repeats < 1:
-        raise ConfigError("--sizes must be positive integers and --warmup, --repeats >= 1")
-    hidden = [int(size) for size in args.hidden.split(",")] if args.hidden else None
+    sizes = _positive_ints(args.sizes, "--sizes", "16,32,64")
+    if args.warmup < 1 or args.repeats < 1:
+        raise ConfigError(f"--warmup and --repeats must be >= 1, got {args.warmup} and {args.repeats}")
+    hidden = _positive_ints(args.hidden, "--hidden", "128,64") if args.hidden else None
     trainer = Trainer(args.model, optimizer=args.optimizer, lr=args.lr, device=args.device,
                       seed=args.seed, model_options={"hidden": hidden} if hidden else None)
     splits = load_splits(args.data, args.data_dir)
@@ -250,3 +255,12 @@ def run_probe(args) -> Path:
     path = write_report(result, Path(out_dir))
     print(f"recommended: --batch-size {result.recommended_batch} --lr {result.recommended_lr:.3g}")
     return path
+
+
+def _positive_ints(text: str, flag: str, example: str) -> list[int]:
+    """"16,32" as [16, 32]; ConfigError naming the flag otherwise."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items or not all(item.isdigit() and int(item) >= 1 for item in items):
+        raise ConfigError(f"{flag} must be positive integers separated by commas (e.g. {example}), "
+                          f"got {quoted(text)}")
+    return [int(item) for item in items]

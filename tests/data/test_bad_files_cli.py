@@ -134,3 +134,22 @@ def test_predict_refuses_a_npz_without_known_keys(capsys, fitted_run, tmp_path):
                    "--output", tmp_path / "p.npy")
     assert "holds the arrays 'a', 'b'; predict reads x_test or x" in line
     assert not (tmp_path / "p.npy").exists()
+
+
+def test_streamed_test_data_is_read_by_column_name_and_checked_before_training(capsys, tmp_path):
+    """--test-data with its columns in another order evaluates right; one lacking a training
+    column is refused before anything is written."""
+    train = write_table(tmp_path / "train.parquet", [X[:, 0], X[:, 1], Y], ["f0", "f1", "label"])
+    reordered = write_table(tmp_path / "reordered.parquet", [Y, X[:, 1], X[:, 0]],
+                            ["label", "f1", "f0"])
+    lacking = write_table(tmp_path / "lacking.parquet", [X[:, 0], Y], ["f0", "label"])
+    message = fit_refused(capsys, tmp_path, train, "--target", "label", "--test-data", lacking)
+    assert "lacking.parquet" in message and "f1" in message
+    assert not (tmp_path / "run").exists()
+    runs = {}
+    for name, test in (("same", train), ("reordered", reordered)):
+        code, _, err = run_cli(capsys, "fit", "--data", train, "--target", "label", "--test-data",
+                               test, "--output", tmp_path / name, *FIT)
+        assert code == 0, err
+        runs[name] = json.loads((tmp_path / name / "test.json").read_text())
+    assert runs["same"]["test_loss"] == runs["reordered"]["test_loss"]

@@ -62,8 +62,6 @@ def _truncated_npy_pair(ws):
 
 # case id -> why it fails today (strict xfail: delete the entry once it passes)
 KNOWN_FAILURES = {
-    "script-config-named-pipe": "a --config that is a named pipe blocks fit forever (no regular-file check)",
-    "script-run-config-named-pipe": "a run's config.yaml that is a named pipe blocks evaluate forever",
 }
 
 

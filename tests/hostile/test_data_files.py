@@ -178,7 +178,7 @@ NPY = [
 
 PARQUET = [
     table("parquet-target-missing", good_columns(), "column 'price' not found", "--target", "price"),
-    table("parquet-no-target-given", good_columns(), "column '' not found", "--target", ""),
+    table("parquet-no-target-given", good_columns(), "--target cannot be empty", "--target", ""),
     table("parquet-target-strings", good_columns(label=pa.array(["cat", "dog", "owl"] * 4)),
           "column 'label' in t.parquet holds string"),
     table("parquet-all-null-feature", good_columns(f2=pa.nulls(12, pa.float32())), "column 'f2' is empty"),

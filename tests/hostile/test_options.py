@@ -32,7 +32,7 @@ FIT_FLAGS = [
     # counts and ranges
     flag("epochs-negative", "--epochs=-3", match="epochs must be >= 1, got -3"),
     flag("epochs-exponent", "--epochs", "1e3", match="--epochs must be an integer, got '1e3'"),
-    flag("epochs-empty", "--epochs", "", match="--epochs must be an integer, got ''"),
+    flag("epochs-empty", "--epochs", "", match="--epochs cannot be empty"),
     flag("epochs-fraction", "--epochs", "2.5", match="--epochs must be an integer"),
     flag("validation-split-one", "--validation-split", "1", match="validation_split must be in [0, 1)"),
     flag("validation-split-nan", "--validation-split", "nan", match="validation_split must be in [0, 1), got nan"),
@@ -55,7 +55,7 @@ FIT_FLAGS = [
     flag("lr-zero", "--lr", "0", match="lr must be"),
     flag("lr-negative", "--lr=-0.1", match="lr must be"),
     flag("lr-comma-decimal", "--lr", "0,01", match="--lr must be a number, got '0,01'"),
-    flag("lr-empty", "--lr", "", match="--lr must be a number"),
+    flag("lr-empty", "--lr", "", match="--lr cannot be empty"),
     flag("momentum-word", "--momentum", "high", match="--momentum must be a number"),
     flag("momentum-nine", "--optimizer", "sgd", "--momentum", "9", match="momentum must be in [0, 1), got 9.0"),
     flag("momentum-with-adam", "--optimizer", "adam", "--momentum", "0.9", match="momentum applies to sgd and rmsprop, not adam"),
@@ -74,14 +74,14 @@ FIT_FLAGS = [
     flag("hidden-empty", "--hidden", "", match="--hidden"),
     flag("hidden-astronomical", "--hidden", "1000000000000000", match="hidden sizes"),
     flag("model-trailing-space", "--model", "mlp ", match="unknown model 'mlp '"),
-    flag("model-empty", "--model", "", match="unknown model ''"),
+    flag("model-empty", "--model", "", match="--model cannot be empty"),
     flag("model-not-callable", "--model", "math:pi", match="has no callable 'pi'"),
     without_hidden("model-factory-wrong-signature", "--model", "json:dumps", match="json:dumps"),
     without_hidden("model-factory-returns-non-module", "--model", "builtins:slice", match="'builtins:slice' returned slice, not a torch.nn.Module"),
     without_hidden("model-cnn-on-flat-features", "--model", "seed-cnn", match="seed-cnn needs image samples"),
     # batch-size specs
     flag("batch-negative", "--batch-size=-5", match="batch_size must be an integer >= 1, got -5"),
-    flag("batch-empty", "--batch-size", "", match="batch size"),
+    flag("batch-empty", "--batch-size", "", match="--batch-size cannot be empty"),
     flag("batch-exponent", "--batch-size", "1e3", match="batch size '1e3' is not valid"),
     flag("batch-hex", "--batch-size", "0x80", match="batch size '0x80' is not valid"),
     flag("batch-superscript", "--batch-size", "12²", match="12²"),
@@ -126,7 +126,7 @@ FIT_FLAGS = [
     flag("progress-typo", "--progress", "bars", match="--progress must be one of"),
     flag("device-gpu", "--device", "gpu", match="unknown device 'gpu'"),
     flag("device-cuda-word", "--device", "cuda:first", match="cuda:first"),
-    flag("device-empty", "--device", "", match="unknown device ''"),
+    flag("device-empty", "--device", "", match="--device cannot be empty"),
     flag("device-list", "--device", "cpu,cuda", match="cpu,cuda"),
     # options that do not apply, and where results go
     flag("target-with-npz", "--target", "label", match="--target applies to data streamed from disk"),
@@ -166,11 +166,6 @@ PROBE_AND_DOWNLOAD = [
 
 # case id -> why it fails today (strict xfail: delete the entry once it passes)
 KNOWN_FAILURES = {
-    "output-empty": "--output '' trains into the working directory",
-    "data-empty": "--data '' is read as the working directory, not refused as empty",
-    "data-dir-is-a-file": "a --data-dir that is a file is called missing; the line is over 500 chars",
-    "probe-sizes-word": "int()'s message, naming neither --sizes nor the fix",
-    "probe-hidden-word": "int()'s message, naming neither --hidden nor the fix",
 }
 
 

@@ -151,6 +151,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
             directory searched, each mirror's failure and the remedies.
     """
     spec = get_spec(name)
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise DataError(f"data_dir {data_dir} is a file, not a directory; give the directory "
+                        f"holding {name}'s files (--data-dir DIR)")
     searched = search_dirs(name, data_dir)
     for directory in searched:
         if not _missing_files(spec, directory):
