@@ -18,7 +18,7 @@ from batchtrain.config import (FIELDS, column_names, convert, read_config_file, 
                               resume_config)
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.errors import ConfigError
-from batchtrain.distributed import leave_process_group
+from batchtrain.distributed import exit_process, leave_process_group
 from batchtrain.interrupts import TrainingInterrupted
 from batchtrain.models.spec import check_trusted
 from batchtrain.runner import (CONFIG_FILE, read_run_config, run_evaluate, run_fit, run_predict,
@@ -228,5 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT.value
 
 
+def console() -> None:
+    """The `batchtrain` console script (and `python -m batchtrain`): main(), then the exit;
+    a torchrun worker skips the interpreter's finalization (distributed.exit_process says why)."""
+    code = main()
+    exit_process(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
