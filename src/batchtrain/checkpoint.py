@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from batchtrain.errors import BatchTrainError
-from batchtrain.fileio import atomic_write, fsync_directory, sha256_file
+from batchtrain.fileio import atomic_write, fsync_directory, read_small_file, sha256_file
 
 PREFIX = "ckpt-"
 FORMAT_VERSION = 1
@@ -111,14 +111,8 @@ def load_checkpoint(path: str | Path) -> dict:
 def _read_record(record_path: Path) -> dict:
     """A checkpoint's {"sha256": hex, "bytes": int} record, read as untrusted data."""
     try:
-        if not record_path.is_file():
-            raise ValueError("not a regular file")
-        with open(record_path, "rb") as handle:
-            data = handle.read(MAX_RECORD_BYTES + 1)
-        if len(data) > MAX_RECORD_BYTES:
-            raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
-        record = json.loads(data)
-    except (OSError, ValueError) as error:
+        record = json.loads(read_small_file(record_path, MAX_RECORD_BYTES))
+    except (OSError, ValueError) as error:  # UnreadableFile and JSON's errors are ValueErrors
         raise CheckpointError(f"checkpoint record {record_path} is unreadable: "
                               f"{str(error)[:160]}") from None
     if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)

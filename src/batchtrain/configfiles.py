@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from batchtrain.errors import ConfigError
+from batchtrain.fileio import UnreadableFile, read_small_file
 
 MAX_CONFIG_BYTES = 1 << 20  # an options file (or a run's config.yaml) is a few hundred bytes
 MAX_QUOTED_CHARS = 200  # of a value quoted in a message: a message quotes input, never all of it
@@ -25,17 +26,13 @@ def quoted(value: Any) -> str:
 def read_options_text(path: Path, label: str, fix: str | None = None) -> str:
     """The UTF-8 text of an options file, at most MAX_CONFIG_BYTES (/dev/zero is refused, not read).
     fix: the remedy named in every message (default: one per problem)."""
-    if path.exists() and not path.is_file():  # a pipe would block forever, a device never end
-        raise ConfigError(f"{label} is not a regular file; "
-                          f"{fix or 'give a .yaml, .toml or .json file'}")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        data = read_small_file(path, MAX_CONFIG_BYTES)
+    except UnreadableFile as refused:
+        remedy = fix or "an options file is a .yaml, .toml or .json file of a few lines"
+        raise ConfigError(f"{label} {refused}; {remedy}") from None
     except OSError as error:
         raise ConfigError(f"cannot read {label}: {error.strerror or error}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{label} is larger than {MAX_CONFIG_BYTES} bytes; "
-                          f"{fix or 'an options file holds a few lines'}")
     try:
         return data.decode("utf-8-sig")  # a byte-order mark is dropped
     except UnicodeDecodeError as error:

@@ -48,6 +48,25 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+class UnreadableFile(ValueError):
+    """A file that must not be read as it is: not a regular file, or larger than allowed.
+    The message completes "<path> ...": "is not a regular file", "is larger than N bytes"."""
+
+
+def read_small_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a small regular file, read as untrusted data: a pipe would block forever and a
+    device (a link to /dev/zero) never end, so both are refused unread, as is a file over max_bytes.
+    Raises UnreadableFile, or OSError (FileNotFoundError included) from opening it."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UnreadableFile("is not a regular file")
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UnreadableFile(f"is larger than {max_bytes} bytes")
+    return data
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from batchtrain.checkpoint import CheckpointError
+from batchtrain.saving import first_shape_difference
 
 PROGRESS_KEYS = ("epoch", "position", "step", "samples_seen", "total_samples_seen",
                  "samples_per_epoch")
@@ -88,12 +89,11 @@ def check_fits(trainer: "Trainer", state: dict, source: str) -> None:
                               "the same data and validation split")
     expected = {name: tuple(tensor.shape) for name, tensor in trainer.model_.state_dict().items()}
     found = {name: tuple(getattr(tensor, "shape", ())) for name, tensor in state["model"].items()}
-    if expected != found:
-        different = sorted(set(expected) ^ set(found)) or sorted(
-            name for name in expected if expected[name] != found[name])
+    different = first_shape_difference(expected, found)
+    if different is not None:
         raise CheckpointError(f"{source} holds another model's weights (first difference: "
-                              f"{different[0][:100]}); resume with the model and options it was "
-                              "trained with")
+                              f"{different}); resume with the model and options it was trained "
+                              "with")
 
 
 def capture_rng() -> dict:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from batchtrain.errors import BatchTrainError, ConfigError
-from batchtrain.fileio import atomic_write
+from batchtrain.fileio import UnreadableFile, atomic_write, read_small_file
 from batchtrain.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from batchtrain.models.spec import ModelSpec, check_trusted
 from batchtrain.models.standardize import placeholder_standardized, standardization
@@ -128,23 +128,28 @@ def _is_plain(value: object, depth: int = 0) -> bool:
 
 
 def read_bounded_text(path: Path, max_bytes: int, missing: str) -> str:
-    """A small regular file's UTF-8 text; refuses devices, pipes and files over max_bytes."""
+    """A small regular file's UTF-8 text (fileio.read_small_file); `missing`: the message when
+    it does not exist."""
     try:
-        if not path.is_file():
-            if not path.exists():
-                raise BatchTrainError(missing)
-            raise BatchTrainError(f"{path} is not a regular file; the run directory is damaged")
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+        data = read_small_file(path, max_bytes)
+    except FileNotFoundError:
+        raise BatchTrainError(missing) from None
+    except UnreadableFile as refused:
+        raise BatchTrainError(f"{path} {refused}; the run directory is damaged") from None
     except OSError as error:
         raise BatchTrainError(f"cannot read {path}: {error.strerror or error}") from None
-    if len(data) > max_bytes:
-        raise BatchTrainError(f"{path} is larger than {max_bytes} bytes: not a file batchtrain "
-                              "wrote; the run directory is damaged")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise BatchTrainError(f"{path} is not UTF-8 text; the run directory is damaged") from None
+
+
+def first_shape_difference(expected: dict, found: dict) -> str | None:
+    """The first tensor name (sorted) that one of two {name: shape} maps lacks or shapes
+    differently, cut to 100 characters; None when they agree."""
+    different = sorted(set(expected) ^ set(found)) or sorted(
+        name for name in expected if expected[name] != found[name])
+    return different[0][:100] if different else None
 
 
 def load_model_state(run_dir: str | Path, model: nn.Module) -> nn.Module:
@@ -203,11 +208,10 @@ def _build_fitting(spec: ModelSpec, input_shape: tuple, description: dict, path:
         raise ConfigError(f"{path.with_name(DESCRIPTION_FILE)}: {error}") from None
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
     found = _weight_shapes(path)
-    if expected != found:
-        different = sorted(set(expected) ^ set(found)) or sorted(
-            name for name in expected if expected[name] != found[name])
+    different = first_shape_difference(expected, found)
+    if different is not None:
         raise BatchTrainError(f"the weights in {path} do not fit the model {spec.name!r} described "
-                              f"by model.json (first difference: {different[0][:100]}); the run "
+                              f"by model.json (first difference: {different}); the run "
                               "directory is damaged or mixes files of two runs")
     return _with_standardization(spec.build(input_shape, task.n_outputs), description)
 
