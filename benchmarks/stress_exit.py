@@ -72,14 +72,17 @@ def run(command: list[str], timeout_s: float) -> tuple[int | str, str]:
 class Tally:
     """Exit codes and aborts of one scenario; the stderr of the first abort, for diagnosis."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, expected: int):
         self.name, self.codes, self.aborts, self.first_abort = name, collections.Counter(), 0, None
+        self.expected, self.first_unexpected = expected, None
 
     def add(self, code: int | str, stderr: str) -> None:
         self.codes[code] += 1
         if code in ABORT_CODES or any(text in stderr for text in ABORT_TEXT):
             self.aborts += 1
             self.first_abort = self.first_abort or stderr[-2000:]
+        elif code != self.expected:
+            self.first_unexpected = self.first_unexpected or f"exit {code}: {stderr[-2000:]}"
 
     def report(self) -> str:
         codes = ", ".join(f"{code}: {count}" for code, count in sorted(self.codes.items(), key=str))
@@ -87,7 +90,7 @@ class Tally:
 
 
 def stress_csv(runs: int, directory: Path, prefetch_kinds: list[str], timeout_s: float) -> Tally:
-    tally = Tally("CSV error path (expect exit 2)")
+    tally = Tally("CSV error path (expect exit 2)", 2)
     files = list(write_malformed_csvs(directory).items())
     for index in range(runs):
         kind, path = files[index % len(files)]
@@ -104,7 +107,7 @@ def stress_csv(runs: int, directory: Path, prefetch_kinds: list[str], timeout_s:
 
 
 def stress_ddp(runs: int, directory: Path, timeout_s: float) -> Tally:
-    tally = Tally("2-rank gloo fit (expect exit 0)")
+    tally = Tally("2-rank gloo fit (expect exit 0)", 0)
     data = write_blobs(directory / "blobs.npz")
     for index in range(runs):
         code, stderr = run([sys.executable, "-m", "batchtrain", "fit", "--nproc", "2",
@@ -164,7 +167,9 @@ def main() -> int:
     for tally in tallies:
         if tally.first_abort:
             print(f"\nfirst abort of {tally.name}, stderr's end:\n{tally.first_abort}")
-    return 1 if any(tally.aborts for tally in tallies) else 0
+        if tally.first_unexpected:
+            print(f"\nfirst unexpected exit of {tally.name}, stderr's end:\n{tally.first_unexpected}")
+    return 1 if any(tally.aborts or tally.first_unexpected for tally in tallies) else 0
 
 
 if __name__ == "__main__":
