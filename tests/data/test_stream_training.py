@@ -108,10 +108,11 @@ def test_cli_regression_on_a_table_end_to_end(capsys, tmp_path):
     code, out, err = run_cli(capsys, "fit", "--data", tmp_path / "houses.parquet", "--target", "price",
                              "--task", "regression", "--model", "mlp", "--epochs", "4",
                              "--batch-size", "32", "--test-data", tmp_path / "test.parquet",
-                             "--output", run, "--progress", "none")
+                             "--output", run, "--progress", "none", "--seed", "0")
     assert code == 0, err
     assert "test mae" in out and "test rmse" in out and "test r2" in out
     results = json.loads((run / "test.json").read_text())
+    # seeded: a drawn seed gave r2 0.908 in 1 of 5 fresh-clone runs (0.96-0.99 over seeds 0-7)
     assert results["test_r2"] > 0.95
     config = (run / "config.yaml").read_text()
     assert "- rooms" in config and "target: price" in config  # the resolved feature columns
