@@ -7,7 +7,7 @@
 
 On a machine that other work shares, the figures follow its load (the last line reports it): with
 another process busy on one of two cores, two torch threads wait on each other at every kernel
-and both contestants slow down several-fold (see speed.py).
+and both contestants slow down several-fold (see runtime/threads.py).
 
 Both train the same network (Conv2D(32) > MaxPool > Conv2D(64) > MaxPool > Dense(64) > Dense(10),
 Keras initialisation) with Adam (lr 1e-3, eps 1e-7) on the same images, in the same process,
@@ -53,7 +53,7 @@ from torch import nn
 from batchtrain import Callback, Trainer
 from batchtrain.errors import DatasetNotFoundError
 from batchtrain.models.init import keras_init_
-from batchtrain.speed import AdaptiveThreads, CpuLoad, usable_cores
+from batchtrain.runtime.threads import AdaptiveThreads, CpuLoad, usable_cores
 
 FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32, "sse2": 8}  # fp32, per core, with FMA where listed
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch intra-op threads for both (default: torch's, one per core); "
                              "the peak counts this many cores")
     parser.add_argument("--adaptive-threads", action="store_true",
-                        help="give batchtrain's fit the AdaptiveThreads callback (speed.py)")
+                        help="give batchtrain's fit the AdaptiveThreads callback (runtime/threads.py)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,7 +36,7 @@ class TimeToAccuracy(Callback):
         self.started = time.perf_counter()
 
     def on_batch_end(self, trainer, batch_size):
-        samples = trainer.run_samples_
+        samples = trainer.state_.samples_seen
         if samples // self.every == (samples - batch_size) // self.every:
             return
         paused = time.perf_counter()

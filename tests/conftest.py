@@ -112,7 +112,7 @@ def fitted_run(tmp_path_factory, idx_dir):
 
     Returns (run_dir, exit_code, stdout, stderr).
     """
-    from batchtrain.cli import main
+    from batchtrain.cli.app import main
 
     root = tmp_path_factory.mktemp("fitted")
     run_dir = root / "run"

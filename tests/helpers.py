@@ -1,5 +1,5 @@
 """Helpers shared by test modules (tests/ is on pytest's pythonpath)."""
-from batchtrain.cli import main
+from batchtrain.cli.app import main
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -4,13 +4,13 @@ __version__ = "0.1.0"
 from batchtrain.batching import (  # noqa: E402
     BatchSizePolicy, Doubling, Fixed, Piecewise, Ramp, Schedule, StepStats)
 from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar  # noqa: E402
-from batchtrain.checkpoint import CheckpointError  # noqa: E402
+from batchtrain.checkpointing.files import CheckpointError  # noqa: E402
 from batchtrain.data.builtin import load_dataset  # noqa: E402
 from batchtrain.errors import BatchTrainError, ConfigError, DataError, DatasetNotFoundError  # noqa: E402
-from batchtrain.history import History  # noqa: E402
-from batchtrain.interrupts import NonFiniteError, TrainingInterrupted  # noqa: E402
+from batchtrain.state import History  # noqa: E402
+from batchtrain.errors import NonFiniteError, TrainingInterrupted  # noqa: E402
 from batchtrain.models import ModelSpec  # noqa: E402
-from batchtrain.schedules import Constant, Cosine, OneCycle, Step, Warmup  # noqa: E402
+from batchtrain.optim.schedules import Constant, Cosine, OneCycle, Step, Warmup  # noqa: E402
 from batchtrain.trainer import Trainer  # noqa: E402
 
 __all__ = [

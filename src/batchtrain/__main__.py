@@ -1,4 +1,4 @@
 """`python -m batchtrain` runs the CLI (also how torchrun launches it)."""
-from batchtrain.cli import console
+from batchtrain.cli.app import console
 
 console()

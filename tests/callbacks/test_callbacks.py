@@ -8,7 +8,7 @@ import torch
 
 from batchtrain import Callback, MetricsLogger, Plotter, ProgressBar, Trainer
 from batchtrain.callbacks import FitInfo
-from batchtrain.history import History
+from batchtrain.state import History
 
 INFO = FitInfo(epochs=2, steps_per_epoch=4, num_samples=40, batch_size=10, validation_samples=0,
                policy="Fixed(10)", memory="memory ceiling: 99 samples", lr="lr scaling sqrt")

@@ -10,7 +10,7 @@ from batchtrain.data import from_batches, open_dataset
 from batchtrain.data.iterator import BatchIterator
 from batchtrain.data.stream import RunningMoments
 from batchtrain.data.windows import EpochPlan
-from batchtrain.distributed import Distributed
+from batchtrain.distributed.ddp import Distributed
 from stream_files import LAYOUTS, numbered, write_layout
 
 
@@ -182,7 +182,7 @@ def test_one_hot_npy_targets_are_classes(tmp_path):
     x, labels = numbered(200)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.eye(5, dtype=np.float32)[labels % 5])
-    from batchtrain.tasks import infer_task
+    from batchtrain.tasks.kinds import infer_task
     task = infer_task(open_dataset(tmp_path / "x.npy").targets())
     assert (task.kind, task.n_outputs) == ("multiclass", 5)
 

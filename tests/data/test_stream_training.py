@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from batchtrain import Checkpoint, Trainer
-from batchtrain.checkpoint import list_checkpoints
+from batchtrain.checkpointing.files import list_checkpoints
 from batchtrain.data import from_batches, open_dataset
 from helpers import run_cli
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from batchtrain.distributed import from_environment
+from batchtrain.distributed.ddp import from_environment
 
 out_dir, late_s = Path(sys.argv[1]), float(sys.argv[2])
 rank, attempt = int(os.environ["RANK"]), int(os.environ["TORCHELASTIC_RESTART_COUNT"])

@@ -8,7 +8,7 @@ WORKER = textwrap.dedent('''
     import os, sys, torch, torch.distributed as dist
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
-    from batchtrain.distributed import exit_process, leave_process_group
+    from batchtrain.distributed.ddp import exit_process, leave_process_group
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo")
@@ -41,6 +41,6 @@ def test_a_process_that_joined_a_group_exits_flushed_with_its_status():
 
 
 def test_a_process_that_never_joined_returns_from_exit_process():
-    script = "from batchtrain.distributed import exit_process; exit_process(3); print('returned')"
+    script = "from batchtrain.distributed.ddp import exit_process; exit_process(3); print('returned')"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "returned", done.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchtrain.cli import main
+from batchtrain.cli.app import main
 from batchtrain.data import builtin
 from hostile.harness import X, X_TEST, Y, Y_TEST, Workspace
 

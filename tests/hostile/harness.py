@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchtrain.cli import main
+from batchtrain.cli.app import main
 
 MAX_MESSAGE_CHARS = 500  # after the case's directory is shortened to <tmp>
 MAX_SCRIPT_BYTES = 4 << 30  # address space of a console-script run (torch maps ~1 GiB)

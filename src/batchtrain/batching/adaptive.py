@@ -22,11 +22,10 @@ import math
 import numbers
 from collections.abc import Callable, Iterable
 
-from batchtrain.batching.base import StepStats
+from batchtrain.batching.base import Policy, StepStats
 from batchtrain.batching.throughput import ThroughputModel
-from batchtrain.data.iterator import check_batch_size
-from batchtrain.errors import ConfigError
-from batchtrain.schedules import Duration, to_samples
+from batchtrain.errors import ConfigError, check_batch_size
+from batchtrain.durations import Duration, to_samples
 from batchtrain.stats.noise import adascale_gain
 
 RULES = ("goodput", "noise-scale", "norm-test")
@@ -67,7 +66,7 @@ def candidate_sizes(lower: int, upper: int) -> list[int]:
     return sorted(sizes)
 
 
-class Adaptive:
+class Adaptive(Policy):
     """Chooses the logical batch from the gradient noise scale (and, for goodput, throughput).
 
     rule: "goodput" (default), "noise-scale" or "norm-test" (module docstring).

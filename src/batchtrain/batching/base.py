@@ -18,8 +18,7 @@ class StepStats:
     epoch: 0-based epoch of the step; samples_per_epoch: samples in one epoch.
     batch_size: the step's logical batch (the last batch of an epoch may be smaller than asked).
     loss: the step's mean loss as a tensor (reading it syncs the device: do so only when needed).
-    gradient: gradient-noise statistics, for a policy with a true `wants_gradient_stats`
-        attribute (empty until there is an estimate): {"noise_scale": B_simple, "grad_sq": |G|^2,
+    gradient: gradient-noise statistics, for a policy whose `wants_gradient_stats` is True (empty until there is an estimate): {"noise_scale": B_simple, "grad_sq": |G|^2,
         "trace": tr(Sigma) per sample, "confidence": in [0, 1]} (stats/tracker.py).
     physical_batch: the micro-batch size used; time_s: the step's wall time in seconds
         (forward, backward and update of every micro-batch), for throughput models.
@@ -37,7 +36,11 @@ class StepStats:
 
 @runtime_checkable
 class BatchSizePolicy(Protocol):
-    """Decides the logical batch size before each step, from what it observed so far."""
+    """Decides the logical batch size before each step, from what it observed so far.
+
+    These four methods make a policy. The optional capabilities have defaults in `Policy`, which
+    the built-in policies subclass; a policy that does not is given them by `declared`.
+    """
 
     def batch_size(self) -> int:
         """The logical batch (samples) for the next optimizer step."""
@@ -54,3 +57,50 @@ class BatchSizePolicy(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         ...
+
+
+class Policy(BatchSizePolicy):
+    """A BatchSizePolicy with every optional capability declared, and its default."""
+
+    # True: the trainer measures the gradient noise and passes it in StepStats.gradient (and,
+    # under DDP, rank 0 decides for every rank, since the measurements are local).
+    wants_gradient_stats: bool = False
+
+    def set_limit(self, max_batch: int) -> None:
+        """Told the memory ceiling (samples) when fit() begins; ignored by default."""
+
+    def lr_scale(self, reference_batch: int) -> float:
+        """The AdaScale learning-rate gain over `reference_batch` (lr_scaling="adascale", for a
+        policy that measures the gradient noise); 1 by default."""
+        return 1.0
+
+
+def declared(policy: BatchSizePolicy) -> Policy:
+    """The policy with every optional capability present: itself when it subclasses Policy,
+    else a thin wrapper that adds the defaults it lacks."""
+    return policy if isinstance(policy, Policy) else _Declared(policy)
+
+
+class _Declared(Policy):
+    """A structural policy (the four methods, no subclassing) with the defaults added."""
+
+    def __init__(self, policy: BatchSizePolicy):
+        self.policy = policy
+        self.wants_gradient_stats = bool(getattr(policy, "wants_gradient_stats", False))
+        self.set_limit = getattr(policy, "set_limit", super().set_limit)
+        self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)
+
+    def batch_size(self) -> int:
+        return self.policy.batch_size()
+
+    def observe(self, step: StepStats) -> None:
+        self.policy.observe(step)
+
+    def state_dict(self) -> dict:
+        return self.policy.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return repr(self.policy)

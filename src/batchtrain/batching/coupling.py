@@ -15,7 +15,7 @@ import math
 import torch
 
 from batchtrain.errors import ConfigError
-from batchtrain.schedules import Constant, LRSchedule, SampleClock
+from batchtrain.optim.schedules import Constant, LRSchedule, SampleClock
 
 LR_SCALING_RULES = ("none", "linear", "sqrt", "adascale")
 
@@ -49,16 +49,16 @@ class LearningRate:
     """Sets the optimizer's learning rates before each step: base x coupling x schedule.
 
     scaling: "auto" (DEFAULT_LR_SCALING), "none", "linear" or "sqrt".
-    schedule: a sample-keyed LRSchedule (schedules.py); default constant.
+    schedule: a sample-keyed LRSchedule (optim/schedules.py); default constant.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scaling: str = "auto",
-                 schedule: LRSchedule | None = None, policy: object | None = None):
+                 schedule: LRSchedule | None = None, policy: "Policy | None" = None):
         self.optimizer = optimizer
         self.policy = policy
         self.rule = default_lr_scaling(optimizer) if scaling == "auto" else scaling
         lr_scale(self.rule, 1, 1)  # validates the rule now, not at the first step
-        if self.rule == "adascale" and not hasattr(policy, "lr_scale"):
+        if self.rule == "adascale" and not (policy is not None and policy.wants_gradient_stats):
             raise ConfigError("lr scaling 'adascale' needs a batch-size policy that measures the "
                               "gradient noise (batch_size='auto' or 'adaptive:...'); use sqrt or linear")
         self.schedule = schedule or Constant()

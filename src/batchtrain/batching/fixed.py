@@ -1,9 +1,9 @@
 """Fixed(n): the same logical batch every step."""
-from batchtrain.batching.base import StepStats
-from batchtrain.data.iterator import check_batch_size
+from batchtrain.batching.base import Policy, StepStats
+from batchtrain.errors import check_batch_size
 
 
-class Fixed:
+class Fixed(Policy):
     """Always `size` samples per optimizer step."""
 
     def __init__(self, size: int):

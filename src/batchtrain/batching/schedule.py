@@ -5,13 +5,12 @@ continues with the same sizes: the state is just the progress.
 """
 from collections.abc import Sequence
 
-from batchtrain.batching.base import StepStats
-from batchtrain.data.iterator import check_batch_size
-from batchtrain.errors import ConfigError
-from batchtrain.schedules import Duration, to_samples
+from batchtrain.batching.base import Policy, StepStats
+from batchtrain.errors import ConfigError, check_batch_size
+from batchtrain.durations import Duration, to_samples
 
 
-class Schedule:
+class Schedule(Policy):
     """Base of scheduled policies: the size is size_at(samples_seen, samples_per_epoch)."""
 
     def __init__(self):

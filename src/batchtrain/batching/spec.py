@@ -12,11 +12,11 @@ Grammar of a batch-size spec (the CLI's --batch-size, or fit(batch_size="...")):
   adaptive:noise-scale     Adaptive(rule="noise-scale"); also adaptive:norm-test, adaptive:goodput
 """
 from batchtrain.batching.adaptive import Adaptive
-from batchtrain.batching.base import BatchSizePolicy
+from batchtrain.batching.base import BatchSizePolicy, Policy, declared
 from batchtrain.batching.fixed import Fixed
 from batchtrain.batching.schedule import Doubling, Piecewise, Ramp
 from batchtrain.errors import ConfigError
-from batchtrain.schedules import Duration, to_samples
+from batchtrain.durations import Duration, to_samples
 
 FORMS = ("an integer, max, auto, adaptive:noise-scale, adaptive:norm-test, 128,256@2e,512@4e, "
          "ramp:64,512,3e or double:64,1e,1024")
@@ -76,11 +76,11 @@ def _duration(text: str) -> Duration:
     return text
 
 
-def resolve_policy(spec: BatchSizePolicy | str, memory_ceiling: int) -> BatchSizePolicy:
-    """The policy for a run: MAX becomes Fixed(memory_ceiling); a policy that takes a limit
-    (Adaptive.set_limit) is told the memory ceiling."""
+def resolve_policy(spec: BatchSizePolicy | str, memory_ceiling: int) -> Policy:
+    """The policy for a run, its optional capabilities declared: MAX becomes
+    Fixed(memory_ceiling); any other is told the memory ceiling (Policy.set_limit)."""
     if spec == MAX:
         return Fixed(memory_ceiling)
-    if hasattr(spec, "set_limit"):
-        spec.set_limit(memory_ceiling)
-    return spec
+    policy = declared(spec)
+    policy.set_limit(memory_ceiling)
+    return policy

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Iterable
 from batchtrain.errors import ConfigError
 
 if TYPE_CHECKING:
-    from batchtrain.history import History
+    from batchtrain.state import History
     from batchtrain.trainer import Trainer
 
 

@@ -2,13 +2,13 @@
 from pathlib import Path
 
 from batchtrain.callbacks.base import Callback, FitInfo
-from batchtrain.checkpoint import save_checkpoint
-from batchtrain.resume import capture_state
-from batchtrain.schedules import Duration, to_samples
+from batchtrain.checkpointing.files import save_checkpoint
+from batchtrain.checkpointing.resume import capture_state
+from batchtrain.durations import Duration, to_samples
 
 
 class Checkpoint(Callback):
-    """Saves resumable checkpoints into `directory` (see checkpoint.py for the format).
+    """Saves resumable checkpoints into `directory` (see checkpointing/files.py for the format).
 
     every: also save mid-epoch every this many samples ("0.25e" = four times an epoch; None:
         epoch ends only). at_epoch_end: save after every epoch (default True). keep: the number
@@ -34,22 +34,25 @@ class Checkpoint(Callback):
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
 
-    def on_batch_end(self, trainer, batch_size: int) -> None:
-        samples = trainer.run_samples_
-        due = self.every_samples_ and samples // self.every_samples_ > (samples - batch_size) // self.every_samples_
-        if due or trainer.interrupt_ is not None:
-            self.save(trainer, self.epoch_, trainer.position_)
+    def on_batch_end(self, trainer, samples: int) -> None:
+        run = trainer.state_
+        every = self.every_samples_
+        due = every and run.samples_seen // every > (run.samples_seen - samples) // every
+        if due or run.interrupt is not None:
+            self.save(trainer, self.epoch_, run.position)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
-        if trainer.position_ < trainer.samples_per_epoch_:  # stopped mid-epoch by a callback
-            self.save(trainer, epoch, trainer.position_)
+        run = trainer.state_
+        if run.position < run.samples_per_epoch:  # stopped mid-epoch by a callback
+            self.save(trainer, epoch, run.position)
         elif self.at_epoch_end:
             self.save(trainer, epoch + 1, 0)
 
     def save(self, trainer, epoch: int, position: int) -> Path:
-        if trainer.samples_seen_ == self.saved_at_:  # e.g. an interrupt right after a due save
+        run = trainer.state_
+        if run.total_samples_seen == self.saved_at_:  # e.g. an interrupt right after a due save
             return self.last_path_
-        self.last_path_ = save_checkpoint(self.directory, capture_state(trainer, epoch, position),
-                                          self.keep)
-        self.saved_at_ = trainer.samples_seen_
+        state = capture_state(trainer.model_, trainer.optimizer_, run, epoch, position)
+        self.last_path_ = save_checkpoint(self.directory, state, self.keep)
+        self.saved_at_ = run.total_samples_seen
         return self.last_path_

@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 from batchtrain.callbacks.base import Callback, FitInfo
-from batchtrain.fileio import atomic_write, write_error
+from batchtrain.checkpointing.fileio import atomic_write, write_error
 
 
 class MetricsLogger(Callback):

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from batchtrain.callbacks.base import Callback  # noqa: E402
-from batchtrain.fileio import write_error  # noqa: E402
-from batchtrain.history import History  # noqa: E402
+from batchtrain.checkpointing.fileio import write_error  # noqa: E402
+from batchtrain.state import History  # noqa: E402
 
 NOT_PLOTTED = {"epoch", "time_s", "samples_per_s", "batch_size", "lr"}  # per step instead
 

@@ -6,18 +6,38 @@ of a given index batch. Here lives everything in between: the seeded per-epoch o
 iterator itself, so no caller can forget to reseed an epoch), the batch boundaries, and the move
 to the device.
 """
-import numbers
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from batchtrain.data.sources import Source, TensorSource
-from batchtrain.errors import ConfigError
+from batchtrain.errors import check_batch_size
 
 if TYPE_CHECKING:
-    from batchtrain.distributed import Distributed
+    from batchtrain.distributed.ddp import Distributed
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's batch and where it stands; sizes in samples.
+
+    inputs, targets: this rank's samples, on the device. requested: the logical batch the policy
+    asked for (the learning rate follows it: an epoch's short last batch is no change of size).
+    global_size: the samples of this step over all ranks (requested, or fewer at an epoch's end).
+    real_samples: this rank's samples that count (0 for a rank padded with one duplicate sample).
+    position: samples of the epoch's order delivered once this batch is done, over all ranks.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    requested: int
+    global_size: int
+    real_samples: int
+    position: int
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
@@ -48,7 +68,7 @@ class BatchIterator:
         with none gets one duplicate sample so it still joins the gradient all-reduce
         (global_size and real_samples tell the trainer to weight it 0); without pad (evaluation)
         such a rank skips the batch.
-    position: samples of the current epoch already delivered, over all ranks (for checkpoints).
+    position: samples of the current epoch delivered so far, over all ranks.
     """
 
     def __init__(self, source: Source, batch_size: int | Callable[[], int], shuffle: bool = True,
@@ -64,8 +84,6 @@ class BatchIterator:
         self.shard = shard
         self.pad = pad
         self.position = 0
-        self.global_size = 0
-        self.real_samples = 0
 
     def __len__(self) -> int:
         """Batches per epoch at the current batch size."""
@@ -76,54 +94,59 @@ class BatchIterator:
         return len(self.source)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The batches of epoch `epoch` (0-based), on the device, from sample `start` of its order."""
+        """The (inputs, targets) of epoch `epoch` (0-based), on the device, from sample `start` of
+        its order (for evaluation and prediction; training takes `steps` for the whole record)."""
+        for batch in self.steps(epoch, start):
+            yield batch.inputs, batch.targets
+
+    def steps(self, epoch: int, start: int = 0) -> Iterator["Batch"]:
+        """One Batch record per optimizer step of epoch `epoch`, from sample `start` of its order."""
         non_blocking = self.device.type == "cuda"
-        positions = self._positions(start)
-        if getattr(self.source, "orders_itself", False):  # streamed: the order is the source's plan
-            batches = self.source.batches(positions, self.source.order(self.seed, epoch, self.shuffle))
+        records: deque[tuple[int, int, int, int]] = deque()  # a reading source may run ahead
+        spans = self._spans(start, records)
+        if self.source.orders_itself:  # streamed: the order is the source's plan
+            batches = self.source.batches(spans, self.source.order(self.seed, epoch, self.shuffle))
         else:
             order = epoch_order(len(self.source), self.seed, epoch) if self.shuffle else None
-            batches = self.source.batches(span if order is None else order[span] for span in positions)
+            batches = self.source.batches(span if order is None else order[span] for span in spans)
         for x, y in batches:
-            yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+            requested, global_size, real_samples, position = records.popleft()
+            self.position = position
+            yield Batch(x.to(self.device, non_blocking=non_blocking),
+                        y.to(self.device, non_blocking=non_blocking),
+                        requested, global_size, real_samples, position)
 
-    def _positions(self, start: int) -> Iterator[slice]:
-        """Slices of positions in the epoch's order, one per batch (this rank's part under DDP)."""
+    def _spans(self, start: int, records: deque) -> Iterator[slice]:
+        """Slices of positions in the epoch's order, one per batch (this rank's part under DDP);
+        each batch's (requested, global size, real samples, position after it) goes to records."""
         num_samples = len(self.source)
-        self.position = start
-        while self.position < num_samples:
-            stop = min(self.position + self._next_size(), num_samples)
-            span = slice(self.position, stop)
-            self.global_size = self.real_samples = stop - self.position
-            self.position = stop
+        position = start
+        while position < num_samples:
+            requested = self._next_size()
+            stop = min(position + requested, num_samples)
+            span, global_size = slice(position, stop), stop - position
+            position = stop
+            real_samples = global_size
             if self.shard is not None:
-                span = self._local(span)
+                span, real_samples = self._local(span, global_size)
                 if span is None:
                     continue
+            records.append((requested, global_size, real_samples, position))
             yield span
 
-    def _local(self, span: slice) -> slice | None:
-        """This rank's part of a global batch of positions (see the class docstring for empty parts)."""
-        part = self.shard.shard(self.global_size)
-        self.real_samples = part.stop - part.start
-        if self.real_samples > 0:
-            return slice(span.start + part.start, span.start + part.stop)
-        return slice(span.start, span.start + 1) if self.pad else None
+    def _local(self, span: slice, global_size: int) -> tuple[slice | None, int]:
+        """This rank's part of a global batch of positions and its real samples (see the class
+        docstring for empty parts)."""
+        part = self.shard.shard(global_size)
+        real_samples = part.stop - part.start
+        if real_samples > 0:
+            return slice(span.start + part.start, span.start + part.stop), real_samples
+        return (slice(span.start, span.start + 1) if self.pad else None), 0
 
     def _next_size(self) -> int:
         size = self.batch_size() if callable(self.batch_size) else self.batch_size
         check_batch_size(size)
         return int(size)
-
-
-def is_count(value: object, minimum: int = 1) -> bool:
-    """True for an integer (Python or numpy, not bool) >= minimum."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
-
-
-def check_batch_size(batch_size: object) -> None:
-    if not is_count(batch_size):
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 def _place(source: Source, device: torch.device) -> Source:

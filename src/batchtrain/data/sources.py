@@ -23,6 +23,9 @@ TargetMap = Callable[[Tensor], Tensor]
 class TensorSource:
     """Samples held in memory as two tensors; a batch is one gather (or slice), no per-sample collation."""
 
+    orders_itself = False
+    standardize = False
+
     def __init__(self, x: Tensor, y: Tensor):
         self.x = x
         self.y = y
@@ -54,6 +57,9 @@ class TensorSource:
 
 class DatasetSource:
     """A map-style torch Dataset yielding (x, y) pairs, batched through a DataLoader."""
+
+    orders_itself = False
+    standardize = False
 
     def __init__(self, dataset: Dataset, prepare: TargetMap | None = None, num_workers: int = 0,
                  pin_memory: bool = False):
@@ -133,8 +139,11 @@ class Source(Protocol):
     def split_tail(self, start: int) -> tuple["Source", "Source"]: ...
     def map_targets(self, prepare: TargetMap) -> "Source": ...
     def to(self, device: torch.device) -> "Source": ...
-    # batches(index_batches) for random access; orders_itself + order() + batches(positions, plan)
-    # for streams.
+    # Random access (orders_itself False): batches(index_batches). Streams (orders_itself True):
+    # order(seed, epoch, shuffle) + batches(positions, plan): the source plans its own order.
+    orders_itself: bool
+    # True: the model gets a first layer standardising inputs with moments() of this data.
+    standardize: bool
 
 
 STREAM_BATCH = 1024  # samples an IterableDataset's items are collated into, before re-batching

@@ -1,0 +1,1 @@
+"""Many processes: torchrun / DistributedDataParallel glue (ddp) and elastic restarts (elastic)."""

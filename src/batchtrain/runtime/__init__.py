@@ -1,0 +1,1 @@
+"""What the process runs on: device choice, CPU threads, the allocator, signals and interrupts."""

@@ -1,0 +1,148 @@
+"""The learned state of a run: its History, and the RunState that checkpoints capture whole.
+
+A RunState is made when fit() begins (training.run.begin_run) and is the only place a run's
+counters, records, metric sums, position, policy, learning-rate control and noise tracker live.
+The trainer owns it; callbacks read it (trainer.state_); checkpoints save and load it through
+state_dict / load_state_dict, so nothing else writes it.
+"""
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchtrain.optim.schedules import SampleClock
+from batchtrain.runtime.signals import StopRequest
+
+
+class History:
+    """Per-epoch records (epoch, loss, metrics, val_*, batch_size, lr, time_s, samples_per_s),
+    in order, and per-step records in `.steps`.
+
+    Iterate it or index it for the dicts; `.history` gives Keras' dict of lists.
+    """
+
+    def __init__(self, epochs: list[dict] | None = None, steps: list[dict] | None = None):
+        self.epochs: list[dict] = list(epochs or [])
+        # One record per optimizer step: step, samples_seen, batch_size (the logical batch asked
+        # for), samples (in this step: fewer at an epoch's end), physical_batch,
+        # accumulation_steps, lr (host values only: recording them never waits for the device).
+        self.steps: list[dict] = list(steps or [])
+
+    def append(self, logs: dict) -> None:
+        self.epochs.append(dict(logs))
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.epochs)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.epochs[index]
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs, keys={self.keys()})"
+
+    def keys(self) -> list[str]:
+        """Every key of any epoch, in first-seen order."""
+        return list(dict.fromkeys(key for logs in self.epochs for key in logs))
+
+    def to_list(self) -> list[dict]:
+        return [dict(logs) for logs in self.epochs]
+
+    @property
+    def history(self) -> dict[str, list]:
+        """Keras' form: {"loss": [...], "val_loss": [...], ...}."""
+        return {key: [logs.get(key) for logs in self.epochs] for key in self.keys()}
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write one row per epoch, header from keys()."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.keys())
+            writer.writeheader()
+            writer.writerows(self.epochs)
+
+
+@dataclass
+class RunState:
+    """One fit()'s learned state; counts in samples unless named otherwise.
+
+    step: optimizer steps over every fit() of the trainer; total_samples_seen: samples trained
+    on over every fit(); samples_seen: samples trained on in this run (what step records and
+    checkpoint names count). epoch, position: the epoch in progress (0-based) and the samples of
+    its order already delivered over all ranks. samples_per_epoch, total_samples: this run's
+    epoch length and epochs x that. max_physical_batch: the micro-batch cap (memory ceiling or
+    the user's). seed: the run's seed (initialisation and shuffle order).
+    policy, lr_control, metrics, noise: the batch-size policy, the learning-rate control
+    (coupling x schedule), the epoch's running metric sums, the gradient-noise tracker (None
+    unless the policy measures). last_step: the newest step record; last_noise: its noise
+    estimate (empty when none). stop_reason: why training stopped early (a non-finite step);
+    stop_request: where the signal handlers record a SIGINT or SIGTERM (read it as `interrupt`).
+    """
+
+    policy: Any
+    lr_control: Any
+    metrics: Any
+    noise: Any
+    max_physical_batch: int
+    seed: int
+    samples_per_epoch: int
+    total_samples: int
+    step: int = 0
+    total_samples_seen: int = 0
+    samples_seen: int = 0
+    epoch: int = 0
+    position: int = 0
+    history: History = field(default_factory=History)
+    last_step: dict | None = None
+    last_noise: dict = field(default_factory=dict)
+    step_time_s: float = 0.0
+    stop_reason: str | None = None
+    stop_request: StopRequest = field(default_factory=StopRequest)  # runtime/signals.py
+
+    @property
+    def interrupt(self) -> str | None:
+        """The signal ("SIGINT", "SIGTERM") that asked training to stop after this step, or None."""
+        return self.stop_request.received
+
+    def clock(self) -> SampleClock:
+        """Where the run stands, in samples, for sample-keyed schedules."""
+        return SampleClock(self.samples_seen, self.samples_per_epoch, self.total_samples)
+
+    def progress(self) -> dict:
+        """The counters, as checkpoints record them."""
+        return {"epoch": self.epoch, "position": self.position, "step": self.step,
+                "samples_seen": self.samples_seen, "total_samples_seen": self.total_samples_seen,
+                "samples_per_epoch": self.samples_per_epoch}
+
+    def state_dict(self) -> dict:
+        """Everything of the run that influences what comes next (checkpointing/resume.py adds the
+        model, the optimizer and the random generators)."""
+        return {
+            "lr_control": self.lr_control.state_dict(),
+            "policy": self.policy.state_dict(),
+            "progress": self.progress(),
+            "metrics": {"sums": dict(self.metrics.sums), "count": self.metrics.count},
+            "history": {"epochs": self.history.to_list(), "steps": list(self.history.steps)},
+            "max_physical_batch": self.max_physical_batch,
+            "seed": self.seed,
+            "noise": self.noise.state_dict() if self.noise is not None else None,
+        }
+
+    def load_state_dict(self, state: dict, device) -> None:
+        """Restore what state_dict captured (lr control and policy first: they may refuse it)."""
+        self.lr_control.load_state_dict(state["lr_control"])
+        self.policy.load_state_dict(state["policy"])
+        progress = state["progress"]
+        self.epoch, self.position = progress["epoch"], progress["position"]
+        self.step, self.samples_seen = progress["step"], progress["samples_seen"]
+        self.total_samples_seen = progress["total_samples_seen"]
+        self.metrics.sums = {key: value.to(device) for key, value in state["metrics"]["sums"].items()}
+        self.metrics.count = state["metrics"]["count"]
+        self.history = History(state["history"]["epochs"], state["history"]["steps"])
+        self.last_step = self.history.steps[-1] if self.history.steps else None
+        self.max_physical_batch = state["max_physical_batch"]
+        self.seed = state["seed"]
+        if self.noise is not None and state["noise"] is not None:
+            self.noise.load_state_dict(state["noise"])

@@ -1,0 +1,70 @@
+"""The step's optional measurement hook: gradient-noise statistics, for a policy that wants them.
+
+In one process each micro-batch's gradient norm is measured as backward accumulates (a logical
+batch is split in two or more micro-batches for this: stats/collector.py); under DDP the ranks'
+gradients serve as the small batches (distributed/ddp.py all_reduce_with_stats). Adam's and
+RMSprop's gradients are measured in the geometry they step in (stats/precondition.py), from their
+second step on; SGD's as they are.
+"""
+from dataclasses import asdict
+
+from torch import Tensor
+
+from batchtrain.distributed.ddp import Distributed, all_reduce_with_stats
+from batchtrain.stats import MicroBatchGradients, NoiseScaleTracker, Preconditioner, split_for_stats
+
+
+class NoiseMeasurement:
+    """Measures each step's gradient noise into `tracker` (the run state's NoiseScaleTracker)."""
+
+    def __init__(self, parameters: list[Tensor], optimizer, tracker: NoiseScaleTracker,
+                 group: Distributed | None):
+        self.parameters = parameters
+        self.collector = MicroBatchGradients(parameters)
+        self.preconditioner = Preconditioner(optimizer)
+        self.tracker = tracker
+        self.group = group
+        self.factors = None
+        self.by_micro_batch = self.by_rank = False
+
+    def physical_batch(self, logical: int, cap: int) -> int:
+        """At least two micro-batches in one process (their norms are the small batches)."""
+        if logical >= 2 and self.group is None:
+            return split_for_stats(logical, cap)
+        return min(logical, cap)
+
+    def plan(self, micro_batches: int) -> None:
+        """Before the step: measure it unless an adaptive optimizer has no second moments yet."""
+        self.factors = self.preconditioner.factors(self.parameters)
+        active = self.factors is not None or not self.preconditioner.adaptive
+        self.by_micro_batch = active and micro_batches > 1 and self.group is None
+        self.by_rank = active and self.group is not None
+
+    def begin(self) -> None:
+        """After the gradients were zeroed, before the first backward."""
+        if self.by_micro_batch:
+            self.collector.begin(self.factors)
+
+    def after_micro_batch(self, samples: int, logical: int) -> None:
+        if self.by_micro_batch:
+            self.collector.after_micro_batch(samples, samples / logical)
+
+    def finish(self, local_samples: int, logical: int) -> dict | None:
+        """The step's statistics (None when not measured). By rank, this all-reduces the
+        gradients itself: every backward of the step ran without DDP's all-reduce."""
+        if self.by_rank:
+            return all_reduce_with_stats(self.parameters, self.group, local_samples, logical,
+                                         self.factors)
+        return self.collector.finish(logical) if self.by_micro_batch else None
+
+    def record(self, statistics: dict | None) -> None:
+        """After an applied step: the statistics join the tracker's estimate."""
+        if statistics is not None:
+            self.tracker.update(**statistics)
+
+
+def noise_estimate(tracker: NoiseScaleTracker | None) -> dict:
+    """The tracker's current estimate as a dict (stats/tracker.py NoiseEstimate); empty when
+    there is none yet, or no tracker."""
+    estimate = tracker.estimate() if tracker is not None else None
+    return asdict(estimate) if estimate is not None else {}

@@ -1,0 +1,81 @@
+"""A run's beginning: its state (state.py RunState) and the step pipeline it trains with."""
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from batchtrain.batching.base import BatchSizePolicy
+from batchtrain.batching.budget import resolve_budget
+from batchtrain.batching.coupling import LearningRate
+from batchtrain.batching.memory import MemoryEstimate, memory_ceiling
+from batchtrain.batching.spec import resolve_policy
+from batchtrain.callbacks.base import FitInfo
+from batchtrain.errors import check_batch_size
+from batchtrain.models.build import Built
+from batchtrain.optim.schedules import LRSchedule, as_lr_schedule
+from batchtrain.state import RunState
+from batchtrain.stats import NoiseScaleTracker
+from batchtrain.tasks.metrics import MetricSet
+from batchtrain.training.measure import NoiseMeasurement
+from batchtrain.training.step import TrainStep
+from batchtrain.training.sync import strategy
+
+
+def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_names: tuple[str, ...],
+              samples_per_epoch: int, epochs: int, max_physical_batch: int, lr_scaling: str,
+              lr_schedule: LRSchedule | str | None,
+              previous: RunState | None) -> tuple[RunState, TrainStep]:
+    """The state of a new run of `epochs` x `samples_per_epoch` samples and its step pipeline.
+
+    requested: the parsed batch size (a policy, or "max"); max_physical_batch: the memory
+    ceiling (samples), the same on every rank. The step and sample counters carry over from the
+    previous run of the same trainer; everything else starts anew.
+    """
+    policy = resolve_policy(requested, max_physical_batch)
+    noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
+    parameters = list(built.model.parameters())  # walking the module tree: ~50 us, done once
+    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group)
+                   if noise is not None else None)
+    pipeline = TrainStep(built.network, built.task.loss_fn, optimizer, parameters,
+                         strategy(built.network, built.group), measurement)
+    lr_control = LearningRate(optimizer, lr_scaling, as_lr_schedule(lr_schedule), policy)
+    run = RunState(policy, lr_control, MetricSet(built.task, metric_names, built.device), noise,
+                   max_physical_batch, built.seed, samples_per_epoch, samples_per_epoch * epochs,
+                   step=previous.step if previous else 0,
+                   total_samples_seen=previous.total_samples_seen if previous else 0)
+    return run, pipeline
+
+
+def physical_cap(max_physical_batch: int | None, memory: MemoryEstimate | None,
+                 memory_budget, built: Built, optimizer, sample: Callable[[], Tensor]
+                 ) -> tuple[MemoryEstimate | None, int]:
+    """The memory estimate (None when the user capped the physical batch) and the cap (samples),
+    the same on every rank. memory: the estimate of an earlier fit (the model is the same);
+    sample: a few training inputs, for the estimate."""
+    if max_physical_batch is not None:
+        check_batch_size(max_physical_batch)
+        memory, cap = None, int(max_physical_batch)
+    else:
+        if memory is None:
+            budget = resolve_budget(memory_budget, built.device)
+            memory = memory_ceiling(built.model, sample(), built.device, budget_bytes=budget,
+                                    optimizer=optimizer)
+        cap = memory.max_batch
+    if built.group is not None:  # every rank must split its batches alike
+        cap = built.group.broadcast_int(cap, built.device)
+    return memory, cap
+
+
+def fit_info(run: RunState, memory: MemoryEstimate | None, steps_per_epoch: int,
+             validation_samples: int, epochs: int, resumed_from) -> FitInfo:
+    """What the run will do, for callbacks' on_fit_begin."""
+    memory_line = (memory.describe() if memory else
+                   f"physical batch at most {run.max_physical_batch} (set by the user)")
+    return FitInfo(epochs, steps_per_epoch, run.samples_per_epoch, run.policy.batch_size(),
+                   validation_samples, repr(run.policy), memory_line,
+                   f"lr scaling {run.lr_control.rule}, schedule "
+                   f"{run.lr_control.schedule.describe()}", str(resumed_from or ""))
+
+
+def loaded(model: nn.Module, spec, task, input_shape: tuple, device, seed: int) -> Built:
+    """A Built for a model loaded from a run directory (one process, no DDP wrapper)."""
+    return Built(device, None, seed, input_shape, task, model, model, spec)

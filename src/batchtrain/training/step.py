@@ -1,0 +1,108 @@
+"""One optimizer step on one logical batch, as a pipeline of small pieces:
+
+    micro-batches -> forward/backward, accumulated -> synchronisation (one process, DDP)
+        -> measurement (gradient noise; optional) -> finiteness -> optimizer
+
+The trainer's train_step runs it and keeps the accounting (learning rate, counters, records).
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from batchtrain.training.finite import step_is_finite
+from batchtrain.training.measure import NoiseMeasurement
+from batchtrain.training.sync import DataParallel, SingleProcess
+
+Counted = tuple[Tensor, Tensor, Tensor]  # a micro-batch's (outputs, targets, mean loss), detached
+
+
+def micro_batches(x: Tensor, y: Tensor, physical: int) -> list[tuple[Tensor, Tensor]]:
+    """The logical batch cut into physical micro-batches of at most `physical` samples."""
+    if physical >= len(y):  # one micro-batch: two split ops saved (~40 us of a batch-8 CPU step)
+        return [(x, y)]
+    return list(zip(x.split(physical), y.split(physical)))
+
+
+def accumulate(network: nn.Module, loss_fn, parts: list[tuple[Tensor, Tensor]], logical: int,
+               counts: bool, sync: SingleProcess | DataParallel, all_reduce_last: bool,
+               measurement: NoiseMeasurement | None) -> list[Counted]:
+    """Accumulate the gradient of the logical batch's mean loss over its micro-batches.
+
+    Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
+    gradient equals the gradient of the whole batch's mean loss: the same update as one step on
+    it. Under DDP the share is multiplied by the world size (DDP averages over ranks), and only the
+    last backward all-reduces (none does when all_reduce_last is False: the measurement reduces).
+    counts: False for a padding sample (weight 0). Returns each counted micro-batch's
+    (outputs, targets, mean loss), detached.
+    """
+    results = []
+    for index, (inputs, targets) in enumerate(parts):
+        share = len(targets) * sync.world_size / logical if counts else 0.0
+        sync.before_backward(all_reduce_last and index == len(parts) - 1)
+        outputs = network(inputs)
+        loss = loss_fn(outputs, targets)
+        (loss * share if share != 1.0 else loss).backward()
+        if measurement is not None:
+            measurement.after_micro_batch(len(targets), logical)
+        if counts:
+            results.append((outputs.detach(), targets, loss.detach()))
+    return results
+
+
+@dataclass
+class StepOutcome:
+    """What a step computed before its update: the counted micro-batches, the gradient-noise
+    statistics (None when not measured) and whether the losses and gradients are all finite."""
+
+    results: list[Counted]
+    statistics: dict | None
+    finite: bool
+
+
+class TrainStep:
+    """The pipeline for one run: network, loss, optimizer, synchronisation and measurement."""
+
+    def __init__(self, network: nn.Module, loss_fn, optimizer: torch.optim.Optimizer,
+                 parameters: list[Tensor], sync: SingleProcess | DataParallel,
+                 measurement: NoiseMeasurement | None = None):
+        self.network = network
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.parameters = parameters  # walking the module tree: ~50 us a step, so done once
+        self.sync = sync
+        self.measurement = measurement
+
+    def physical_batch(self, logical: int, cap: int) -> int:
+        """The micro-batch size for a logical batch under the memory ceiling `cap`."""
+        if self.measurement is not None:
+            return self.measurement.physical_batch(logical, cap)
+        return min(logical, cap)
+
+    def compute(self, parts: list[tuple[Tensor, Tensor]], logical: int, counts: bool) -> StepOutcome:
+        """Gradients of the logical batch (global: `logical` samples over all ranks), reduced and
+        measured; one host synchronisation for the finiteness check. Nothing is applied yet."""
+        measurement = self.measurement
+        if measurement is not None:
+            measurement.plan(len(parts))
+        self.optimizer.zero_grad(set_to_none=True)
+        if measurement is not None:
+            measurement.begin()
+        by_rank = measurement is not None and measurement.by_rank
+        results = accumulate(self.network, self.loss_fn, parts, logical, counts, self.sync,
+                             not by_rank, measurement)
+        local = sum(len(targets) for _, targets in parts) if counts else 0
+        statistics = measurement.finish(local, logical) if measurement is not None else None
+        gradients = [parameter.grad for parameter in self.parameters if parameter.grad is not None]
+        finite = step_is_finite([loss for _, _, loss in results], gradients, self.sync.reduce)
+        return StepOutcome(results, statistics, finite)
+
+    def apply(self, outcome: StepOutcome) -> None:
+        """The optimizer's update, then the statistics of the applied step recorded."""
+        self.optimizer.step()
+        if self.measurement is not None:
+            self.measurement.record(outcome.statistics)
+
+    def discard(self) -> None:
+        """A skipped step: its gradients are dropped, nothing is applied."""
+        self.optimizer.zero_grad(set_to_none=True)
