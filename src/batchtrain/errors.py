@@ -43,3 +43,9 @@ def is_count(value: object, minimum: int = 1) -> bool:
 def check_batch_size(batch_size: object) -> None:
     if not is_count(batch_size):
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+def check_count(value: object, name: str) -> None:
+    """ConfigError unless value is an integer >= 1 ("epochs must be an integer >= 1, got 0")."""
+    if not is_count(value):
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")

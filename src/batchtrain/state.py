@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchtrain.batching.base import StepStats
 from batchtrain.optim.schedules import SampleClock
 from batchtrain.runtime.signals import StopRequest
+from batchtrain.stats.tracker import noise_estimate
 
 
 class History:
@@ -105,6 +107,39 @@ class RunState:
     def interrupt(self) -> str | None:
         """The signal ("SIGINT", "SIGTERM") that asked training to stop after this step, or None."""
         return self.stop_request.received
+
+    def advance(self, requested: int, samples: int, physical_batch: int, accumulation_steps: int,
+                lr: float, skipped: bool = False) -> dict:
+        """Count one optimizer step of `samples` samples (over all ranks) and return its record:
+        the step, samples seen in the run, the logical batch asked for, the samples of this step
+        (fewer at an epoch's end), the physical batch, the accumulation steps, the lr, and the
+        noise scale when measured (host values only: recording never waits for the device)."""
+        self.step += 1
+        self.total_samples_seen += samples
+        self.samples_seen += samples
+        record = {"step": self.step, "samples_seen": self.samples_seen, "batch_size": requested,
+                  "samples": samples, "physical_batch": physical_batch,
+                  "accumulation_steps": accumulation_steps, "lr": lr}
+        if skipped:
+            record["skipped"] = True
+        self.last_noise = noise_estimate(self.noise)  # one per step, for the record and the policy
+        if self.last_noise:
+            record["noise_scale"] = self.last_noise["noise_scale"]
+        self.last_step = record
+        return record
+
+    def step_stats(self, record: dict) -> StepStats:
+        """What the policy is told after the step of `record` (batching/base.py StepStats)."""
+        return StepStats(self.samples_seen, self.epoch, self.samples_per_epoch, record["samples"],
+                         gradient=self.last_noise, physical_batch=record["physical_batch"],
+                         time_s=self.step_time_s)
+
+    def epoch_record(self, metrics: dict, elapsed_s: float, samples: int) -> dict:
+        """The History record of the epoch in progress: its number (1-based), loss and metrics,
+        the last step's batch size and lr, its time and speed over its `samples` samples."""
+        last = self.history.steps[-1] if self.history.steps else {"batch_size": 0, "lr": 0.0}
+        return {"epoch": self.epoch + 1, **metrics, "batch_size": last["batch_size"],
+                "lr": last["lr"], "time_s": elapsed_s, "samples_per_s": samples / elapsed_s}
 
     def clock(self) -> SampleClock:
         """Where the run stands, in samples, for sample-keyed schedules."""

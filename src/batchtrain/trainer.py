@@ -16,16 +16,14 @@ from torch import Tensor, nn
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.memory import MemoryEstimate
 from batchtrain.batching.spec import parse_batch_size
-from batchtrain.callbacks.base import Callback, CallbackList
+from batchtrain.callbacks.base import Callback, CallbackList, for_this_rank
 from batchtrain.checkpointing.files import newest_checkpoint
 from batchtrain.checkpointing.resume import restore_state
 from batchtrain.checkpointing.saved_model import SavedModel, load_saved_model, save_model
-from batchtrain.data.iterable import IterableSource
 from batchtrain.data.iterator import Batch, BatchIterator
-from batchtrain.data.sources import Source, as_source, fit_sources
-from batchtrain.data.stream import StreamSource
+from batchtrain.data.sources import Source, as_source, fit_sources, holds_targets
 from batchtrain.distributed.policy import synced
-from batchtrain.errors import ConfigError, TrainingInterrupted, check_batch_size, is_count
+from batchtrain.errors import ConfigError, TrainingInterrupted, check_batch_size, check_count
 from batchtrain.models.build import Built, build_run, check_input_shape
 from batchtrain.models.spec import ModelSpec
 from batchtrain.optim.optimizers import OptimizerLike, make_optimizer
@@ -37,7 +35,6 @@ from batchtrain.state import History, RunState
 from batchtrain.tasks.kinds import DEFAULT_METRICS, prepare_targets
 from batchtrain.tasks.metrics import MetricSet
 from batchtrain.training.finite import check_action, nonfinite_outcome
-from batchtrain.training.measure import noise_estimate
 from batchtrain.training.run import begin_run, fit_info, loaded, physical_cap
 from batchtrain.training.step import micro_batches
 
@@ -50,8 +47,9 @@ class Trainer:
 
     model: an nn.Module, a built-in model name ("seed-cnn", "mlp"), "package.module:factory",
         or a ModelSpec; named models are built at the first fit() from the data's shape.
-    optimizer: "sgd", "adam", "adamw", "rmsprop" (Keras defaults, see optim/optimizers.py), an Optimizer or a
-        factory of one. lr: overrides its learning rate. optimizer_options: e.g. {"momentum": 0.9}.
+    optimizer: "sgd", "adam", "adamw", "rmsprop" (Keras defaults, optim/optimizers.py), an
+        Optimizer or a factory of one. lr: overrides its learning rate. optimizer_options: e.g.
+        {"momentum": 0.9}.
     loss: a name from tasks.LOSS_TASKS, default inferred from the targets.
     metrics: "auto" (accuracy for classification; mae, rmse, r2 for regression) or names.
     device: "auto" (cuda > mps > cpu), or a torch device string.
@@ -71,8 +69,8 @@ class Trainer:
         NonFiniteError.
     threads: torch's intra-op CPU threads during fit(): None keeps torch's setting (one per
         core), an int pins it, "auto" uses every core while the machine is free and one fewer per
-        core other processes keep busy (runtime/threads.py; results then agree to float rounding, not bit
-        for bit). Restored when fit() ends, by an exception too; no effect on a GPU.
+        core other processes keep busy (runtime/threads.py; results then agree to float rounding,
+        not bit for bit). Restored when fit() ends, by an exception too; no effect on a GPU.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -126,7 +124,7 @@ class Trainer:
         TrainingInterrupted.
         """
         requested = parse_batch_size(batch_size)
-        _check_epochs(epochs)
+        check_count(epochs, "epochs")
         check_threads(self.threads)
         train, val = fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
@@ -138,9 +136,10 @@ class Trainer:
                                 shard=self.dist_)
         val_batches = self._eval_batches(val) if val is not None else None
         hooks = CallbackList([*thread_callbacks(self.threads, self.device_),
-                              *_for_this_rank(callbacks, self.dist_)])
+                              *for_this_rank(callbacks, self.dist_)])
         with restored_threads():  # on_fit_end restores them too, but an exception skips it
-            hooks.on_fit_begin(self, fit_info(run, self.memory_, len(batches), _length(val),
+            hooks.on_fit_begin(self, fit_info(run, self.memory_, len(batches),
+                                              len(val) if val is not None else 0,
                                               int(epochs), resumed_from))
             with stop_on_signals() as run.stop_request:
                 for epoch in range(run.epoch, int(epochs)):
@@ -178,20 +177,14 @@ class Trainer:
             if record is None:  # non-finite, on_nonfinite="stop"
                 break
             run.history.steps.append(record)
-            run.policy.observe(StepStats(run.samples_seen, epoch, batches.num_samples,
-                                         record["samples"], gradient=run.last_noise,
-                                         physical_batch=record["physical_batch"],
-                                         time_s=run.step_time_s))
+            run.policy.observe(run.step_stats(record))
             hooks.on_batch_end(self, record["samples"])
             if run.interrupt is not None:
                 raise TrainingInterrupted(run.interrupt, run.step)
             if self.stop_training:  # a callback asked to stop now (mid-epoch)
                 break
-        logs = {"epoch": epoch + 1, **run.metrics.compute(self._reduce)}  # one device read
-        elapsed_s = time.perf_counter() - started
-        last = run.history.steps[-1] if run.history.steps else {"batch_size": 0, "lr": 0.0}
-        return {**logs, "batch_size": last["batch_size"], "lr": last["lr"], "time_s": elapsed_s,
-                "samples_per_s": (batches.num_samples - start) / elapsed_s}
+        return run.epoch_record(run.metrics.compute(self._reduce),  # one device read
+                                time.perf_counter() - started, batches.num_samples - start)
 
     def train_step(self, batch: Batch) -> dict | None:
         """One optimizer step on one logical batch (training/step.py), and its accounting;
@@ -213,19 +206,8 @@ class Trainer:
         for outputs, targets, loss in outcome.results:
             run.metrics.update(outputs, targets, loss)
         run.step_time_s = time.perf_counter() - started
-        run.step += 1
-        run.total_samples_seen += batch.global_size
-        run.samples_seen += batch.global_size
-        record = {"step": run.step, "samples_seen": run.samples_seen, "batch_size": batch.requested,
-                  "samples": batch.global_size, "physical_batch": physical,
-                  "accumulation_steps": len(parts), "lr": lr}
-        if not outcome.finite:
-            record["skipped"] = True
-        run.last_noise = noise_estimate(run.noise)  # one per step, for the record and the policy
-        if run.last_noise:
-            record["noise_scale"] = run.last_noise["noise_scale"]
-        run.last_step = record
-        return record
+        return run.advance(batch.requested, batch.global_size, physical, len(parts), lr,
+                           skipped=not outcome.finite)
 
     def _nonfinite(self) -> bool:
         """Act on a non-finite step (training/finite.py): True to go on without it ("skip")."""
@@ -273,7 +255,7 @@ class Trainer:
         if self.model_ is None:
             raise ConfigError("predict() needs a trained model: call fit() first, or "
                               "Trainer.load(run_dir)")
-        source = as_source(x, None if _holds_targets(x) else np.zeros(len(x)))
+        source = as_source(x, None if holds_targets(x) else np.zeros(len(x)))
         check_input_shape(self.input_shape_, source.sample_shape)
         self.model_.eval()
         chunks = []
@@ -356,7 +338,6 @@ class Trainer:
 
     # What the first fit() built (models/build.py Built), and the run's counters (state.py).
     model_ = property(lambda self: self.built_.model if self.built_ else None)
-    network_ = property(lambda self: self.built_.network if self.built_ else None)  # DDP or not
     task_ = property(lambda self: self.built_.task if self.built_ else None)
     input_shape_ = property(lambda self: self.built_.input_shape if self.built_ else None)
     device_ = property(lambda self: self.built_.device if self.built_ else None)
@@ -369,23 +350,3 @@ class Trainer:
     stop_reason_ = property(lambda self: self.state_.stop_reason if self.state_ else None)
     max_physical_batch_ = property(lambda self: self.state_.max_physical_batch)
     noise_ = property(lambda self: self.state_.noise if self.state_ else None)
-
-
-def _holds_targets(x: Any) -> bool:
-    """Datasets and streams carry their own targets; arrays passed to predict() do not."""
-    return isinstance(x, (torch.utils.data.Dataset, StreamSource, IterableSource))
-
-
-def _for_this_rank(callbacks: Iterable[Callback], group) -> list[Callback]:
-    """Under DDP a callback with main_process_only (logs, plots, checkpoints) runs on rank 0 only."""
-    return [callback for callback in callbacks if group is None or group.is_main
-            or not getattr(callback, "main_process_only", False)]
-
-
-def _length(source: Source | None) -> int:
-    return len(source) if source is not None else 0
-
-
-def _check_epochs(epochs: object) -> None:
-    if not is_count(epochs):
-        raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")

@@ -1,4 +1,6 @@
-"""Memory budgets as users write them: bytes, a fraction of available RAM, or "8GiB"."""
+"""Memory budgets as users write them (bytes, a fraction of available RAM, or "8GiB"), and
+byte counts as users read them."""
+import math
 import re
 
 import torch
@@ -41,3 +43,11 @@ def resolve_budget(budget: float | int | str | None, device: torch.device | None
             return int(parsed * torch.cuda.mem_get_info(device)[0])
         return int(parsed * available_memory_bytes())
     return parsed
+
+
+def format_bytes(count: int) -> str:
+    """1536 -> '1.5 KiB' (binary units, as free(1) and nvidia-smi print them)."""
+    if abs(count) < 1024:
+        return f"{count} B"
+    exponent = min(int(math.log(abs(count), 1024)), 4)
+    return f"{count / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exponent - 1]}"

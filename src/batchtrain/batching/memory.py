@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from batchtrain.batching.budget import format_bytes
 from batchtrain.errors import ConfigError
 
 LossFn = Callable[[Tensor], Tensor]
@@ -51,14 +52,6 @@ class MemoryEstimate:
         return (f"memory ceiling: {self.max_batch} samples per physical batch ({self.method}: "
                 f"{format_bytes(self.per_sample_bytes)}/sample + {format_bytes(self.fixed_bytes)}"
                 f" fixed, budget {format_bytes(self.budget_bytes)})")
-
-
-def format_bytes(count: int) -> str:
-    """1536 -> '1.5 KiB' (binary units, as free(1) and nvidia-smi print them)."""
-    if abs(count) < 1024:
-        return f"{count} B"
-    exponent = min(int(math.log(abs(count), 1024)), 4)
-    return f"{count / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exponent - 1]}"
 
 
 def available_memory_bytes() -> int:

@@ -1,12 +1,12 @@
-"""The callback protocol: five hooks, each a no-op unless overridden."""
+"""The callback protocol: five hooks, each a no-op unless overridden.
+
+Every hook receives the Trainer running the fit (not imported here: the trainer imports the
+callbacks); the run's counters and records are trainer.state_ (state.py RunState).
+"""
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
 
 from batchtrain.errors import ConfigError
-
-if TYPE_CHECKING:
-    from batchtrain.state import History
-    from batchtrain.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,23 @@ class Callback:
 
     main_process_only = False
 
-    def on_fit_begin(self, trainer: "Trainer", info: FitInfo) -> None:
+    def on_fit_begin(self, trainer, info: FitInfo) -> None:
         """Before the first epoch. Reset per-run state here, so the callback can be reused."""
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
         """Before epoch `epoch` (0-based)."""
 
-    def on_batch_end(self, trainer: "Trainer", batch_size: int) -> None:
-        """After each optimizer step; trainer.last_step_ holds the step's record (batch size,
-        physical batch, accumulation steps, lr, samples seen). Setting trainer.stop_training =
+    def on_batch_end(self, trainer, samples: int) -> None:
+        """After each optimizer step of `samples` samples (over all ranks: the logical batch, fewer
+        at an epoch's end); trainer.last_step_ holds the step's record (batch size, physical
+        batch, accumulation steps, lr, samples seen). Setting trainer.stop_training =
         True here ends fit() after this step (the partial epoch is still recorded)."""
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> None:
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         """After epoch `epoch` and its validation; logs is the epoch's History record.
         Set trainer.stop_training = True to end fit() after this epoch."""
 
-    def on_fit_end(self, trainer: "Trainer", history: "History") -> None:
+    def on_fit_end(self, trainer, history) -> None:
         """After the last epoch (also after an early stop)."""
 
 
@@ -71,9 +72,9 @@ class CallbackList(Callback):
         for callback in self.callbacks:
             callback.on_epoch_begin(trainer, epoch)
 
-    def on_batch_end(self, trainer, batch_size):
+    def on_batch_end(self, trainer, samples):
         for callback in self.callbacks:
-            callback.on_batch_end(trainer, batch_size)
+            callback.on_batch_end(trainer, samples)
 
     def on_epoch_end(self, trainer, epoch, logs):
         for callback in self.callbacks:
@@ -82,3 +83,10 @@ class CallbackList(Callback):
     def on_fit_end(self, trainer, history):
         for callback in self.callbacks:
             callback.on_fit_end(trainer, history)
+
+
+def for_this_rank(callbacks: Iterable[Callback], group) -> list[Callback]:
+    """The callbacks that run in this process: under DDP one with main_process_only (logs,
+    plots, checkpoints) runs on rank 0 only. group: the process group, None in one process."""
+    return [callback for callback in callbacks if group is None or group.is_main
+            or not getattr(callback, "main_process_only", False)]

@@ -37,7 +37,7 @@ class MetricsLogger(Callback):
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
 
-    def on_batch_end(self, trainer, batch_size: int) -> None:
+    def on_batch_end(self, trainer, samples: int) -> None:
         record = {"type": "step", "epoch": self.epoch_ + 1, **trainer.last_step_}
         if self.every_steps and trainer.step_ % self.every_steps == 0:
             record.update(trainer.running_logs())

@@ -44,10 +44,10 @@ class ProgressBar(Callback):
                              unit_scale=True, leave=False, dynamic_ncols=True,
                              desc=f"epoch {epoch + 1}/{self.info_.epochs}")
 
-    def on_batch_end(self, trainer, batch_size: int) -> None:
-        self.epoch_samples_ += batch_size
+    def on_batch_end(self, trainer, samples: int) -> None:
+        self.epoch_samples_ += samples
         if self.bar_ is not None:
-            self.bar_.update(batch_size)
+            self.bar_.update(samples)
         now = time.monotonic()
         due_s = self.refresh_s if self.is_terminal_ else self.interval_s
         if now - self.last_read_ < due_s:

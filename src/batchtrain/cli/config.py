@@ -1,11 +1,13 @@
 """The `batchtrain fit` configuration: one dataclass whose fields are both the CLI options and the
 keys of a YAML/TOML/JSON config file (flags override the file, the file overrides defaults)."""
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from batchtrain.batching.base import BatchSizePolicy
 from batchtrain.batching.budget import parse_budget
 from batchtrain.batching.spec import parse_batch_size
 from batchtrain.cli.configfiles import parse_options, quoted, read_options_text
@@ -125,6 +127,11 @@ class FitConfig:
     log_every_steps: int = option(0, "also log running metrics every N steps (0: per epoch only)", int)
     progress: str = option("auto", "progress display", choices=("auto", "bar", "lines", "none"))
 
+    @cached_property
+    def batch_size_policy(self) -> BatchSizePolicy | str:
+        """--batch-size parsed (batching/spec.py): the policy fit() trains with, or "max"."""
+        return parse_batch_size(self.batch_size)
+
     def validate(self) -> "FitConfig":
         """Raise ConfigError for values out of range or a device that is missing, before any data
         is loaded."""
@@ -136,7 +143,7 @@ class FitConfig:
     def check_values(self) -> "FitConfig":
         """Raise ConfigError for values out of range, whatever the machine (the device is not
         looked for, the thread count not compared with this machine's cores)."""
-        parse_batch_size(self.batch_size)
+        self.batch_size_policy  # noqa: B018 (parsed here, once: fit() takes the policy)
         as_lr_schedule(self.lr_schedule)
         parse_budget(self.memory_budget)
         _check(self.max_physical_batch is None or self.max_physical_batch >= 1,

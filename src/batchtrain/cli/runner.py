@@ -1,4 +1,4 @@
-"""The jobs behind the CLI: a fit run writes a run directory (checkpointing/rundir.py); evaluate and predict
+"""The jobs behind the CLI: a fit run writes a run directory (cli/rundir.py); evaluate and predict
 read one."""
 import json
 import os
@@ -26,7 +26,7 @@ from batchtrain.distributed.ddp import Distributed, from_environment, process_de
 from batchtrain.distributed.elastic import is_own_restart
 from batchtrain.errors import ConfigError
 from batchtrain.errors import TrainingInterrupted
-from batchtrain.checkpointing.rundir import (CHECKPOINT_DIR, CONFIG_FILE, RUN_FILES, TEST_FILE,  # noqa: F401
+from batchtrain.cli.rundir import (CHECKPOINT_DIR, CONFIG_FILE, RUN_FILES, TEST_FILE,  # noqa: F401
                                RunRecord, check_run_dir, create_run_dir, read_run_config,
                                run_dir_path, stopped_note)
 from batchtrain.trainer import Trainer
@@ -55,6 +55,7 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
     # refuses an existing run before slow work; the records of an attempt that saved nothing
     earlier = check_run_dir(run_dir, config, resume) if main and not restarted else []
     splits = load_fit_data(config)
+    policy = config.batch_size_policy  # parsed once, when the options were checked
     if isinstance(splits.x_train, StreamSource) and splits.x_train.table.feature_names:
         config = replace(config, features=list(splits.x_train.table.feature_names))  # for predict
     trainer = make_trainer(config)
@@ -64,7 +65,7 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
                        [] if resume else earlier, out)
     started = time.perf_counter()
     try:
-        trainer.fit(splits.x_train, splits.y_train, batch_size=config.batch_size,
+        trainer.fit(splits.x_train, splits.y_train, batch_size=policy,
                     epochs=config.epochs, validation_split=config.validation_split,
                     shuffle=config.shuffle, callbacks=[record, *fit_callbacks(config, run_dir)],
                     resume=run_dir / CHECKPOINT_DIR if resume else None)

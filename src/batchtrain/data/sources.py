@@ -146,6 +146,11 @@ class Source(Protocol):
     standardize: bool
 
 
+def holds_targets(x: Any) -> bool:
+    """Datasets and streams carry their own targets; arrays passed to predict() do not."""
+    return isinstance(x, (Dataset, StreamSource, IterableSource))
+
+
 STREAM_BATCH = 1024  # samples an IterableDataset's items are collated into, before re-batching
 
 

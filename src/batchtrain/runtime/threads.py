@@ -15,16 +15,12 @@ bit between runs; AdaptiveThreads(enabled=False) keeps torch's setting.
 import os
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 
 from batchtrain.callbacks.base import Callback, FitInfo
 from batchtrain.errors import ConfigError, is_count
 
-if TYPE_CHECKING:
-    from batchtrain.state import History
-    from batchtrain.trainer import Trainer
 
 PROC_STAT = "/proc/stat"
 MAX_THREADS_PER_CORE = 4
@@ -101,14 +97,14 @@ class AdaptiveThreads(Callback):
         self.enabled = enabled
         self.changes: list[tuple[int, int]] = []  # (step, threads) of each change in this fit
 
-    def on_fit_begin(self, trainer: "Trainer", info: FitInfo) -> None:
+    def on_fit_begin(self, trainer, info: FitInfo) -> None:
         self.previous_threads = torch.get_num_threads()
         self.limit = self.max_threads or self.previous_threads
         self.load = CpuLoad()
         self.next_check = time.monotonic() + self.first_check_s
         self.changes = []
 
-    def on_batch_end(self, trainer: "Trainer", batch_size: int) -> None:
+    def on_batch_end(self, trainer, samples: int) -> None:
         if not self.enabled or time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + self.interval_s
@@ -121,7 +117,7 @@ class AdaptiveThreads(Callback):
             torch.set_num_threads(threads)
             self.changes.append((getattr(trainer, "step_", 0), threads))
 
-    def on_fit_end(self, trainer: "Trainer", history: "History") -> None:
+    def on_fit_end(self, trainer, history) -> None:
         if torch.get_num_threads() != self.previous_threads:
             torch.set_num_threads(self.previous_threads)
 
@@ -132,11 +128,11 @@ class PinnedThreads(Callback):
     def __init__(self, threads: int):
         self.threads = threads
 
-    def on_fit_begin(self, trainer: "Trainer", info: FitInfo) -> None:
+    def on_fit_begin(self, trainer, info: FitInfo) -> None:
         self.previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
 
-    def on_fit_end(self, trainer: "Trainer", history: "History") -> None:
+    def on_fit_end(self, trainer, history) -> None:
         torch.set_num_threads(self.previous_threads)
 
 

@@ -6,7 +6,7 @@ take the ratio. The ratio of the averages is consistent; the average of per-step
 (E[X/Y] != E[X]/E[Y]), and per-step |G|^2 estimates are often near zero or negative.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from batchtrain.errors import ConfigError
 from batchtrain.stats.noise import noise_scale, step_estimates
@@ -133,3 +133,10 @@ def _ratio_relative_error(mean: dict, effective_count: float, ratio: float) -> f
     if ratio == 0.0:
         return 0.0 if standard_error == 0.0 else math.inf
     return standard_error / ratio
+
+
+def noise_estimate(tracker: "NoiseScaleTracker | None") -> dict:
+    """The tracker's current estimate as a dict (stats/tracker.py NoiseEstimate); empty when
+    there is none yet, or no tracker."""
+    estimate = tracker.estimate() if tracker is not None else None
+    return asdict(estimate) if estimate is not None else {}

@@ -6,8 +6,6 @@ gradients serve as the small batches (distributed/ddp.py all_reduce_with_stats).
 RMSprop's gradients are measured in the geometry they step in (stats/precondition.py), from their
 second step on; SGD's as they are.
 """
-from dataclasses import asdict
-
 from torch import Tensor
 
 from batchtrain.distributed.ddp import Distributed, all_reduce_with_stats
@@ -62,9 +60,3 @@ class NoiseMeasurement:
         if statistics is not None:
             self.tracker.update(**statistics)
 
-
-def noise_estimate(tracker: NoiseScaleTracker | None) -> dict:
-    """The tracker's current estimate as a dict (stats/tracker.py NoiseEstimate); empty when
-    there is none yet, or no tracker."""
-    estimate = tracker.estimate() if tracker is not None else None
-    return asdict(estimate) if estimate is not None else {}
