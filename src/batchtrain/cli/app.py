@@ -17,10 +17,10 @@ from batchtrain import __version__
 from batchtrain.cli.config import (FIELDS, column_names, convert, read_config_file, resolve_config,
                               resume_config)
 from batchtrain.data.builtin import DATASETS, download
-from batchtrain.errors import ConfigError
 from batchtrain.distributed.ddp import exit_process, leave_process_group
-from batchtrain.errors import TrainingInterrupted
+from batchtrain.errors import ConfigError, TrainingInterrupted
 from batchtrain.models.spec import check_trusted
+from batchtrain.trainer import EVAL_BATCH_SIZE
 from batchtrain.cli.runner import (CONFIG_FILE, read_run_config, run_evaluate, run_fit, run_predict,
                                run_probe)
 
@@ -112,7 +112,11 @@ def _metavar(name: str, choices: tuple | None) -> str:
 
 
 def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
+    # Not fit's --batch-size (a spec for optimizer steps): the samples of one inference batch,
+    # which keeps no activations for backward and so can be large.
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
+                        help=f"samples per inference batch (default {EVAL_BATCH_SIZE}; no "
+                             "gradients are kept, so it can exceed fit's batch size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--model", help="the model to rebuild, when model.json names an import path "
                         "package.module:factory: naming it here trusts it (default: model.json's "
