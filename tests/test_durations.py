@@ -53,6 +53,7 @@ def test_epochs_to_samples_round(duration, samples_per_epoch, expected):
 @pytest.mark.parametrize("duration, text", [
     ("2e", "2 epochs"), ("1e", "1 epoch"), ("0.5e", "0.5 epochs"), (".5e", "0.5 epochs"),
     ("1", "1 sample"), (1, "1 sample"), ("1s", "1 sample"), (2, "2 samples"),
+    (1000000, "1000000 samples"), ("123456789s", "123456789 samples"), ("100e", "100 epochs"),
 ])
 def test_describe(duration, text):
     assert describe_duration(duration) == text

@@ -37,4 +37,5 @@ def to_samples(duration: Duration, samples_per_epoch: int) -> int:
 def describe_duration(duration: Duration) -> str:
     """'2 epochs', '30000 samples'."""
     amount, in_epochs = parse_duration(duration)
-    return f"{amount:g} {'epoch' if in_epochs else 'sample'}{'' if amount == 1 else 's'}"
+    shown = f"{int(amount)}" if amount.is_integer() else f"{amount:g}"  # 1000000, not 1e+06
+    return f"{shown} {'epoch' if in_epochs else 'sample'}{'' if amount == 1 else 's'}"
