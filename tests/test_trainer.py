@@ -1,4 +1,5 @@
 """Trainer: equivalence with a hand-written loop, ground truth on regression, the API's contract."""
+import copy
 from functools import partial
 
 import numpy as np
@@ -156,10 +157,19 @@ def test_save_and_load_round_trip(tmp_path):
     trainer = Trainer("seed-cnn", seed=0)
     trainer.fit(x, y, batch_size=16, epochs=1)
     trainer.save(tmp_path)
-    loaded = Trainer.load(tmp_path)
+    loaded = Trainer.load(tmp_path, seed=1)
     np.testing.assert_array_equal(loaded.predict(x), trainer.predict(x))
     assert loaded.evaluate(x, y) == trainer.evaluate(x, y)
-    loaded.fit(x, y, batch_size=16, epochs=1)  # a loaded trainer can keep training
+    # A loaded trainer keeps training from the saved weights: as a new trainer handed a copy of
+    # the trained module does, seed for seed (the optimizer's state is not saved: both start it).
+    loaded.fit(x, y, batch_size=16, epochs=1)
+    from_module = Trainer(copy.deepcopy(trainer.model_), seed=1)
+    from_module.fit(x, y, batch_size=16, epochs=1)
+    for ours, theirs, saved in zip(loaded.model_.parameters(), from_module.model_.parameters(),
+                                   trainer.model_.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        assert not torch.equal(ours, saved)  # and it did train
+    assert loaded.step_ == 4 and loaded.samples_seen_ == 64
 
 
 def test_custom_module_needs_the_module_to_load(tmp_path):

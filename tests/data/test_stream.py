@@ -1,6 +1,8 @@
 """Streamed sources: every row once per epoch, seeded order, exact resume, hold-outs, prefetch."""
 import gc
-import time
+import multiprocessing
+import os
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -77,30 +79,43 @@ def test_auto_prefetch_reads_in_a_thread_only_with_a_core_to_spare(monkeypatch):
 
 
 def test_worker_processes_read_the_same_rows_and_last_across_epochs(tmp_path):
+    before = set(multiprocessing.active_children())  # children of earlier tests are not ours
+
+    def workers_now() -> set:
+        return set(multiprocessing.active_children()) - before
+
     source = open_layout(tmp_path, "npy-shards", prefetch="process", workers=2)
     threaded = open_layout(tmp_path / "t", "npy-shards")
-    pools = []
-    for epoch in range(2):
-        assert rows_of(BatchIterator(source, 64, True, 1).epoch(epoch)) == \
+
+    def same_rows_as_threads(epoch: int) -> bool:
+        return rows_of(BatchIterator(source, 64, True, 1).epoch(epoch)) == \
             rows_of(BatchIterator(threaded, 64, True, 1).epoch(epoch))
-        pools.append(source.processes.pool)
-    pool = first_pool = pools.pop()
-    assert pools == [first_pool]  # started once, kept for the next epoch
-    worker = next(iter(pool._processes.values()))
-    worker.kill()  # a worker that dies breaks its pool: the next epoch starts a new one
-    worker.join()
-    deadline = time.monotonic() + 30
-    while not pool._broken and time.monotonic() < deadline:  # the pool notices on its own
-        time.sleep(0.05)
-    assert rows_of(BatchIterator(source, 64, True, 1).epoch(3)) == \
-        rows_of(BatchIterator(threaded, 64, True, 1).epoch(3))
+
+    assert same_rows_as_threads(0)
+    first_pool, first_workers = source.processes.pool, workers_now()
+    assert len(first_workers) == 2
+    assert same_rows_as_threads(1)
+    # started once, kept for the next epoch: the same pool, no process started or lost
+    assert source.processes.pool is first_pool and workers_now() == first_workers
+    # A worker that dies breaks its pool: one ends itself, and the pool reports it through the
+    # future of that task (set once the pool has marked itself broken): no polling.
+    death = first_pool.submit(os._exit, 1)
+    assert isinstance(death.exception(timeout=60), BrokenProcessPool)
+    with pytest.raises(BrokenProcessPool):
+        first_pool.submit(os.getpid)
+    assert same_rows_as_threads(3)  # the next epoch starts a new pool
     assert source.processes.pool is not first_pool
-    workers = list(source.processes.pool._processes.values())
-    del source, pool, first_pool
+    for process in first_workers:  # the broken pool's survivor was stopped with it
+        process.join(timeout=30)
+        assert not process.is_alive()
+    workers = workers_now()
+    assert len(workers) == 2 and not workers & first_workers
+    del source, first_pool
     gc.collect()  # the last source holding the workers is gone: they are shut down
     for process in workers:
-        process.join(timeout=10)
+        process.join(timeout=30)
         assert not process.is_alive()
+    assert workers_now() == set()
 
 
 @pytest.mark.parametrize("layout", ["npy-shards", "parquet-dir", "csv"])
