@@ -17,8 +17,7 @@ from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.memory import MemoryEstimate
 from batchtrain.batching.spec import parse_batch_size
 from batchtrain.callbacks.base import Callback, CallbackList, for_this_rank
-from batchtrain.checkpointing.files import newest_checkpoint
-from batchtrain.checkpointing.resume import restore_state
+from batchtrain.checkpointing.resume import restore_newest
 from batchtrain.checkpointing.saved_model import SavedModel, load_saved_model, save_model
 from batchtrain.data.iterator import Batch, BatchIterator
 from batchtrain.data.sources import Source, as_source, fit_sources, holds_targets
@@ -45,32 +44,25 @@ EVAL_BATCH_SIZE = 1024  # evaluation keeps no activations for backward, so large
 class Trainer:
     """Trains a model on mini-batches.
 
-    model: an nn.Module, a built-in model name ("seed-cnn", "mlp"), "package.module:factory",
-        or a ModelSpec; named models are built at the first fit() from the data's shape.
+    model: an nn.Module, a built-in model name ("seed-cnn", "mlp"), "package.module:factory", or
+        a ModelSpec (built at the first fit() from the data's shape; model_options its keywords).
     optimizer: "sgd", "adam", "adamw", "rmsprop" (Keras defaults, optim/optimizers.py), an
-        Optimizer or a factory of one. lr: overrides its learning rate. optimizer_options: e.g.
-        {"momentum": 0.9}.
-    loss: a name from tasks.LOSS_TASKS, default inferred from the targets.
-    metrics: "auto" (accuracy for classification; mae, rmse, r2 for regression) or names.
-    device: "auto" (cuda > mps > cpu), or a torch device string.
-    seed: seeds the model's initialisation, the global torch RNG and the shuffle order;
-        None draws one (recorded in seed_).
-    task: "multiclass", "binary" or "regression"; default inferred from the targets and loss.
-    model_options: keywords for a named model (e.g. {"hidden": [128, 64]} for mlp).
-    lr_scaling: how the lr follows the logical batch: "auto" (linear for SGD, sqrt for Adam,
-        AdamW, RMSprop, Adagrad), "none", "linear" or "sqrt"; relative to the first batch size.
+        Optimizer or a factory of one; lr overrides its rate; optimizer_options: {"momentum": 0.9}.
+    loss, task, metrics: a name from tasks.LOSS_TASKS; "multiclass", "binary" or "regression"
+        (both inferred from the targets by default); "auto" (accuracy, or mae, rmse, r2) or names.
+    device: "auto" (cuda > mps > cpu) or a torch device. seed: initialisation, the torch RNG and
+        the shuffle order (None draws one, recorded in seed_).
+    lr_scaling: how the lr follows the logical batch, relative to the first: "auto" (linear for
+        SGD, sqrt for Adam, AdamW, RMSprop, Adagrad), "none", "linear", "sqrt" or "adascale".
     lr_schedule: a sample-keyed schedule (optim/schedules.py) or its spec ("warmup:1e+cosine").
-    memory_budget: memory for the physical batch: bytes (int), a fraction of available RAM
-        (float in (0, 1]), or a string such as "8GiB"; default half the available RAM (CPU) or the
-        device's memory found by trial (CUDA). Larger logical batches accumulate gradients.
-    max_physical_batch: a cap on the physical batch that replaces the memory estimate.
-    on_nonfinite: a NaN or infinite loss or gradient "stop"s training (default; the step is not
-        applied, fit() returns with stop_reason_ set), is "skip"ped (no update), or "raise"s
-        NonFiniteError.
-    threads: torch's intra-op CPU threads during fit(): None keeps torch's setting (one per
-        core), an int pins it, "auto" uses every core while the machine is free and one fewer per
-        core other processes keep busy (runtime/threads.py; results then agree to float rounding,
-        not bit for bit). Restored when fit() ends, by an exception too; no effect on a GPU.
+    memory_budget: memory for the physical batch: bytes, a fraction of available memory or
+        "8GiB" (default half the available RAM, or the device's memory found by trial on CUDA);
+        larger logical batches accumulate gradients. max_physical_batch: a cap that replaces it.
+    on_nonfinite: a NaN or infinite loss or gradient "stop"s training (default: the step is not
+        applied, fit() returns with stop_reason_ set), is "skip"ped, or "raise"s NonFiniteError.
+    threads: torch's CPU threads during fit(): None keeps torch's (one per core), an int pins it,
+        "auto" gives up one per core other processes keep busy (runtime/threads.py; results then
+        agree to float rounding, not bit for bit); restored when fit() ends.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -129,7 +121,8 @@ class Trainer:
         train, val = fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
         self.state_ = self._begin_run(requested, train, int(epochs))
-        resumed_from = self._resume(resume) if resume is not None else None
+        resumed_from = restore_newest(resume, self.model_, self.optimizer_, self.state_,
+                                      self.device_) if resume is not None else None
         run = self.state_
         batches = BatchIterator(self._with_targets(train), synced(run.policy, self.dist_,
                                 self.device_).batch_size, shuffle, run.seed, self.device_,
@@ -316,13 +309,6 @@ class Trainer:
         check_action(self.on_nonfinite)
         run.policy.observe(StepStats(0, 0, len(train), 0))  # where training stands
         return run
-
-    def _resume(self, location: str | Path) -> Path:
-        """Restore the newest valid checkpoint at `location` into the run; returns its path."""
-        state, path = newest_checkpoint(location)
-        restore_state(self.model_, self.optimizer_, self.state_, state, self.device_,
-                      f"checkpoint {path}")
-        return path
 
     @property
     def _reduce(self):

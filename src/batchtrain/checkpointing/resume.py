@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from batchtrain.checkpointing.files import CheckpointError
+from batchtrain.checkpointing.files import CheckpointError, newest_checkpoint
 from batchtrain.checkpointing.saved_model import first_shape_difference
 from batchtrain.state import RunState
 
@@ -46,6 +46,15 @@ def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, run: RunSt
         raise CheckpointError(f"{source} does not fit this run's optimizer or batch-size policy "
                               f"({detail}); resume with the options it was trained with") from None
     restore_rng(state["rng"])
+
+
+def restore_newest(location, model: nn.Module, optimizer: torch.optim.Optimizer, run: RunState,
+                   device: torch.device):
+    """Restore the newest valid checkpoint at `location` (a checkpoint directory, run directory
+    or checkpoint file) into the run; returns the checkpoint's path."""
+    state, path = newest_checkpoint(location)
+    restore_state(model, optimizer, run, state, device, f"checkpoint {path}")
+    return path
 
 
 def check_fits(model: nn.Module, samples_per_epoch: int, state: dict, source: str) -> None:
