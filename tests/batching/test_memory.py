@@ -1,7 +1,6 @@
 """The memory ceiling: the CUDA search against fake devices, the CPU estimate against analytic
 byte counts and against the peak RSS of real training steps measured in fresh processes."""
 import math
-import os
 import random
 import subprocess
 import sys
@@ -11,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from batchtrain.batching import memory
-from batchtrain.batching.memory import (ALLOCATOR_SLACK, MemoryEstimate, available_memory_bytes,
-                                        cuda_trial, default_budget_bytes, estimate_cpu,
+from batchtrain.batching import budget, memory
+from batchtrain.batching.memory import (ALLOCATOR_SLACK, MemoryEstimate, cuda_trial, estimate_cpu,
                                         memory_ceiling, optimizer_state_factor, search_cuda)
 from batchtrain.errors import ConfigError
 from batchtrain.models import mlp, seed_cnn
@@ -284,51 +282,6 @@ def test_optimizer_state_factor_none_and_unknown():
     assert optimizer_state_factor(Unknown([nn.Parameter(torch.zeros(1))])) == 2
 
 
-def test_available_memory_is_memavailable_and_the_default_budget_a_fraction_of_it(
-        monkeypatch, tmp_path):
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       16384000 kB\nMemFree:         1000000 kB\n"
-                       "MemAvailable:    8192000 kB\nBuffers:          200000 kB\n")
-    monkeypatch.setattr(memory, "MEMINFO", meminfo)
-    monkeypatch.setattr(memory, "CGROUP_LIMIT", tmp_path / "no-cgroup")
-    available = 8192000 * 1024  # the file's "kB" are KiB; MemAvailable, not MemFree
-    assert available_memory_bytes() == available
-    assert default_budget_bytes() == available // 2
-    assert default_budget_bytes(0.25) == available // 4 and default_budget_bytes(1) == available
-    for fraction in (1.5, 0, -0.5):
-        with pytest.raises(ConfigError, match=r"\(0, 1\]"):
-            default_budget_bytes(fraction)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/meminfo")
-def test_available_memory_of_this_machine_is_within_its_physical_memory():
-    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert 0 < available_memory_bytes() <= physical
-
-
-def test_available_memory_falls_back_to_sysconf_and_honours_a_cgroup_limit(monkeypatch, tmp_path):
-    pages = {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}
-    monkeypatch.setattr(memory, "MEMINFO", tmp_path / "no-meminfo")
-    monkeypatch.setattr(memory.os, "sysconf", pages.__getitem__)
-    monkeypatch.setattr(memory, "CGROUP_LIMIT", tmp_path / "max")
-    monkeypatch.setattr(memory, "CGROUP_USAGE", tmp_path / "current")
-    assert available_memory_bytes() == 1000 * 4096  # os.sysconf pages; no cgroup files
-    (tmp_path / "current").write_text("262144\n")
-    for limit, expected in [("1048576", 1048576 - 262144),  # the cgroup's room is smaller
-                            ("8000000", 1000 * 4096),       # the free pages are fewer
-                            ("max", 1000 * 4096),           # cgroup v2 without a limit
-                            ("200000", 0)]:                 # over its limit: nothing left
-        (tmp_path / "max").write_text(limit + "\n")
-        assert available_memory_bytes() == expected, limit
-
-
-def test_available_memory_without_any_source_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.setattr(memory, "MEMINFO", tmp_path / "no-meminfo")
-    monkeypatch.setattr(memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
-    with pytest.raises(ConfigError, match="memory budget in bytes"):
-        available_memory_bytes()
-
-
 def test_memory_ceiling_on_cpu_is_the_cpu_estimate(monkeypatch):
     torch.manual_seed(0)
     model, sample_x = seed_cnn((1, 28, 28), 10), torch.randn(4, 1, 28, 28)
@@ -337,7 +290,7 @@ def test_memory_ceiling_on_cpu_is_the_cpu_estimate(monkeypatch):
                              optimizer=optimizer)
     assert ceiling == estimate_cpu(model, sample_x, budget_bytes=256 * MiB, optimizer=optimizer)
     assert ceiling.method == "cpu-estimate" and ceiling.max_batch > 1
-    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 512 * MiB)
+    monkeypatch.setattr(budget, "available_memory_bytes", lambda: 512 * MiB)
     by_default = memory_ceiling(model, sample_x, "cpu", optimizer=optimizer)
     assert by_default == ceiling  # the default budget: half the available memory
 

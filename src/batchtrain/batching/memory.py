@@ -7,16 +7,14 @@ of growing batches, then a safety margin that is itself tried.
 """
 import gc
 import math
-import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from batchtrain.batching.budget import format_bytes
+from batchtrain.batching.budget import default_budget_bytes, format_bytes
 from batchtrain.errors import ConfigError
 
 LossFn = Callable[[Tensor], Tensor]
@@ -28,9 +26,7 @@ PROBE_BATCHES = (8, 16)  # samples; their difference cancels what does not grow 
 # puts one step within 25 % of RSS (23 of 24 runs); over later steps the heap fragments up to
 # ~2x the traced peak, which the default budget, half the available memory, absorbs.
 ALLOCATOR_SLACK = 1.25
-MEMINFO = Path("/proc/meminfo")
-# cgroup v2: in a container MemAvailable describes the host; the cgroup's limit is what kills.
-CGROUP_LIMIT, CGROUP_USAGE = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+
 
 
 @dataclass(frozen=True)
@@ -52,39 +48,6 @@ class MemoryEstimate:
         return (f"memory ceiling: {self.max_batch} samples per physical batch ({self.method}: "
                 f"{format_bytes(self.per_sample_bytes)}/sample + {format_bytes(self.fixed_bytes)}"
                 f" fixed, budget {format_bytes(self.budget_bytes)})")
-
-
-def available_memory_bytes() -> int:
-    """Bytes of RAM this process can still take: MemAvailable, capped by a cgroup v2 limit.
-
-    MemAvailable (Linux) counts the page cache the kernel can reclaim; elsewhere, free physical
-    pages (os.sysconf), which do not, so the answer is lower than the truth there.
-    """
-    try:
-        fields = dict(line.split(":", 1) for line in MEMINFO.read_text().splitlines())
-        available = int(fields["MemAvailable"].split()[0]) * 1024  # the file's "kB" are KiB
-    except (OSError, KeyError, ValueError):
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, OSError, ValueError):
-            raise ConfigError("cannot read the available memory (no /proc/meminfo, no "
-                              "os.sysconf); give the memory budget in bytes, e.g. 8GiB") from None
-    try:  # memory.max reads "max" without a limit: ValueError
-        available = min(available, int(CGROUP_LIMIT.read_text()) - int(CGROUP_USAGE.read_text()))
-    except (OSError, ValueError):
-        pass
-    return max(available, 0)
-
-
-def default_budget_bytes(fraction: float = 0.5) -> int:
-    """Bytes for a training step: a fraction (default half) of the available memory.
-
-    Half, as the estimate covers one step: not the data, other processes, nor the heap
-    fragmentation that later steps add (see ALLOCATOR_SLACK).
-    """
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"memory budget fraction must be in (0, 1], got {fraction}")
-    return int(available_memory_bytes() * fraction)
 
 
 def optimizer_state_factor(optimizer: torch.optim.Optimizer | None) -> float:
