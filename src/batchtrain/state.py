@@ -80,6 +80,7 @@ class RunState:
     (coupling x schedule), the epoch's running metric sums, the gradient-noise tracker (None
     unless the policy measures). last_step: the newest step record; last_noise: its noise
     estimate (empty when none). stop_reason: why training stopped early (a non-finite step);
+    precision: the run's precision (runtime/precision.py); scaler: its GradScaler, if any.
     stop_request: where the signal handlers record a SIGINT or SIGTERM (read it as `interrupt`).
     """
 
@@ -101,6 +102,8 @@ class RunState:
     last_noise: dict = field(default_factory=dict)
     step_time_s: float = 0.0
     stop_reason: str | None = None
+    precision: str = "32"
+    scaler: Any = None  # float16's GradScaler ("16-mixed"): its scale is learned state
     stop_request: StopRequest = field(default_factory=StopRequest)  # runtime/signals.py
 
     @property
@@ -163,10 +166,17 @@ class RunState:
             "max_physical_batch": self.max_physical_batch,
             "seed": self.seed,
             "noise": self.noise.state_dict() if self.noise is not None else None,
+            "precision": self.precision,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load_state_dict(self, state: dict, device) -> None:
-        """Restore what state_dict captured (lr control and policy first: they may refuse it)."""
+        """Restore what state_dict captured; ValueError for a run in another precision (its
+        numbers would differ: resume is exact only within one)."""
+        saved = state.get("precision", "32")  # checkpoints before precision modes were fp32
+        if saved != self.precision:
+            raise ValueError(f"it was trained in precision {saved}, this run uses {self.precision}; "
+                             f"resume with precision {saved}")
         self.lr_control.load_state_dict(state["lr_control"])
         self.policy.load_state_dict(state["policy"])
         progress = state["progress"]
@@ -181,3 +191,5 @@ class RunState:
         self.seed = state["seed"]
         if self.noise is not None and state["noise"] is not None:
             self.noise.load_state_dict(state["noise"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])

@@ -28,6 +28,7 @@ from batchtrain.models.spec import ModelSpec
 from batchtrain.optim.optimizers import OptimizerLike, make_optimizer
 from batchtrain.optim.schedules import LRSchedule
 from batchtrain.runtime.device import resolve_device
+from batchtrain.runtime.precision import resolve_precision
 from batchtrain.runtime.signals import stop_on_signals
 from batchtrain.runtime.threads import check_threads, restored_threads, thread_callbacks
 from batchtrain.state import History, RunState
@@ -63,6 +64,8 @@ class Trainer:
     threads: torch's CPU threads during fit(): None keeps torch's (one per core), an int pins it,
         "auto" gives up one per core other processes keep busy (runtime/threads.py; results then
         agree to float rounding, not bit for bit); restored when fit() ends.
+    precision: "32" (default), "bf16-mixed", "16-mixed" (float16 with a gradient scaler) or
+        "auto" (bf16-mixed where the device has bfloat16 units, else 32): runtime/precision.py.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -73,7 +76,7 @@ class Trainer:
                  lr_scaling: str = "auto", lr_schedule: LRSchedule | str | None = None,
                  memory_budget: float | int | str | None = None,
                  max_physical_batch: int | None = None, on_nonfinite: str = "stop",
-                 threads: int | str | None = None):
+                 threads: int | str | None = None, precision: str | int = "32"):
         self.model = model
         self.optimizer = optimizer
         self.loss = loss
@@ -90,6 +93,7 @@ class Trainer:
         self.max_physical_batch = max_physical_batch
         self.on_nonfinite = on_nonfinite
         self.threads = threads
+        self.precision = precision
         # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls;
         # a run's own state is state_ (state.py), made new by each fit().
         self.built_: Built | None = None  # device, process group, seed, task, model (properties)
@@ -192,6 +196,8 @@ class Trainer:
         outcome = pipeline.compute(parts, batch.global_size, batch.real_samples > 0)
         if outcome.finite:
             pipeline.apply(outcome)
+        elif outcome.overflow:  # float16 past the scaler's scale: skipped, the scale lowered
+            pipeline.skip_overflow()
         elif not self._nonfinite():
             return None
         # After the step, not after backward: small ops right after backward run cold (~70 us more
@@ -221,8 +227,10 @@ class Trainer:
         return metrics.compute(self._reduce)
 
     def eval_step(self, x: Tensor, y: Tensor, metrics: MetricSet) -> None:
-        outputs = self.model_(x)
-        metrics.update(outputs, y, self.task_.loss_fn(outputs, y))
+        with self.precision_.autocast():
+            outputs = self.model_(x)
+            loss = self.task_.loss_fn(outputs, y)
+        metrics.update(outputs, y, loss)
 
     # -- the rest of the API --------------------------------------------------------------------
 
@@ -254,7 +262,9 @@ class Trainer:
         chunks = []
         with torch.inference_mode():
             for inputs, _ in BatchIterator(source, batch_size, False, 0, self.device_).epoch(0):
-                chunks.append(self.task_.predictions(self.model_(inputs)).float().cpu())
+                with self.precision_.autocast():
+                    outputs = self.model_(inputs)
+                chunks.append(self.task_.predictions(outputs.float()).float().cpu())
         return torch.cat(chunks).numpy()
 
     def save(self, run_dir: str | Path) -> None:
@@ -301,10 +311,11 @@ class Trainer:
         """A new run's state and step pipeline (training/run.py), under the memory ceiling."""
         self.memory_, max_physical = physical_cap(
             self.max_physical_batch, self.memory_, self.memory_budget, self.built_, self.optimizer_,
-            lambda: next(BatchIterator(train, 16, False, 0, self.device_).epoch(0))[0])
+            lambda: next(BatchIterator(train, 16, False, 0, self.device_).epoch(0))[0],
+            self.precision_)
         run, self.pipeline_ = begin_run(requested, self.built_, self.optimizer_, self.metric_names_,
                                         len(train), epochs, max_physical, self.lr_scaling,
-                                        self.lr_schedule, self.state_)
+                                        self.lr_schedule, self.state_, self.precision_)
         self.stop_training = False
         check_action(self.on_nonfinite)
         run.policy.observe(StepStats(0, 0, len(train), 0))  # where training stands
@@ -329,6 +340,8 @@ class Trainer:
     device_ = property(lambda self: self.built_.device if self.built_ else None)
     dist_ = property(lambda self: self.built_.group if self.built_ else None)  # under torchrun
     seed_ = property(lambda self: self.built_.seed if self.built_ else None)
+    precision_ = property(lambda self: resolve_precision(self.precision, self.device_)
+                          if self.built_ else None)  # "auto" resolved for the device
     step_ = property(lambda self: self.state_.step if self.state_ else 0)  # over every fit()
     samples_seen_ = property(lambda self: self.state_.total_samples_seen if self.state_ else 0)
     history_ = property(lambda self: self.state_.history if self.state_ else None)

@@ -116,6 +116,10 @@ class FitConfig:
     threads: int | str | None = option(None, "torch CPU threads while training: N, or auto (all "
                                        "cores, one fewer per core other processes keep busy); "
                                        "default torch's, one per core", int_or_auto)
+    precision: str = option("32", "numeric precision: 32; bf16-mixed (forward in bfloat16, weights "
+                            "and optimizer state float32); 16-mixed (float16 with a gradient "
+                            "scaler, for CUDA); auto (bf16-mixed where the device has bfloat16 "
+                            "units, else 32)", choices=("32", "bf16-mixed", "16-mixed", "auto"))
     output: str | None = option(None, "run directory (default runs/<data>-<date>-<time>)")
     overwrite: bool = option(False, "replace the run directory's previous contents", bool)
     checkpoint_every: str | None = option(None, "also checkpoint every N samples (or 0.5e: twice "

@@ -1,6 +1,7 @@
 """A run's beginning: its state (state.py RunState) and the step pipeline it trains with."""
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from batchtrain.batching.base import BatchSizePolicy
@@ -12,6 +13,7 @@ from batchtrain.callbacks.base import FitInfo
 from batchtrain.errors import check_batch_size
 from batchtrain.models.build import Built
 from batchtrain.optim.schedules import LRSchedule, as_lr_schedule
+from batchtrain.runtime.precision import Precision, resolve_precision
 from batchtrain.state import RunState
 from batchtrain.stats import NoiseScaleTracker
 from batchtrain.tasks.metrics import MetricSet
@@ -20,10 +22,13 @@ from batchtrain.training.step import TrainStep
 from batchtrain.training.sync import strategy
 
 
+FULL = resolve_precision("32", torch.device("cpu"))  # float32: no autocast, no scaler
+
+
 def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_names: tuple[str, ...],
               samples_per_epoch: int, epochs: int, max_physical_batch: int, lr_scaling: str,
-              lr_schedule: LRSchedule | str | None,
-              previous: RunState | None) -> tuple[RunState, TrainStep]:
+              lr_schedule: LRSchedule | str | None, previous: RunState | None,
+              precision: Precision = FULL) -> tuple[RunState, TrainStep]:
     """The state of a new run of `epochs` x `samples_per_epoch` samples and its step pipeline.
 
     requested: the parsed batch size (a policy, or "max"); max_physical_batch: the memory
@@ -35,30 +40,35 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     parameters = list(built.model.parameters())  # walking the module tree: ~50 us, done once
     measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group)
                    if noise is not None else None)
+    scaler = precision.scaler()
     pipeline = TrainStep(built.network, built.task.loss_fn, optimizer, parameters,
-                         strategy(built.network, built.group), measurement)
+                         strategy(built.network, built.group), measurement, precision.autocast,
+                         scaler)
     lr_control = LearningRate(optimizer, lr_scaling, as_lr_schedule(lr_schedule), policy)
     run = RunState(policy, lr_control, MetricSet(built.task, metric_names, built.device), noise,
                    max_physical_batch, built.seed, samples_per_epoch, samples_per_epoch * epochs,
                    step=previous.step if previous else 0,
-                   total_samples_seen=previous.total_samples_seen if previous else 0)
+                   total_samples_seen=previous.total_samples_seen if previous else 0,
+                   precision=precision.name, scaler=scaler)
     return run, pipeline
 
 
 def physical_cap(max_physical_batch: int | None, memory: MemoryEstimate | None,
-                 memory_budget, built: Built, optimizer, sample: Callable[[], Tensor]
-                 ) -> tuple[MemoryEstimate | None, int]:
+                 memory_budget, built: Built, optimizer, sample: Callable[[], Tensor],
+                 precision: Precision = FULL) -> tuple[MemoryEstimate | None, int]:
     """The memory estimate (None when the user capped the physical batch) and the cap (samples),
     the same on every rank. memory: the estimate of an earlier fit (the model is the same);
-    sample: a few training inputs, for the estimate."""
+    sample: a few training inputs, for the estimate, which runs in the training's precision
+    (mixed precision keeps smaller activations)."""
     if max_physical_batch is not None:
         check_batch_size(max_physical_batch)
         memory, cap = None, int(max_physical_batch)
     else:
         if memory is None:
             budget = resolve_budget(memory_budget, built.device)
-            memory = memory_ceiling(built.model, sample(), built.device, budget_bytes=budget,
-                                    optimizer=optimizer)
+            with precision.autocast():
+                memory = memory_ceiling(built.model, sample(), built.device, budget_bytes=budget,
+                                        optimizer=optimizer)
         cap = memory.max_batch
     if built.group is not None:  # every rank must split its batches alike
         cap = built.group.broadcast_int(cap, built.device)
