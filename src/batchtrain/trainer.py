@@ -1,11 +1,11 @@
 """Trainer: fit / evaluate / predict, Keras-style, on any torch module.
 
-fit -> run_epoch -> train_step, and eval_step for evaluation. What a step does is training/step.py
-(micro-batches, accumulation, DDP, noise measurement, finiteness); which samples form each batch
-is data/iterator.py; the run's learned state is state.py; the task's loss and targets tasks/.
+fit -> run_epoch -> train_step; evaluate and predict -> _inference. What a step does is
+training/step.py (micro-batches, accumulation, DDP, noise measurement, finiteness, precision);
+which samples form each batch is data/iterator.py; the run's learned state is state.py.
 """
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,8 @@ class Trainer:
     threads: torch's CPU threads during fit(): None keeps torch's (one per core), an int pins it,
         "auto" gives up one per core other processes keep busy (runtime/threads.py; results then
         agree to float rounding, not bit for bit); restored when fit() ends.
-    precision: "32" (default), "bf16-mixed", "16-mixed" (float16 with a gradient scaler) or
-        "auto" (bf16-mixed where the device has bfloat16 units, else 32): runtime/precision.py.
+    precision: "32" (default), "bf16-mixed", "16-mixed" (float16, loss scaling) or "auto"
+        (bf16-mixed where the device has bfloat16 units, else 32): runtime/precision.py.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -220,17 +220,19 @@ class Trainer:
     def run_eval(self, batches: BatchIterator) -> dict[str, float]:
         """Loss and metrics over every batch of `batches`, without gradients."""
         metrics = MetricSet(self.task_, self.metric_names_, self.device_)
+        for outputs, y in self._inference(batches):
+            metrics.update(outputs, y, self.task_.loss_fn(outputs, y))
+        return metrics.compute(self._reduce)
+
+    def _inference(self, batches: BatchIterator) -> Iterator[tuple[Tensor, Tensor]]:
+        """Each batch's (outputs in float32, targets): eval mode, no gradients, forward passes in
+        the training's precision (evaluation and prediction alike)."""
         self.model_.eval()
         with torch.inference_mode():
             for x, y in batches.epoch(0):
-                self.eval_step(x, y, metrics)
-        return metrics.compute(self._reduce)
-
-    def eval_step(self, x: Tensor, y: Tensor, metrics: MetricSet) -> None:
-        with self.precision_.autocast():
-            outputs = self.model_(x)
-            loss = self.task_.loss_fn(outputs, y)
-        metrics.update(outputs, y, loss)
+                with self.precision_.autocast():
+                    outputs = self.model_(x)
+                yield outputs.float(), y
 
     # -- the rest of the API --------------------------------------------------------------------
 
@@ -258,14 +260,9 @@ class Trainer:
                               "Trainer.load(run_dir)")
         source = as_source(x, None if holds_targets(x) else np.zeros(len(x)))
         check_input_shape(self.input_shape_, source.sample_shape)
-        self.model_.eval()
-        chunks = []
-        with torch.inference_mode():
-            for inputs, _ in BatchIterator(source, batch_size, False, 0, self.device_).epoch(0):
-                with self.precision_.autocast():
-                    outputs = self.model_(inputs)
-                chunks.append(self.task_.predictions(outputs.float()).float().cpu())
-        return torch.cat(chunks).numpy()
+        batches = BatchIterator(source, batch_size, False, 0, self.device_)
+        return torch.cat([self.task_.predictions(outputs).float().cpu()
+                          for outputs, _ in self._inference(batches)]).numpy()
 
     def save(self, run_dir: str | Path) -> None:
         """Write the trained model to run_dir (model.safetensors + model.json; no pickle)."""
