@@ -1,4 +1,6 @@
 """Precision modes (runtime/precision.py): names, "auto", autocast contexts and scalers."""
+import math
+
 import pytest
 import torch
 
@@ -243,3 +245,16 @@ def test_mixed_precision_on_cuda(precision):
 def test_auto_is_bf16_on_a_cuda_device_with_bf16_units():
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "32"
     assert resolve_precision("auto", torch.device("cuda")).name == expected
+
+
+def test_the_reference_cnn_trains_in_each_precision():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (96,), generator=generator)
+    for precision in ("bf16-mixed", "16-mixed"):
+        trainer = Trainer("seed-cnn", seed=0, precision=precision, max_physical_batch=32,
+                          device="cpu")
+        history = trainer.fit(x, y, batch_size=32, epochs=2)
+        assert trainer.stop_reason_ is None and len(history) == 2, precision
+        assert history[-1]["loss"] < history[0]["loss"], precision  # it learns (the plain layers)
+        assert math.isfinite(trainer.evaluate(x, y)["loss"]), precision

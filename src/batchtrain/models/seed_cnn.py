@@ -46,8 +46,8 @@ class SeedCNN(nn.Sequential):
 
     The layers stay the specification (and what state_dict saves, under the same names as a plain
     nn.Sequential): forward runs them one by one unless every condition of the fused path holds:
-    fused=True, a CPU float32/float64 tensor, the reference structure unchanged and no hooks on
-    the layers (a hook expects its layer to run). Double backward is not supported on that path.
+    fused=True, a CPU float32/float64 tensor, no autocast, the reference structure unchanged and
+    no hooks on the layers (a hook expects its layer to run). Double backward is not supported on that path.
     """
 
     def __init__(self, *layers: nn.Module, fused: bool = True):
@@ -55,8 +55,10 @@ class SeedCNN(nn.Sequential):
         self.fused = fused
 
     def forward(self, x: Tensor) -> Tensor:
+        # Under autocast (mixed precision) the plain layers run: autocast casts them to the low
+        # precision, where the fused path's hand-written backward would mix dtypes.
         if not (self.fused and x.device.type == "cpu" and x.dtype in FUSED_DTYPES
-                and self._reference_structure()):
+                and not torch.is_autocast_enabled("cpu") and self._reference_structure()):
             return super().forward(x)
         layers = list(self)
         if isinstance(layers[0], nn.Unflatten):
