@@ -201,3 +201,33 @@ def test_fit_twice_continues_training_and_resets_history():
     first_model = trainer.model_
     history = trainer.fit(x, y, batch_size=8, epochs=1)
     assert trainer.model_ is first_model and len(history) == 1 and trainer.step_ == 30
+
+
+def test_a_resumed_run_keeps_the_checkpoints_seed_for_later_fits(tmp_path):
+    from batchtrain import Checkpoint
+    x, y = classification_data(60)
+    first = Trainer(small_classifier(0), device="cpu")  # seed drawn
+    first.fit(x, y, batch_size=10, epochs=1, callbacks=[Checkpoint(tmp_path)])
+    resumed = Trainer(small_classifier(0), device="cpu")  # draws another seed
+    resumed.fit(x, y, batch_size=10, epochs=2, resume=tmp_path)
+    assert resumed.seed_ == first.seed_ == resumed.state_.seed
+
+
+class NaNOnSecondStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = small_classifier(0), 0
+
+    def forward(self, x):
+        self.calls += self.training
+        return self.inner(x) * (float("nan") if self.training and self.calls == 2 else 1.0)
+
+
+def test_last_step_is_none_after_a_non_finite_stop():
+    x, y = classification_data(40)
+    trainer = Trainer(NaNOnSecondStep(), seed=0, device="cpu", max_physical_batch=10)
+    trainer.prepare(x, y)
+    trainer.model_.calls = 0
+    with pytest.warns(UserWarning, match="non-finite"):
+        trainer.fit(x, y, batch_size=10, epochs=3)
+    assert trainer.stop_reason_ and "step 2" in trainer.stop_reason_ and trainer.last_step_ is None

@@ -2,8 +2,9 @@
 
 A RunState is made when fit() begins (training.run.begin_run) and is the only place a run's
 counters, records, metric sums, position, policy, learning-rate control and noise tracker live.
-The trainer owns it; callbacks read it (trainer.state_); checkpoints save and load it through
-state_dict / load_state_dict, so nothing else writes it.
+The trainer owns it and alone writes it; callbacks read it (trainer.state_); checkpoints save and
+load it through state_dict / load_state_dict. Counts: samples_seen is this run's (what the step
+records say), total_samples_seen every fit's (trainer.samples_seen_).
 """
 import csv
 from collections.abc import Iterator

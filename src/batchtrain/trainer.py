@@ -34,7 +34,7 @@ from batchtrain.runtime.threads import check_threads, restored_threads, thread_c
 from batchtrain.state import History, RunState
 from batchtrain.tasks.kinds import DEFAULT_METRICS, prepare_targets
 from batchtrain.tasks.metrics import MetricSet
-from batchtrain.training.finite import check_action, nonfinite_outcome
+from batchtrain.training.finite import check_action, nonfinite_outcome, warn_stopped
 from batchtrain.training.run import begin_run, fit_info, loaded, physical_cap
 from batchtrain.training.step import micro_batches
 
@@ -212,7 +212,8 @@ class Trainer:
         """Act on a non-finite step (training/finite.py): True to go on without it ("skip")."""
         self.state_.stop_reason = nonfinite_outcome(self.on_nonfinite, self.state_)
         if self.state_.stop_reason is not None:
-            self.stop_training = True
+            self.stop_training, self.state_.last_step = True, None
+            warn_stopped(self.state_.stop_reason)
             return False
         self.pipeline_.discard()
         return True
@@ -285,7 +286,7 @@ class Trainer:
         saved = load_saved_model(run_dir, model, resolve_device(device), trust_model_code)
         if saved.spec is not None:  # rebuilt: later fits and saves name the model
             trainer.model = saved.spec
-        trainer.metrics = saved.metrics
+        trainer.metrics = list(saved.metrics)
         trainer.built_ = loaded(saved.model, saved.spec, saved.task, saved.input_shape,
                                 resolve_device(device), trainer.seed if trainer.seed is not None else 0)
         return trainer
@@ -336,7 +337,8 @@ class Trainer:
     input_shape_ = property(lambda self: self.built_.input_shape if self.built_ else None)
     device_ = property(lambda self: self.built_.device if self.built_ else None)
     dist_ = property(lambda self: self.built_.group if self.built_ else None)  # under torchrun
-    seed_ = property(lambda self: self.built_.seed if self.built_ else None)
+    seed_ = property(lambda self: self.state_.seed if self.state_ else
+                     self.built_.seed if self.built_ else None)  # a resumed run's: the checkpoint's
     precision_ = property(lambda self: resolve_precision(self.precision, self.device_)
                           if self.built_ else None)  # "auto" resolved for the device
     step_ = property(lambda self: self.state_.step if self.state_ else 0)  # over every fit()

@@ -175,3 +175,13 @@ def test_train_step_with_a_measurement_returns_and_records_the_statistics():
 def test_noise_estimate_without_a_tracker_is_empty():
     assert noise_estimate(None) == {}
     assert noise_estimate(NoiseScaleTracker()) == {}
+
+
+class GroupOfOne:
+    world_size = 1
+
+
+def test_a_group_of_one_process_measures_by_micro_batch_as_one_process_does():
+    model, optimizer, measurement, _ = measured("sgd", GroupOfOne())
+    measurement.plan(micro_batches=2)
+    assert measurement.by_micro_batch and not measurement.by_rank

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrain.training.step import accumulate, micro_batches
+from batchtrain.training.step import TrainStep, accumulate, micro_batches
 from batchtrain.training.sync import DataParallel, SingleProcess, strategy
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -126,3 +126,29 @@ def test_loss_shares_are_multiplied_by_the_world_size(world_size):
     F.mse_loss(reference(x), y).backward()
     for ours, theirs in zip(parallel.parameters(), reference.parameters()):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_of_one_process_all_reduces_every_backward():
+    network = StandIn()
+    sync = DataParallel(network, FakeGroup(1))
+    for all_reduce in (False, True):
+        sync.before_backward(all_reduce)
+        assert network.require_backward_grad_sync is True  # nothing to skip in a group of one
+
+
+def test_the_flag_is_ddps_default_again_after_every_step_even_a_failed_one():
+    network = FlagRecorder()
+    sync = DataParallel(network, FakeGroup(2))
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    step = TrainStep(network, nn.functional.mse_loss, optimizer, list(network.parameters()), sync)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    step.compute(micro_batches(x, y, 2), 8, counts=True)
+    assert network.seen == [False, False, False, True] and network.require_backward_grad_sync is True
+    def failing_loss(outputs, targets):
+        raise RuntimeError("a loss that fails mid-accumulation")
+
+    step.loss_fn = failing_loss
+    with pytest.raises(RuntimeError, match="mid-accumulation"):
+        step.compute(micro_batches(x, y, 2), 8, counts=True)
+    assert network.seen[-1] is False  # the failure came after the flag was lowered
+    assert network.require_backward_grad_sync is True

@@ -85,7 +85,8 @@ class Adaptive(Policy):
     as flat, and goodput keeps to the smallest batch.
     """
 
-    wants_gradient_stats = True  # the trainer then passes noise-scale estimates in StepStats
+    wants_gradient_stats = True
+    gives_lr_scale = True  # the trainer then passes noise-scale estimates in StepStats
 
     def __init__(self, rule: str = "goodput", min_batch: int = 32, max_batch: int | None = None,
                  initial: int | None = None, margin: float = 0.2, noise_multiplier: float = 1.0,

@@ -65,6 +65,8 @@ class Policy(BatchSizePolicy):
     # True: the trainer measures the gradient noise and passes it in StepStats.gradient (and,
     # under DDP, rank 0 decides for every rank, since the measurements are local).
     wants_gradient_stats: bool = False
+    # True: lr_scale gives AdaScale's gain (lr_scaling="adascale" needs such a policy).
+    gives_lr_scale: bool = False
 
     def set_limit(self, max_batch: int) -> None:
         """Told the memory ceiling (samples) when fit() begins; ignored by default."""
@@ -87,6 +89,7 @@ class _Declared(Policy):
     def __init__(self, policy: BatchSizePolicy):
         self.policy = policy
         self.wants_gradient_stats = bool(getattr(policy, "wants_gradient_stats", False))
+        self.gives_lr_scale = hasattr(policy, "lr_scale")
         self.set_limit = getattr(policy, "set_limit", super().set_limit)
         self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)
 

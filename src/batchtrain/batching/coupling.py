@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from batchtrain.batching.base import Policy
 from batchtrain.errors import ConfigError
 from batchtrain.optim.schedules import Constant, LRSchedule, SampleClock
 
@@ -48,17 +49,20 @@ def lr_scale(rule: str, batch_size: int, reference_batch: int) -> float:
 class LearningRate:
     """Sets the optimizer's learning rates before each step: base x coupling x schedule.
 
-    scaling: "auto" (DEFAULT_LR_SCALING), "none", "linear" or "sqrt".
+    scaling: "auto" (DEFAULT_LR_SCALING), "none", "linear", "sqrt" or "adascale" (the policy's
+        lr_scale: a policy that measures the gradient noise).
     schedule: a sample-keyed LRSchedule (optim/schedules.py); default constant.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scaling: str = "auto",
-                 schedule: LRSchedule | None = None, policy: "Policy | None" = None):
+                 schedule: LRSchedule | None = None, policy: Policy | None = None):
         self.optimizer = optimizer
         self.policy = policy
         self.rule = default_lr_scaling(optimizer) if scaling == "auto" else scaling
         lr_scale(self.rule, 1, 1)  # validates the rule now, not at the first step
-        if self.rule == "adascale" and not (policy is not None and policy.wants_gradient_stats):
+        # declared by a Policy (gives_lr_scale); a bare object: it has lr_scale, as before
+        gives_lr_scale = getattr(policy, "gives_lr_scale", hasattr(policy, "lr_scale"))
+        if self.rule == "adascale" and not gives_lr_scale:
             raise ConfigError("lr scaling 'adascale' needs a batch-size policy that measures the "
                               "gradient noise (batch_size='auto' or 'adaptive:...'); use sqrt or linear")
         self.schedule = schedule or Constant()

@@ -23,10 +23,11 @@ PROGRESS_KEYS = ("epoch", "position", "step", "samples_seen", "total_samples_see
 def capture_state(model: nn.Module, optimizer: torch.optim.Optimizer, run: RunState,
                   epoch: int, position: int) -> dict:
     """Everything needed to continue the run at sample `position` of epoch `epoch` (0-based)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **run.state_dict(),
-             "rng": capture_rng()}
-    state["progress"].update(epoch=epoch, position=position)
-    return state
+    run_state = run.state_dict()
+    run_state["progress"].update(epoch=epoch, position=position)
+    lr_control, policy = run_state.pop("lr_control"), run_state.pop("policy")
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),  # the old key order
+            "lr_control": lr_control, "policy": policy, "rng": capture_rng(), **run_state}
 
 
 def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, run: RunState, state: dict,
@@ -43,7 +44,7 @@ def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, run: RunSt
         run.load_state_dict(state, device)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise CheckpointError(f"{source} does not fit this run's optimizer or batch-size policy "
+        raise CheckpointError(f"{source} does not fit this run's optimizer, batch-size policy or precision "
                               f"({detail}); resume with the options it was trained with") from None
     restore_rng(state["rng"])
 

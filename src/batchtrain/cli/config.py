@@ -1,6 +1,6 @@
 """The `batchtrain fit` configuration: one dataclass whose fields are both the CLI options and the
 keys of a YAML/TOML/JSON config file (flags override the file, the file overrides defaults)."""
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,13 @@ class FitConfig:
     def batch_size_policy(self) -> BatchSizePolicy | str:
         """--batch-size parsed (batching/spec.py): the policy fit() trains with, or "max"."""
         return parse_batch_size(self.batch_size)
+
+    def replace(self, **changes: Any) -> "FitConfig":
+        """A copy with `changes`; the parsed batch size carries over unless it changes."""
+        copy = replace(self, **changes)
+        if "batch_size" not in changes and "batch_size_policy" in vars(self):
+            vars(copy)["batch_size_policy"] = self.batch_size_policy
+        return copy
 
     def validate(self) -> "FitConfig":
         """Raise ConfigError for values out of range or a device that is missing, before any data

@@ -4,7 +4,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -50,14 +49,14 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
         config, resume = continue_own_run(config, run_dir, resume, out)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(4), "little")
     # rank 0's seed everywhere: a seed drawn per process would give each rank its own order
-    config = replace(config, seed=_from_main(group, device, seed))
+    config = config.replace(seed=_from_main(group, device, seed))
     resume = bool(_from_main(group, device, resume))
     # refuses an existing run before slow work; the records of an attempt that saved nothing
     earlier = check_run_dir(run_dir, config, resume) if main and not restarted else []
     splits = load_fit_data(config)
-    policy = config.batch_size_policy  # parsed once, when the options were checked
+    policy = config.batch_size_policy  # parsed once, when the options were checked (validate)
     if isinstance(splits.x_train, StreamSource) and splits.x_train.table.feature_names:
-        config = replace(config, features=list(splits.x_train.table.feature_names))  # for predict
+        config = config.replace(features=list(splits.x_train.table.feature_names))  # for predict
     trainer = make_trainer(config)
     # written as fit begins, once the trainer has checked data and options: bad input must not
     # cost the old run nor leave a directory behind; a restart replaces its own earlier attempt
@@ -104,7 +103,7 @@ def load_fit_data(config: FitConfig) -> Splits:
     if config.test_data is None:
         return Splits(train, None, None, None)
     names = train.table.feature_names  # the test table's columns taken by name, in training's order
-    test = open_stream(replace(config, features=list(names)) if names else config, config.test_data)
+    test = open_stream(config.replace(features=list(names)) if names else config, config.test_data)
     check_test_data(test, train)  # now, not after training
     return Splits(train, None, test, None)
 
@@ -126,7 +125,7 @@ def continue_own_run(config: FitConfig, run_dir: Path, resume: bool,
     action = (f"continuing {run_dir} from its newest checkpoint" if checkpoints
               else f"no checkpoint in {run_dir} yet, starting it again")
     print(f"torchrun job {os.environ['TORCHELASTIC_RUN_ID']} restarted: {action}", file=out, flush=True)
-    return replace(config, seed=read_run_config(run_dir).seed), resume or bool(checkpoints)
+    return config.replace(seed=read_run_config(run_dir).seed), resume or bool(checkpoints)
 
 
 def _from_main(group: Distributed | None, device: torch.device, value: int) -> int:

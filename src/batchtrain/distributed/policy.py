@@ -20,6 +20,7 @@ class RankZeroDecides(Policy):
         self.group = group
         self.device = device
         self.wants_gradient_stats = policy.wants_gradient_stats
+        self.gives_lr_scale = policy.gives_lr_scale
 
     def batch_size(self) -> int:
         return self.group.broadcast_int(self.policy.batch_size(), self.device)

@@ -14,6 +14,11 @@ from batchtrain.errors import ConfigError, NonFiniteError
 NONFINITE_ACTIONS = ("stop", "skip", "raise")
 
 
+def warn_stopped(reason: str) -> None:
+    """The warning of a "stop", once the trainer has recorded its reason (stop_reason_)."""
+    warnings.warn(reason, stacklevel=4)
+
+
 def check_action(on_nonfinite: str) -> None:
     if on_nonfinite not in NONFINITE_ACTIONS:
         raise ConfigError(f"on_nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, "
@@ -23,8 +28,8 @@ def check_action(on_nonfinite: str) -> None:
 def nonfinite_outcome(on_nonfinite: str, run) -> str | None:
     """Act on a non-finite step of the run (state.py RunState, before its counters move on):
     "skip" warns and returns None (no update, training goes on); "raise" raises NonFiniteError;
-    "stop" warns and returns the stop reason (the trainer cannot know what a callback saved: the
-    CLI's runner says what is on disk)."""
+    "stop" returns the stop reason, which the trainer records, then warns with (it cannot know
+    what a callback saved: the CLI's runner says what is on disk)."""
     message = (f"non-finite loss or gradients at step {run.step + 1} (epoch "
                f"{run.samples_seen // run.samples_per_epoch + 1}, {run.samples_seen} samples seen)")
     if on_nonfinite == "skip":
@@ -32,9 +37,7 @@ def nonfinite_outcome(on_nonfinite: str, run) -> str | None:
         return None
     if on_nonfinite == "raise":
         raise NonFiniteError(f"{message}; lower the learning rate or check the data")
-    reason = f"{message}: training stopped before applying it; lower the learning rate or check the data"
-    warnings.warn(reason, stacklevel=3)
-    return reason
+    return f"{message}: training stopped before applying it; lower the learning rate or check the data"
 
 
 def step_is_finite(losses: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor],
@@ -56,7 +59,7 @@ def _nonfinite_flag(tensors: list[torch.Tensor]) -> torch.Tensor:
     Why this kernel: GradScaler's check visits all tensors in one op with an exact isfinite test,
     where a sum of norms costs ~6 more ops per step (~0.1 ms of a 7 ms batch-8 CPU step) and
     overflows for a finite gradient above ~1e19. At scale 1 it writes every value back unchanged
-    (bit for bit: -0.0, subnormals and NaN payloads included; tests/runtime/test_interrupts.py).
+    (bit for bit: -0.0, subnormals and NaN payloads included; tests/training/test_finite.py).
     """
     device = tensors[0].device if tensors else torch.device("cpu")
     flag = torch.zeros(1, device=device)

@@ -35,8 +35,9 @@ class NoiseMeasurement:
         """Before the step: measure it unless an adaptive optimizer has no second moments yet."""
         self.factors = self.preconditioner.factors(self.parameters)
         active = self.factors is not None or not self.preconditioner.adaptive
-        self.by_micro_batch = active and micro_batches > 1 and self.group is None
-        self.by_rank = active and self.group is not None
+        world = self.group.world_size if self.group is not None else 1
+        self.by_micro_batch = active and micro_batches > 1 and world == 1
+        self.by_rank = active and world > 1
 
     def begin(self) -> None:
         """After the gradients were zeroed, before the first backward."""
@@ -51,8 +52,10 @@ class NoiseMeasurement:
         """The step's statistics (None when not measured). By rank, this all-reduces the
         gradients itself: every backward of the step ran without DDP's all-reduce."""
         if self.by_rank:
-            return all_reduce_with_stats(self.parameters, self.group, local_samples, logical,
-                                         self.factors)
+            statistics = all_reduce_with_stats(self.parameters, self.group, local_samples, logical,
+                                               self.factors)
+            # a global batch smaller than the world leaves one rank's gradient: no estimate
+            return statistics if len(statistics["micro_sizes"]) >= 2 else None
         return self.collector.finish(logical) if self.by_micro_batch else None
 
     def record(self, statistics: dict | None) -> None:

@@ -46,7 +46,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
                          scaler)
     lr_control = LearningRate(optimizer, lr_scaling, as_lr_schedule(lr_schedule), policy)
     run = RunState(policy, lr_control, MetricSet(built.task, metric_names, built.device), noise,
-                   max_physical_batch, built.seed, samples_per_epoch, samples_per_epoch * epochs,
+                   max_physical_batch, previous.seed if previous else built.seed,
+                   samples_per_epoch, samples_per_epoch * epochs,
                    step=previous.step if previous else 0,
                    total_samples_seen=previous.total_samples_seen if previous else 0,
                    precision=precision.name, scaler=scaler)

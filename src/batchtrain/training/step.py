@@ -101,8 +101,11 @@ class TrainStep:
         if measurement is not None:
             measurement.begin()
         by_rank = measurement is not None and measurement.by_rank
-        results = accumulate(self.network, self.loss_fn, parts, logical, counts, self.sync,
-                             not by_rank, measurement, self.autocast, self.scaler)
+        try:
+            results = accumulate(self.network, self.loss_fn, parts, logical, counts, self.sync,
+                                 not by_rank, measurement, self.autocast, self.scaler)
+        finally:
+            self.sync.after_step()
         local = sum(len(targets) for _, targets in parts) if counts else 0
         statistics = measurement.finish(local, logical) if measurement is not None else None
         if self.scaler is not None:  # noise and finiteness are judged on the true gradients

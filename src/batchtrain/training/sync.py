@@ -21,6 +21,9 @@ class SingleProcess:
     def before_backward(self, all_reduce: bool) -> None:
         pass
 
+    def after_step(self) -> None:
+        pass
+
 
 class DataParallel:
     """DDP over a process group: the loss share is multiplied by the world size (DDP averages
@@ -33,8 +36,14 @@ class DataParallel:
         self.reduce = group.sum  # sums a flag or metric over ranks, so all ranks decide alike
 
     def before_backward(self, all_reduce: bool) -> None:
-        """all_reduce: this micro-batch's backward all-reduces the accumulated gradient."""
-        self.network.require_backward_grad_sync = all_reduce
+        """all_reduce: this micro-batch's backward all-reduces the accumulated gradient (always
+        in a group of one process, where there is nothing to skip)."""
+        self.network.require_backward_grad_sync = all_reduce or self.world_size == 1
+
+    def after_step(self) -> None:
+        """DDP's default again (as leaving no_sync() does): a later forward and backward outside
+        the pipeline (a user's loop, a callback) must all-reduce."""
+        self.network.require_backward_grad_sync = True
 
 
 def strategy(network: nn.Module, group: Distributed | None) -> SingleProcess | DataParallel:
