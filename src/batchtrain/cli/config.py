@@ -1,5 +1,6 @@
 """The `batchtrain fit` configuration: one dataclass whose fields are both the CLI options and the
 keys of a YAML/TOML/JSON config file (flags override the file, the file overrides defaults)."""
+import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -308,7 +309,10 @@ def _valid_options_hint(unknown: list[str]) -> str:
     """The valid options, or (for many unknown keys: not a config file) where to find them."""
     if len(unknown) > 5:
         return "see `batchtrain fit --help` for the valid options"
-    return "valid options: " + ", ".join(FIELDS)
+    close = difflib.get_close_matches(str(unknown[0]), list(FIELDS), n=1)
+    shown = ", ".join(list(FIELDS)[:16])  # bounded: the list grows with every option
+    return (f"valid options: {shown}, ... ({len(FIELDS)} in all: `batchtrain fit --help`)"
+            + (f"; did you mean {close[0]}?" if close else ""))
 
 
 def to_yaml(config: "FitConfig") -> str:
