@@ -1,6 +1,6 @@
 """Worker for test_ddp.py, run under torch.distributed.run: trains, then each rank writes JSON.
 
-argv: mode ("schedule", "adaptive" or "adaptive-adam"), output directory.
+argv: mode ("schedule", "schedule-bf16", "adaptive" or "adaptive-adam"), output directory.
 """
 import json
 import sys

@@ -53,6 +53,17 @@ def test_two_ranks_with_half_batches_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_ranks_in_bf16_mixed_match_one_process_to_bfloat16_rounding(tmp_path):
+    ranks = torchrun("schedule-bf16", tmp_path)
+    trainer, history = single_process("schedule-bf16")
+    assert ranks[0]["sizes"] == ranks[1]["sizes"] == [step["batch_size"] for step in history.steps]
+    assert all(parameter.dtype == torch.float32 for parameter in torch.load(tmp_path / "params.pt"))
+    for ours, theirs in zip(torch.load(tmp_path / "params.pt"), trainer.model_.parameters()):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=0.05, atol=0.02)
+    assert ranks[0]["history"][-1]["loss"] == pytest.approx(history[-1]["loss"], rel=0.05)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["adaptive", "adaptive-adam"])
 def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path, mode):
     ranks = torchrun(mode, tmp_path)
