@@ -34,9 +34,8 @@ from batchtrain.runtime.threads import check_threads, restored_threads, thread_c
 from batchtrain.state import History, RunState
 from batchtrain.tasks.kinds import DEFAULT_METRICS, prepare_targets
 from batchtrain.tasks.metrics import MetricSet
-from batchtrain.training.finite import check_action, nonfinite_outcome, warn_stopped
-from batchtrain.training.run import begin_run, fit_info, loaded, physical_cap
-from batchtrain.training.step import micro_batches
+from batchtrain.training import (begin_run, check_action, fit_info, loaded, micro_batches,
+                                 nonfinite_outcome, physical_cap, warn_stopped)
 
 BatchSizeLike = int | str | BatchSizePolicy
 EVAL_BATCH_SIZE = 1024  # evaluation keeps no activations for backward, so large batches are cheap
@@ -64,8 +63,8 @@ class Trainer:
     threads: torch's CPU threads during fit(): None keeps torch's (one per core), an int pins it,
         "auto" gives up one per core other processes keep busy (runtime/threads.py; results then
         agree to float rounding, not bit for bit); restored when fit() ends.
-    precision: "32" (default), "bf16-mixed", "16-mixed" (float16, loss scaling) or "auto"
-        (bf16-mixed where the device has bfloat16 units, else 32): runtime/precision.py.
+    precision: "32" (default), "bf16-mixed", "16-mixed" or "auto" (runtime/precision.py).
+    compile: training steps go through torch.compile (runtime/compile.py); off by default.
     """
 
     def __init__(self, model: nn.Module | str | ModelSpec, optimizer: OptimizerLike = "adam",
@@ -76,7 +75,8 @@ class Trainer:
                  lr_scaling: str = "auto", lr_schedule: LRSchedule | str | None = None,
                  memory_budget: float | int | str | None = None,
                  max_physical_batch: int | None = None, on_nonfinite: str = "stop",
-                 threads: int | str | None = None, precision: str | int = "32"):
+                 threads: int | str | None = None, precision: str | int = "32",
+                 compile: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.loss = loss
@@ -94,6 +94,7 @@ class Trainer:
         self.on_nonfinite = on_nonfinite
         self.threads = threads
         self.precision = precision
+        self.compile = compile
         # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls;
         # a run's own state is state_ (state.py), made new by each fit().
         self.built_: Built | None = None  # device, process group, seed, task, model (properties)
@@ -313,15 +314,14 @@ class Trainer:
             self.precision_)
         run, self.pipeline_ = begin_run(requested, self.built_, self.optimizer_, self.metric_names_,
                                         len(train), epochs, max_physical, self.lr_scaling,
-                                        self.lr_schedule, self.state_, self.precision_)
+                                        self.lr_schedule, self.state_, self.precision_,
+                                        self.compile)
         self.stop_training = False
         check_action(self.on_nonfinite)
         run.policy.observe(StepStats(0, 0, len(train), 0))  # where training stands
         return run
 
-    @property
-    def _reduce(self):
-        return self.dist_.sum if self.dist_ is not None else None
+    _reduce = property(lambda self: self.dist_.sum if self.dist_ is not None else None)
 
     def _with_targets(self, source: Source) -> Source:
         return source.map_targets(lambda y: prepare_targets(self.task_, y))

@@ -121,6 +121,8 @@ class FitConfig:
                             "and optimizer state float32); 16-mixed (float16 with a gradient "
                             "scaler, for CUDA); auto (bf16-mixed where the device has bfloat16 "
                             "units, else 32)", choices=("32", "bf16-mixed", "16-mixed", "auto"))
+    compile: bool = option(False, "train through torch.compile (it compiles before the first "
+                           "step: tens of seconds on a CPU; see README Speed)", bool)
     output: str | None = option(None, "run directory (default runs/<data>-<date>-<time>)")
     overwrite: bool = option(False, "replace the run directory's previous contents", bool)
     checkpoint_every: str | None = option(None, "also checkpoint every N samples (or 0.5e: twice "

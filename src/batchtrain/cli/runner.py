@@ -150,7 +150,7 @@ def make_trainer(config: FitConfig) -> Trainer:
                    optimizer_options=optimizer_options, lr_scaling=config.lr_scaling,
                    lr_schedule=config.lr_schedule, memory_budget=config.memory_budget,
                    max_physical_batch=config.max_physical_batch, on_nonfinite=config.on_nonfinite,
-                   threads=config.threads, precision=config.precision)
+                   threads=config.threads, precision=config.precision, compile=config.compile)
 
 
 def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:

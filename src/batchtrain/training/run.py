@@ -13,6 +13,7 @@ from batchtrain.callbacks.base import FitInfo
 from batchtrain.errors import check_batch_size
 from batchtrain.models.build import Built
 from batchtrain.optim.schedules import LRSchedule, as_lr_schedule
+from batchtrain.runtime.compile import compiled
 from batchtrain.runtime.precision import Precision, resolve_precision
 from batchtrain.state import RunState
 from batchtrain.stats import NoiseScaleTracker
@@ -28,12 +29,13 @@ FULL = resolve_precision("32", torch.device("cpu"))  # float32: no autocast, no 
 def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_names: tuple[str, ...],
               samples_per_epoch: int, epochs: int, max_physical_batch: int, lr_scaling: str,
               lr_schedule: LRSchedule | str | None, previous: RunState | None,
-              precision: Precision = FULL) -> tuple[RunState, TrainStep]:
+              precision: Precision = FULL, compile: bool = False) -> tuple[RunState, TrainStep]:
     """The state of a new run of `epochs` x `samples_per_epoch` samples and its step pipeline.
 
     requested: the parsed batch size (a policy, or "max"); max_physical_batch: the memory
     ceiling (samples), the same on every rank. The step and sample counters carry over from the
-    previous run of the same trainer; everything else starts anew.
+    previous run of the same trainer; everything else starts anew. compile: steps go through
+    torch.compile (runtime/compile.py).
     """
     policy = resolve_policy(requested, max_physical_batch)
     noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
@@ -41,7 +43,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group)
                    if noise is not None else None)
     scaler = precision.scaler()
-    pipeline = TrainStep(built.network, built.task.loss_fn, optimizer, parameters,
+    network = compiled(built.network, compile)
+    pipeline = TrainStep(network, built.task.loss_fn, optimizer, parameters,
                          strategy(built.network, built.group), measurement, precision.autocast,
                          scaler)
     lr_control = LearningRate(optimizer, lr_scaling, as_lr_schedule(lr_schedule), policy)
