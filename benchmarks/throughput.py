@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/throughput.py --batches 128 --repeats 9 --samples 8192
     .venv/bin/python benchmarks/throughput.py --threads 1           # per-core figures
     .venv/bin/python benchmarks/throughput.py --adaptive-threads    # fit with AdaptiveThreads
+    .venv/bin/python benchmarks/throughput.py --precision bf16-mixed  # both under autocast
 
 On a machine that other work shares, the figures follow its load (the last line reports it): with
 another process busy on one of two cores, two torch threads wait on each other at every kernel
@@ -56,6 +57,12 @@ from batchtrain.models.init import keras_init_
 from batchtrain.runtime.threads import AdaptiveThreads, CpuLoad, usable_cores
 
 FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32, "sse2": 8}  # fp32, per core, with FMA where listed
+# bfloat16 per core and cycle where the CPU has the units (else bf16 is emulated: the fp32 peak).
+# AMX-BF16: TDPBF16PS makes 16x16 float32 outputs from 32 bf16 pairs each (16,384 FLOP) per 16
+# cycles = 1024 FLOP/cycle (Intel's AMX documentation); AVX512-BF16: VDPBF16PS does a pair of bf16
+# products per float32 lane, twice the fp32 FMA rate = 128 FLOP/cycle.
+BF16_FLOP_PER_CYCLE = {"amx_bf16": 1024, "avx512_bf16": 128}
+DTYPES = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def plain_model() -> nn.Sequential:
@@ -80,14 +87,24 @@ def plain_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
 
 
+PLAIN_PRECISION = {"dtype": None, "scaler": None}  # set by --precision: the plain loop's autocast
+
+
 def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
                targets: torch.Tensor) -> tuple[float, int]:
     """One step of the hand-written loop; returns the batch's summed loss and correct count."""
-    outputs = model(inputs)
-    loss = F.cross_entropy(outputs, targets)
+    dtype, scaler = PLAIN_PRECISION["dtype"], PLAIN_PRECISION["scaler"]
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        outputs = model(inputs)
+        loss = F.cross_entropy(outputs, targets)
     optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # float16: torch.amp's recipe
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.item() * len(targets), (outputs.argmax(dim=1) == targets).sum().item()
 
 
@@ -164,6 +181,23 @@ def cpu_peak(cores: int) -> tuple[float, str]:
                   f"({vector.upper()}{' + FMA' if vector != 'sse2' else ''}) = {peak / 1e9:.1f} GFLOP/s")
 
 
+def precision_peak(fp32_peak: float, fp32_text: str, precision: str) -> tuple[float, str]:
+    """The peak of the precision the run computes in: bf16 units where the CPU has them."""
+    if precision == "32":
+        return fp32_peak, fp32_text
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = set(re.search(r"^flags\s*:(.*)$", cpuinfo.read(), re.MULTILINE).group(1).split())
+    except (OSError, AttributeError):
+        flags = set()
+    unit = next((name for name in BF16_FLOP_PER_CYCLE if name in flags), None)
+    if precision != "bf16-mixed" or unit is None:
+        return fp32_peak, (f"{fp32_text}; no native {precision.split('-')[0]} units, so the "
+                           "low precision is emulated at (at most) the fp32 peak")
+    factor = BF16_FLOP_PER_CYCLE[unit] / FLOP_PER_CYCLE["avx512f"]
+    return fp32_peak * factor, f"{fp32_text} x {factor:g} ({unit.upper()}) for bfloat16"
+
+
 def _lscpu_max_mhz() -> float:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -197,7 +231,8 @@ class Contestants:
         self.optimizer = adam(self.model)
         options = {} if speedups else {"model_options": {"fused": False},
                                        "optimizer_options": {"fused": False}}
-        self.trainer = Trainer("seed-cnn", seed=0, max_physical_batch=batch, **options)
+        self.trainer = Trainer("seed-cnn", seed=0, max_physical_batch=batch,
+                               precision=PLAIN_PRECISION.get("name", "32"), **options)
         self.callbacks = [AdaptiveThreads()] if adaptive_threads else []
         warm_up = min(len(x), 4 * batch)
         self.trainer.fit(x[:warm_up], y[:warm_up], batch_size=batch, epochs=1)
@@ -311,15 +346,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for both (default: torch's, one per core); "
                              "the peak counts this many cores")
+    parser.add_argument("--precision", default="32", choices=tuple(DTYPES),
+                        help="both contestants' precision (the plain loop: torch.autocast, and a "
+                             "GradScaler for 16-mixed); the peak is that precision's")
     parser.add_argument("--adaptive-threads", action="store_true",
                         help="give batchtrain's fit the AdaptiveThreads callback (runtime/threads.py)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     x, y, source = load_images(max(args.samples, args.overhead_samples))
-    peak, peak_text = cpu_peak(min(torch.get_num_threads(), usable_cores()))
+    PLAIN_PRECISION.update(name=args.precision, dtype=DTYPES[args.precision],
+                           scaler=torch.amp.GradScaler("cpu") if args.precision == "16-mixed" else None)
+    peak, peak_text = precision_peak(*cpu_peak(min(torch.get_num_threads(), usable_cores())),
+                                     args.precision)
     flops = training_flops_per_sample(plain_model(), tuple(x.shape[1:]))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {source}, "
+    print(f"torch {torch.__version__}, precision {args.precision}, "
+          f"{torch.get_num_threads()} threads, {source}, "
           f"{args.samples} samples per pass, medians of {args.repeats} interleaved repeats")
     print(f"peak: {peak_text}; the job: {flops / 1e6:.1f} MFLOP per training sample")
     load = CpuLoad()
