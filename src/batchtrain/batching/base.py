@@ -83,15 +83,12 @@ def declared(policy: BatchSizePolicy) -> Policy:
     return policy if isinstance(policy, Policy) else _Declared(policy)
 
 
-class _Declared(Policy):
-    """A structural policy (the four methods, no subclassing) with the defaults added."""
+class Wrapping(Policy):
+    """A policy that wraps another and passes the four protocol methods (and repr) through;
+    subclasses change what they wrap differently (declared capabilities, rank 0's decision)."""
 
     def __init__(self, policy: BatchSizePolicy):
         self.policy = policy
-        self.wants_gradient_stats = bool(getattr(policy, "wants_gradient_stats", False))
-        self.gives_lr_scale = hasattr(policy, "lr_scale")
-        self.set_limit = getattr(policy, "set_limit", super().set_limit)
-        self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)
 
     def batch_size(self) -> int:
         return self.policy.batch_size()
@@ -107,3 +104,14 @@ class _Declared(Policy):
 
     def __repr__(self) -> str:
         return repr(self.policy)
+
+
+class _Declared(Wrapping):
+    """A structural policy (the four methods, no subclassing) with the defaults added."""
+
+    def __init__(self, policy: BatchSizePolicy):
+        super().__init__(policy)
+        self.wants_gradient_stats = bool(getattr(policy, "wants_gradient_stats", False))
+        self.gives_lr_scale = hasattr(policy, "lr_scale")
+        self.set_limit = getattr(policy, "set_limit", super().set_limit)
+        self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)
