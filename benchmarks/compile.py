@@ -13,21 +13,10 @@ import platform
 import statistics
 import time
 
-import numpy as np
 import torch
 
-import batchtrain
 from batchtrain import Trainer
-
-
-def images(samples: int) -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        splits = batchtrain.load_dataset("fashion-mnist", download=False)
-        return splits.x_train[:samples], splits.y_train[:samples], "fashion-mnist"
-    except batchtrain.BatchTrainError:
-        rng = np.random.default_rng(0)
-        return (rng.random((samples, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, samples),
-                "synthetic")
+from images import fashion_mnist_images  # benchmarks/images.py, beside this script
 
 
 def timed(trainer: Trainer, x, y, batch: int) -> float:
@@ -42,7 +31,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    x, y, data = images(args.samples)
+    x, y, data = fashion_mnist_images(args.samples)
     print(f"{len(x)} {data} images, batch {args.batch}; torch {torch.__version__}; "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     for model, inputs in (("seed-cnn", x), ("mlp", x.reshape(len(x), -1))):

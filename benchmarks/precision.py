@@ -13,24 +13,13 @@ import platform
 import statistics
 import time
 
-import numpy as np
 import torch
 
-import batchtrain
 from batchtrain import Trainer
 from batchtrain.runtime.precision import CPU_BF16_FLAGS, cpu_flags, native_bf16
+from images import fashion_mnist_images  # benchmarks/images.py, beside this script
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-
-
-def images(samples: int) -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        splits = batchtrain.load_dataset("fashion-mnist", download=False)
-        return splits.x_train[:samples], splits.y_train[:samples], "fashion-mnist"
-    except batchtrain.BatchTrainError:
-        rng = np.random.default_rng(0)
-        return (rng.random((samples, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, samples),
-                "synthetic")
 
 
 def timed_pass(x, y, batch: int, precision: str, device: str) -> float:
@@ -52,7 +41,7 @@ def main() -> None:
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     args = parser.parse_args()
     device = torch.device(args.device)
-    x, y, data = images(args.samples)
+    x, y, data = fashion_mnist_images(args.samples)
     if device.type == "cuda":
         unit = f"{torch.cuda.get_device_name(device)}, native bf16: {native_bf16(device)}"
     else:
