@@ -1,5 +1,6 @@
-"""Batch-size policies driven through a whole Trainer.fit: accumulation up to the logical batch,
-the memory ceiling as the cap, and the learning rate following the batch at the step it changes."""
+"""Batch-size policies: the contract every built-in policy keeps over a simulated run (sizes,
+exact restore), and policies driven through a whole Trainer.fit: accumulation up to the logical
+batch, the memory ceiling as the cap, and the learning rate following the batch it changes to."""
 import math
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrain import Trainer
-from batchtrain.batching.schedule import Doubling
+from batchtrain.batching.base import BatchSizePolicy
+from batchtrain.batching.fixed import Fixed
+from batchtrain.batching.schedule import Doubling, Piecewise, Ramp
 
 
 # -- accumulation -------------------------------------------------------------------------------
@@ -17,6 +20,42 @@ from batchtrain.batching.schedule import Doubling
 def _model(seed=0, outputs=3):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, outputs))
+
+
+# -- the contract: every built-in policy over a simulated run (conftest.py's `simulate`) ---------
+
+EPOCH = 100  # samples per epoch in the simulated runs (conftest.py's EPOCH)
+
+
+@pytest.mark.parametrize("policy, expected", [
+    (Fixed(30), [30, 30, 30, 10] * 2),
+    (Piecewise([10, 25, 50], ["1e", 150]), [10] * 10 + [25, 25] + [50]),
+    (Ramp(10, 50, "1e"), None),
+    (Doubling(20, "1e", 60), [20] * 5 + [40, 40, 20]),
+], ids=["fixed", "piecewise", "ramp", "doubling"])
+def test_policy_sizes_over_a_run(simulate, policy, expected):
+    sizes = simulate(policy, 2 * EPOCH)
+    assert sum(sizes) == 2 * EPOCH
+    if expected is not None:
+        assert sizes == expected
+    else:  # the ramp grows monotonically from 10 to 50 within the first epoch, then stays
+        first_epoch = sizes[:next(i for i, _ in enumerate(sizes) if sum(sizes[:i + 1]) >= EPOCH)]
+        assert first_epoch[0] == 10 and first_epoch == sorted(first_epoch)
+        assert policy.batch_size() == 50
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Fixed(30), lambda: Piecewise([10, 25, 50], ["1e", 150]), lambda: Ramp(10, 50, "1e"), lambda: Doubling(20, "1e", 60)],
+                         ids=["fixed", "piecewise", "ramp", "doubling"])
+def test_policy_restored_from_state_dict_continues_identically(simulate, make):
+    uninterrupted = simulate(make(), 2 * EPOCH)
+    original = make()
+    before = simulate(original, 70)  # stops mid-epoch, at a step boundary
+    restored = make()
+    restored.load_state_dict(original.state_dict())
+    after = simulate(restored, 2 * EPOCH, start=sum(before), observe_start=False)
+    assert before + after == uninterrupted
+    assert isinstance(restored, BatchSizePolicy)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "regression"])

@@ -3,43 +3,13 @@ restore, at a change mid-epoch, and with mixed epoch/sample units."""
 import pytest
 import torch
 
-from batchtrain.batching.base import BatchSizePolicy, StepStats
+from batchtrain.batching.base import StepStats
 from batchtrain.batching.schedule import Doubling, Piecewise, Ramp
 from batchtrain.data.iterator import BatchIterator
 from batchtrain.data.sources import TensorSource
 from batchtrain.errors import ConfigError
 
 EPOCH = 100  # samples per epoch in the simulated runs (conftest.py's EPOCH)
-
-
-@pytest.mark.parametrize("policy, expected", [
-    (Piecewise([10, 25, 50], ["1e", 150]), [10] * 10 + [25, 25] + [50]),
-    (Ramp(10, 50, "1e"), None),
-    (Doubling(20, "1e", 60), [20] * 5 + [40, 40, 20]),
-], ids=["piecewise", "ramp", "doubling"])
-def test_policy_sizes_over_a_run(simulate, policy, expected):
-    sizes = simulate(policy, 2 * EPOCH)
-    assert sum(sizes) == 2 * EPOCH
-    if expected is not None:
-        assert sizes == expected
-    else:  # the ramp grows monotonically from 10 to 50 within the first epoch, then stays
-        first_epoch = sizes[:next(i for i, _ in enumerate(sizes) if sum(sizes[:i + 1]) >= EPOCH)]
-        assert first_epoch[0] == 10 and first_epoch == sorted(first_epoch)
-        assert policy.batch_size() == 50
-
-
-@pytest.mark.parametrize("make", [lambda: Piecewise([10, 25, 50], ["1e", 150]),
-                                  lambda: Ramp(10, 50, "1e"), lambda: Doubling(20, "1e", 60)],
-                         ids=["piecewise", "ramp", "doubling"])
-def test_policy_restored_from_state_dict_continues_identically(simulate, make):
-    uninterrupted = simulate(make(), 2 * EPOCH)
-    original = make()
-    before = simulate(original, 70)  # stops mid-epoch, at a step boundary
-    restored = make()
-    restored.load_state_dict(original.state_dict())
-    after = simulate(restored, 2 * EPOCH, start=sum(before), observe_start=False)
-    assert before + after == uninterrupted
-    assert isinstance(restored, BatchSizePolicy)
 
 
 def test_doubling_follows_smith_et_al_and_respects_the_cap():
