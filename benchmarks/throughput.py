@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/throughput.py --batches 128 --repeats 9 --samples 8192
     .venv/bin/python benchmarks/throughput.py --threads 1           # per-core figures
     .venv/bin/python benchmarks/throughput.py --adaptive-threads    # fit with AdaptiveThreads
-    .venv/bin/python benchmarks/throughput.py --precision bf16-mixed  # both under autocast
+    .venv/bin/python benchmarks/throughput.py --precision 32,bf16-mixed  # both, each under autocast
 
 On a machine that other work shares, the figures follow its load (the last line reports it): with
 another process busy on one of two cores, two torch threads wait on each other at every kernel
@@ -282,19 +282,33 @@ def overhead_figures(plain_s: list[float], ours_s: list[float]) -> dict[str, flo
             "of_medians": statistics.median(ours_s) / statistics.median(plain_s) - 1}
 
 
-def throughput_table(args, x, y, flops: int, peak: float) -> None:
-    """One row per batch size: samples/s of both, the paired ratio, and each one's % of peak."""
-    print(f"{'batch':>5} {'plain/s':>9} {'batchtrain/s':>12} {'ratio':>6} "
-          f"{'plain % peak':>12} {'batchtrain % peak':>17}")
-    for batch in (int(size) for size in args.batches.split(",")):
-        contestants = Contestants(batch, x[:args.samples], y[:args.samples], True,
-                                  args.adaptive_threads)
-        plain_s, ours_s = contestants.race(args.repeats)
-        plain_rate = args.samples / statistics.median(plain_s)
-        ours_rate = args.samples / statistics.median(ours_s)
-        print(f"{batch:>5} {plain_rate:>9.0f} {ours_rate:>12.0f} {paired_ratio(plain_s, ours_s):>5.2f}x "
-              f"{100 * plain_rate * flops / peak:>11.1f}% {100 * ours_rate * flops / peak:>16.1f}%",
-              flush=True)
+def use_precision(precision: str) -> None:
+    """Sets the plain loop's autocast (and GradScaler for 16-mixed) and batchtrain's precision."""
+    PLAIN_PRECISION.update(name=precision, dtype=DTYPES[precision],
+                           scaler=torch.amp.GradScaler("cpu") if precision == "16-mixed" else None)
+
+
+def throughput_table(args, x, y, flops: int, peaks: dict[str, float]) -> None:
+    """One row per precision and batch size: samples/s of both, the paired ratio, each one's % of
+    that precision's peak, and batchtrain's speed against its own first precision at that batch
+    (rows run one after the other, so that column is unpaired)."""
+    print(f"{'precision':>10} {'batch':>5} {'plain/s':>9} {'batchtrain/s':>12} {'ratio':>6} "
+          f"{'plain % peak':>12} {'batchtrain % peak':>17} {'vs first':>8}")
+    first_rates: dict[int, float] = {}
+    for precision in args.precision.split(","):
+        use_precision(precision)
+        for batch in (int(size) for size in args.batches.split(",")):
+            contestants = Contestants(batch, x[:args.samples], y[:args.samples], True,
+                                      args.adaptive_threads)
+            plain_s, ours_s = contestants.race(args.repeats)
+            plain_rate = args.samples / statistics.median(plain_s)
+            ours_rate = args.samples / statistics.median(ours_s)
+            first_rates.setdefault(batch, ours_rate)
+            peak = peaks[precision]
+            print(f"{precision:>10} {batch:>5} {plain_rate:>9.0f} {ours_rate:>12.0f} "
+                  f"{paired_ratio(plain_s, ours_s):>5.2f}x "
+                  f"{100 * plain_rate * flops / peak:>11.1f}% {100 * ours_rate * flops / peak:>16.1f}% "
+                  f"{ours_rate / first_rates[batch]:>7.2f}x", flush=True)
 
 
 def overhead_line(args, x, y) -> None:
@@ -328,6 +342,15 @@ def overhead_line(args, x, y) -> None:
           f"{1e3 * statistics.median(our_steps):.2f} ms")
 
 
+def precisions(text: str) -> str:
+    """argparse type of --precision: comma-separated names of DTYPES."""
+    unknown = [name for name in text.split(",") if name not in DTYPES]
+    if unknown or not text:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown) or repr(text)}; "
+                                         f"use a comma-separated list of {', '.join(DTYPES)}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="32,128,512",
@@ -346,28 +369,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for both (default: torch's, one per core); "
                              "the peak counts this many cores")
-    parser.add_argument("--precision", default="32", choices=tuple(DTYPES),
-                        help="both contestants' precision (the plain loop: torch.autocast, and a "
-                             "GradScaler for 16-mixed); the peak is that precision's")
+    parser.add_argument("--precision", default="32,bf16-mixed", type=precisions,
+                        help="comma-separated precisions, one table section each (of "
+                             f"{', '.join(DTYPES)}): both contestants in it (the plain loop: "
+                             "torch.autocast, and a GradScaler for 16-mixed); %% of peak is that "
+                             "precision's peak")
     parser.add_argument("--adaptive-threads", action="store_true",
                         help="give batchtrain's fit the AdaptiveThreads callback (runtime/threads.py)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     x, y, source = load_images(max(args.samples, args.overhead_samples))
-    PLAIN_PRECISION.update(name=args.precision, dtype=DTYPES[args.precision],
-                           scaler=torch.amp.GradScaler("cpu") if args.precision == "16-mixed" else None)
-    peak, peak_text = precision_peak(*cpu_peak(min(torch.get_num_threads(), usable_cores())),
-                                     args.precision)
+    fp32_peak = cpu_peak(min(torch.get_num_threads(), usable_cores()))
     flops = training_flops_per_sample(plain_model(), tuple(x.shape[1:]))
-    print(f"torch {torch.__version__}, precision {args.precision}, "
-          f"{torch.get_num_threads()} threads, {source}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {source}, "
           f"{args.samples} samples per pass, medians of {args.repeats} interleaved repeats")
-    print(f"peak: {peak_text}; the job: {flops / 1e6:.1f} MFLOP per training sample")
+    peaks = {}
+    for precision in args.precision.split(","):
+        peaks[precision], peak_text = precision_peak(*fp32_peak, precision)
+        print(f"peak in {precision}: {peak_text}")
+    print(f"the job: {flops / 1e6:.1f} MFLOP per training sample")
     load = CpuLoad()
     if args.batches:
-        throughput_table(args, x, y, flops, peak)
+        throughput_table(args, x, y, flops, peaks)
     if args.overhead_samples:
+        use_precision("32")
         overhead_line(args, x, y)
     others = load.others_busy_cores()
     if others is not None:

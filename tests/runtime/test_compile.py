@@ -9,10 +9,24 @@ from torch import nn
 from batchtrain import Trainer
 from batchtrain.cli.config import FitConfig
 from batchtrain.cli.runner import make_trainer
-from batchtrain.runtime.compile import compiled
+from batchtrain.errors import ConfigError
+from batchtrain.runtime.compile import check_compiler, compiled
 
 
-def test_off_is_the_module_itself_and_on_is_one_wrapper_per_module():
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """A machine without a C++ compiler, as torch's inductor sees it."""
+    from torch._inductor import cpp_builder, exc
+
+    def missing():
+        raise exc.InvalidCxxCompiler()
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+
+
+def test_off_is_the_module_itself_and_on_is_one_wrapper_per_module(monkeypatch):
+    from torch._inductor import cpp_builder
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "g++")  # whatever this machine has
     network = nn.Linear(3, 2)
     assert compiled(network, False) is network
     wrapper = compiled(network, True)
@@ -42,3 +56,14 @@ def test_a_compiled_fit_trains_the_same_model_to_float_rounding():
     for ours, theirs in zip(fast.model_.parameters(), plain.model_.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     assert fast_history[-1]["loss"] == pytest.approx(plain_history[-1]["loss"], rel=1e-4)
+
+
+def test_without_a_cpp_compiler_compiling_on_the_cpu_is_a_config_error_naming_the_fix(no_compiler):
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler.*apt-get install g\\+\\+.*without --compile"):
+        check_compiler(torch.device("cpu"))
+    check_compiler(torch.device("cuda"))  # not the CPU's concern: triton builds GPU kernels
+    x = np.zeros((8, 3), np.float32)
+    trainer = Trainer("mlp", seed=0, compile=True, device="cpu")
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        trainer.fit(x, np.zeros(8, np.int64), batch_size=4, epochs=1)
+    assert trainer.step_ == 0  # refused before the first step

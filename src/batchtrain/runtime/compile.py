@@ -2,7 +2,10 @@
 seconds on a CPU, README "Speed") and must win it back over the run."""
 import weakref
 
+import torch
 from torch import nn
+
+from batchtrain.errors import ConfigError
 
 _compiled: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
@@ -15,7 +18,22 @@ def compiled(network: nn.Module, enabled: bool) -> nn.Module:
     if not enabled:
         return network
     if network not in _compiled:
-        import torch  # noqa: PLC0415 (torch._dynamo loads only when compiling)
-
+        check_compiler(next(network.parameters(), torch.empty(0)).device)
         _compiled[network] = torch.compile(network)
     return _compiled[network]
+
+
+def check_compiler(device: torch.device) -> None:
+    """Raise ConfigError when torch.compile cannot build kernels for `device`: on a CPU its
+    inductor backend compiles C++, and without a compiler the first step would fail deep inside
+    dynamo with a traceback of hundreds of lines."""
+    if device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder  # noqa: PLC0415 (loads inductor: only when compiling)
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except RuntimeError as error:  # torch._inductor.exc.InvalidCxxCompiler
+        raise ConfigError(f"compile needs a C++ compiler on the CPU (torch.compile builds C++ "
+                          f"kernels; {str(error)[:200]}): install one (apt-get install g++, or set "
+                          f"CXX), or train without --compile") from None
