@@ -82,6 +82,7 @@ class RunState:
     unless the policy measures). last_step: the newest step record; last_noise: its noise
     estimate (empty when none). stop_reason: why training stopped early (a non-finite step);
     precision: the run's precision (runtime/precision.py); scaler: its GradScaler, if any.
+    calibration: what the policy's start-up calibration measured (training/calibrate.py), or None.
     stop_request: where the signal handlers record a SIGINT or SIGTERM (read it as `interrupt`).
     """
 
@@ -105,6 +106,7 @@ class RunState:
     stop_reason: str | None = None
     precision: str = "32"
     scaler: Any = None  # float16's GradScaler ("16-mixed"): its scale is learned state
+    calibration: Any = None  # not state: a resumed run keeps the policy's own record of it
     stop_request: StopRequest = field(default_factory=StopRequest)  # runtime/signals.py
 
     @property

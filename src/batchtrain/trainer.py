@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from batchtrain.batching.base import BatchSizePolicy, StepStats
+from batchtrain.batching.base import BatchSizePolicy
 from batchtrain.batching.memory import MemoryEstimate
 from batchtrain.batching.spec import parse_batch_size
 from batchtrain.callbacks.base import Callback, CallbackList, for_this_rank
@@ -116,16 +116,15 @@ class Trainer:
         validation_split: the last fraction of x held out before shuffling (as Keras).
         validation_data: (x_val, y_val) or a Dataset; overrides validation_split.
         resume: a checkpoint directory, run directory or checkpoint file: continue from its newest
-            valid checkpoint (mid-epoch included), with the same data and arguments.
-        Ctrl-C or SIGTERM finish the current step, let callbacks checkpoint, then raise
-        TrainingInterrupted.
+            valid checkpoint (mid-epoch included), with the same data and arguments. Ctrl-C or
+            SIGTERM finish the step, let callbacks checkpoint, then raise TrainingInterrupted.
         """
         requested = parse_batch_size(batch_size)
         check_count(epochs, "epochs")
         check_threads(self.threads)
         train, val = fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
-        self.state_ = self._begin_run(requested, train, int(epochs))
+        self.state_ = self._begin_run(requested, train, int(epochs), calibrate=resume is None)
         resumed_from = restore_newest(resume, self.model_, self.optimizer_, self.state_,
                                       self.device_) if resume is not None else None
         run = self.state_
@@ -306,19 +305,20 @@ class Trainer:
         names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics
         self.metric_names_ = tuple([names] if isinstance(names, str) else names)
 
-    def _begin_run(self, requested: BatchSizePolicy | str, train: Source, epochs: int) -> RunState:
-        """A new run's state and step pipeline (training/run.py), under the memory ceiling."""
+    def _begin_run(self, requested, train: Source, epochs: int, calibrate: bool) -> RunState:
+        """A new run's state and step pipeline (training/run.py), under the memory ceiling; the
+        policy calibrated if it asks (training/calibrate.py) and `calibrate` (not resuming)."""
         self.memory_, max_physical = physical_cap(
             self.max_physical_batch, self.memory_, self.memory_budget, self.built_, self.optimizer_,
             lambda: next(BatchIterator(train, 16, False, 0, self.device_).epoch(0))[0],
             self.precision_)
-        run, self.pipeline_ = begin_run(requested, self.built_, self.optimizer_, self.metric_names_,
-                                        len(train), epochs, max_physical, self.lr_scaling,
-                                        self.lr_schedule, self.state_, self.precision_,
-                                        self.compile)
+        run, self.pipeline_ = begin_run(
+            requested, self.built_, self.optimizer_, self.metric_names_, len(train), epochs,
+            max_physical, self.lr_scaling, self.lr_schedule, self.state_, self.precision_,
+            self.compile, draw=(lambda n, seed: next(BatchIterator(  # n shuffled samples
+                self._with_targets(train), n, True, seed, self.device_).epoch(0))) if calibrate else None)
         self.stop_training = False
         check_action(self.on_nonfinite)
-        run.policy.observe(StepStats(0, 0, len(train), 0))  # where training stands
         return run
 
     _reduce = property(lambda self: self.dist_.sum if self.dist_ is not None else None)

@@ -9,9 +9,20 @@ and passes it in StepStats.gradient = {"noise_scale", "grad_sq", "trace", "confi
 - "noise-scale": B = noise_multiplier * phi, the critical batch B_crit ~ B_noise (McCandlish).
 - "norm-test": B = phi / theta^2, the smallest batch whose gradient passes the norm test
   E|g_B - G|^2 <= theta^2 |G|^2 (Byrd et al. 2012; De et al. 2017), as tr(Sigma)/B = E|g_B - G|^2.
-Every answer is clamped to [min_batch, max_batch]. To keep the size from flapping on a noisy
+Every answer is clamped to [min_batch, max_batch].
+
+Start: unless the user gave `initial`, the trainer calibrates before the first step (training/
+calibrate.py): forward and backward passes at powers of two from min_batch give the throughput
+curve and the noise scale at the initial weights, and the first batch is the goodput choice from
+those (calibrate()); the calibration's cost is in `calibration` and the fit's log.
+
+Decisions act on a robust estimate, the median of the last ROBUST_WINDOW estimates seen at
+decisions (one wild estimate moves nothing), and each moves the batch by at most MAX_STEP (2x up
+or down), or LOW_CONFIDENCE_STEP (1.5x) while the estimator's confidence is below
+`min_confidence`: an estimate that never becomes confident still moves the batch, in small steps,
+rather than freezing it where it started. To keep the size from flapping on a noisy
 estimate it changes only at a decision (every `update_every`, at least MIN_STEPS_PER_DECISION
-steps apart), only on a confident estimate, only by more than `margin`, and under "goodput" only
+steps apart), only by more than `margin`, and under "goodput" only
 for a gain of more than MIN_GOODPUT_GAIN: adjacent candidates are 1.33-1.5x apart, more than any
 size margin, and near the optimum their goodputs differ by a few percent, so a size margin alone
 would let noise in phi swap them back and forth. The margin alone holds the size still while phi
@@ -20,6 +31,7 @@ estimator's smoothing (an EMA in stats/) is what keeps phi's step-to-step noise 
 """
 import math
 import numbers
+import statistics
 from collections.abc import Callable, Iterable
 
 from batchtrain.batching.base import Policy, StepStats
@@ -33,6 +45,9 @@ MIN_GOODPUT_GAIN = 0.05  # a move must promise 5 % more goodput (adjacent sizes 
 MIN_STEPS_PER_DECISION = 10  # the noise estimate and the step times need steps at each size
 TRUST_FACTOR = 2  # goodput trusts the throughput line up to 2x the largest measured micro-batch
 UNBOUNDED_BATCH = 1 << 20  # the upper bound when neither max_batch nor set_limit gave one
+CALIBRATION_MAX_BATCH = 2048  # the largest logical batch timed at start-up
+ROBUST_WINDOW = 5  # decisions act on the median of this many latest estimates
+MAX_STEP, LOW_CONFIDENCE_STEP = 2.0, 1.5  # the most a decision multiplies or divides the batch by
 
 
 def statistical_efficiency(batch: int, noise_scale: float, base_batch: int) -> float:
@@ -72,13 +87,14 @@ class Adaptive(Policy):
     rule: "goodput" (default), "noise-scale" or "norm-test" (module docstring).
     min_batch, max_batch: bounds in samples; max_batch None: the memory ceiling, which the
         trainer gives with set_limit() when fit begins.
-    initial: the first batch and the base batch B0 of the efficiency; default min_batch.
+    initial: the first batch, and the base batch B0 of the efficiency; None (default): B0 is
+        min_batch and the first batch comes from the start-up calibration (module docstring).
     margin: the size changes only when the rule's answer differs by more than this fraction.
     noise_multiplier: c in B = c * phi ("noise-scale"). theta: in B = phi / theta^2 ("norm-test";
         0.5 asks for a gradient error at most half the gradient's norm, B = 4 phi).
     update_every: a duration between decisions, samples (5000) or epochs ("0.1e", the default:
-        ten looks an epoch). min_confidence: estimates below it (the estimator's own confidence
-        in [0, 1]) are not acted on; 0.5 by default.
+        ten looks an epoch). min_confidence: below it (the estimator's own confidence in [0, 1])
+        a decision moves the batch by LOW_CONFIDENCE_STEP at most; 0.5 by default.
     Under "goodput" the policy first times a second size (double the first) to fit the throughput
     line, then trusts the line up to TRUST_FACTOR x the largest micro-batch it has timed, so it
     climbs a rising curve in steps it can measure. Without step times (time_s 0) throughput counts
@@ -94,6 +110,7 @@ class Adaptive(Policy):
         _check_options(rule, min_batch, max_batch, initial, margin, noise_multiplier, theta,
                        update_every, min_confidence)
         self.rule, self.min_batch, self.max_batch = rule, int(min_batch), max_batch
+        self.calibrates = initial is None  # the user's initial is kept, not measured over
         self.initial = int(initial) if initial is not None else self.min_batch
         self.margin, self.noise_multiplier, self.theta = margin, noise_multiplier, theta
         self.update_every, self.min_confidence = update_every, min_confidence
@@ -107,13 +124,55 @@ class Adaptive(Policy):
         self.grad_sq: float | None = None
         self.trace: float | None = None
         self.throughput = ThroughputModel()
+        self.recent_phi: list[float] = []  # the estimates of the last ROBUST_WINDOW decisions
         self.last_decision: dict | None = None  # for logs and plots
+        self.calibration: dict | None = None  # what the start-up calibration measured and cost
 
     def set_limit(self, max_batch: int) -> None:
         """The memory ceiling (largest physical batch): the upper bound when max_batch is None."""
         check_batch_size(max_batch)
         self.limit = int(max_batch)
         self.current = self._clamp(self.current)
+
+    def calibration_sizes(self, samples: int) -> list[int]:
+        """The physical batches of the logical powers of two from min_batch up to
+        CALIBRATION_MAX_BATCH (and the training samples there are); none when initial was given."""
+        if not self.calibrates:
+            return []
+        top = max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples))
+        return sorted({self._physical(size) for size in self._calibration_batches(top)})
+
+    def _calibration_batches(self, top: int) -> list[int]:
+        sizes, size = [], self.min_batch
+        while size <= top:
+            sizes.append(size)
+            size *= 2
+        return sizes
+
+    def _physical(self, batch: int) -> int:
+        return math.ceil(batch / self.throughput.micro_batches(batch, self.limit))
+
+    def calibrate(self, calibration) -> None:
+        """The first batch from the start-up measurements (training/calibrate.py Calibration):
+        the most goodput among the timed sizes, at the noise scale measured at the initial weights
+        (min_batch where none was measured: efficiency then halves by 2 x min_batch)."""
+        self.throughput.calibrate(calibration.seconds)
+        noise = calibration.noise
+        if noise is not None:
+            self.trace, self.grad_sq = noise["trace"], noise["grad_sq"]
+        phi = noise["noise_scale"] if noise is not None else float(self.min_batch)
+        timed = [size for size in candidate_sizes(self.min_batch, self.upper)
+                 if self._physical(size) in self.throughput.calibrated]
+        if timed:
+            cap = self.limit if self.limit is not None else self.max_batch
+            self.current, details = goodput_choice(
+                phi, self.initial, timed, lambda size: self.throughput.samples_per_s(size, cap))
+        self.calibration = {"cost_s": calibration.cost_s, "samples": calibration.samples,
+                            "phi": phi, "chosen": self.current,
+                            "samples_per_s": [[size, size / seconds] for size, seconds
+                                              in calibration.seconds.items()]}
+        self.last_decision = {"samples_seen": 0, "rule": "goodput", "phi": phi,
+                              "chosen": self.current, "reason": "calibrated"}
 
     @property
     def upper(self) -> int:
@@ -143,7 +202,8 @@ class Adaptive(Policy):
             self._decide(step.gradient)
 
     def _decide(self, gradient: dict) -> None:
-        """Apply the rule to the latest estimate; an unusable estimate is retried next step."""
+        """Apply the rule to the robust estimate (module docstring); without an estimate, retried
+        at the next step."""
         phi = _finite(gradient.get("noise_scale"))
         confidence = _finite(gradient.get("confidence")) or 0.0  # missing: not confident
         record = {"samples_seen": self.samples_seen, "rule": self.rule, "phi": phi,
@@ -151,26 +211,30 @@ class Adaptive(Policy):
         if phi is None or phi < 0:
             self.last_decision = {**record, "chosen": self.current, "reason": "no estimate"}
             return
-        if confidence < self.min_confidence:
-            self.last_decision = {**record, "chosen": self.current, "reason": "low confidence"}
-            return
-        target, details = self._target(phi)
+        self.recent_phi = [*self.recent_phi, phi][-ROBUST_WINDOW:]
+        robust = statistics.median(self.recent_phi)
+        step = MAX_STEP if confidence >= self.min_confidence else LOW_CONFIDENCE_STEP
+        lowest, highest = self._clamp(self.current / step), self._clamp(self.current * step)
+        target, details = self._target(robust, lowest, highest)
         move, reason = self._worth_moving(target, details)
         self.current = target if move else self.current
-        self.last_decision = {**record, **details, "target": target, "chosen": self.current,
-                              "reason": reason}
+        if move and step == LOW_CONFIDENCE_STEP:
+            reason = "changed (low confidence: a small step)"
+        self.last_decision = {**record, "robust_phi": robust, **details, "target": target,
+                              "chosen": self.current, "reason": reason}
         self.decided_at, self.steps_since_decision = self.samples_seen, 0
 
-    def _target(self, phi: float) -> tuple[int, dict]:
-        """The rule's size for noise scale phi, and what it weighed."""
+    def _target(self, phi: float, lowest: int, highest: int) -> tuple[int, dict]:
+        """The rule's size for noise scale phi within [lowest, highest], and what it weighed."""
         if self.rule == "noise-scale":
-            return self._clamp(self.noise_multiplier * phi), {}
+            return min(max(self._clamp(self.noise_multiplier * phi), lowest), highest), {}
         if self.rule == "norm-test":
-            return self._clamp(phi / self.theta ** 2), {}
+            return min(max(self._clamp(phi / self.theta ** 2), lowest), highest), {}
         if self.throughput.fit() is None and self.throughput.observed_sizes:
             return self._exploration_size(), {"exploring": True}
         cap = self.limit if self.limit is not None else self.max_batch
-        best, details = goodput_choice(phi, self.initial, [*self._trusted_sizes(cap), self.current],
+        candidates = [size for size in self._trusted_sizes(cap) if lowest <= size <= highest]
+        best, details = goodput_choice(phi, self.initial, [*candidates, self.current],
                                        lambda size: self.throughput.samples_per_s(size, cap))
         return best, details
 
@@ -206,7 +270,8 @@ class Adaptive(Policy):
         return {"current": self.current, "samples_seen": self.samples_seen,
                 "samples_per_epoch": self.samples_per_epoch, "decided_at": self.decided_at,
                 "steps_since_decision": self.steps_since_decision, "grad_sq": self.grad_sq,
-                "trace": self.trace, "throughput": self.throughput.state_dict()}
+                "trace": self.trace, "throughput": self.throughput.state_dict(),
+                "recent_phi": list(self.recent_phi), "calibration": self.calibration}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores a run; the memory ceiling is not state (set_limit gives this machine's)."""
@@ -218,6 +283,8 @@ class Adaptive(Policy):
         self.grad_sq, self.trace = state["grad_sq"], state["trace"]
         self.throughput = ThroughputModel()
         self.throughput.load_state_dict(state["throughput"])
+        self.recent_phi = [float(phi) for phi in state.get("recent_phi", [])]  # absent: older runs
+        self.calibration = state.get("calibration")
 
     def __repr__(self) -> str:
         return (f"Adaptive({self.rule!r}, min_batch={self.min_batch}, max_batch={self.max_batch}, "

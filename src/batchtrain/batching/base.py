@@ -76,6 +76,14 @@ class Policy(BatchSizePolicy):
         policy that measures the gradient noise); 1 by default."""
         return 1.0
 
+    def calibration_sizes(self, samples: int) -> list[int]:
+        """Physical batches to time before a new run's first step (training/calibrate.py), given
+        the training samples there are; none by default (no calibration)."""
+        return []
+
+    def calibrate(self, calibration) -> None:
+        """Told what those start-up passes measured (training/calibrate.py Calibration)."""
+
 
 def declared(policy: BatchSizePolicy) -> Policy:
     """The policy with every optional capability present: itself when it subclasses Policy,
@@ -115,3 +123,5 @@ class _Declared(Wrapping):
         self.gives_lr_scale = hasattr(policy, "lr_scale")
         self.set_limit = getattr(policy, "set_limit", super().set_limit)
         self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)
+        self.calibration_sizes = getattr(policy, "calibration_sizes", super().calibration_sizes)
+        self.calibrate = getattr(policy, "calibrate", super().calibrate)

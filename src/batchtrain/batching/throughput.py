@@ -18,12 +18,23 @@ have been measured the line cannot be fitted and throughput is taken as flat (ti
 samples): the measured rate at the one size seen, or 1.0 sample/s (an arbitrary unit: only ratios
 between sizes matter) before any measurement. `observed_sizes` tells a policy which sizes it has
 measured, so it can try a new one to learn the curve.
+
+A line cannot bend: a CPU whose throughput falls past the cache sizes, or rises then saturates,
+is fitted badly by it. So where the line misses a measured size by more than LINE_TOLERANCE, a
+micro-batch's time is read off the measured sizes instead:
+exactly at a measured size, and between two measured sizes by interpolation in log-log (a power
+law between neighbours); the line only extrapolates beyond them. Sizes can be measured by real
+steps or by start-up calibration passes (`calibrated`: forward and backward alone, timed before
+training; training/calibrate.py). A real step also pays the optimizer update and the noise
+statistics, so calibrated times are scaled by the ratio real / calibrated measured at the sizes
+that have both (1 until there is one).
 """
 import math
 
 from batchtrain.errors import ConfigError
 
 FULL_WEIGHT_STEPS = 10  # a size's weight in the fit grows with its steps up to this many
+LINE_TOLERANCE = 0.1  # the line is used while it is within 10 % of every measured size
 
 
 class ThroughputModel:
@@ -44,6 +55,12 @@ class ThroughputModel:
         # physical batch -> [steps used, mean micro-batch samples, mean micro-batch time_s]
         self.sizes: dict[int, list[float]] = {}
         self.warmed: set[int] = set()  # physical batches whose first (warm-up) step has passed
+        self.calibrated: dict[int, float] = {}  # physical batch -> seconds of one calibration pass
+
+    def calibrate(self, seconds: dict[int, float]) -> None:
+        """The start-up passes' seconds per physical batch (forward and backward, no update)."""
+        self.calibrated = {int(size): float(value) for size, value in seconds.items()
+                           if size >= 1 and math.isfinite(value) and value > 0}
 
     def observe(self, batch: int, physical_batch: int, time_s: float) -> None:
         """Record a step of `batch` samples in micro-batches of <= `physical_batch`, in time_s."""
@@ -70,6 +87,24 @@ class ThroughputModel:
         """Physical batches with measured times, ascending."""
         return sorted(self.sizes)
 
+    def points(self) -> list[tuple[float, float, float]]:
+        """(weight, mean micro-batch samples, seconds) of every measured size: real steps as they
+        are, calibrated sizes without real steps scaled by the overhead ratio."""
+        points = [(min(steps, FULL_WEIGHT_STEPS), x, y) for steps, x, y in self.sizes.values()]
+        overhead = self.overhead()
+        points += [(1.0, float(size), seconds * overhead) for size, seconds in
+                   self.calibrated.items() if size not in self.sizes]
+        return points
+
+    def overhead(self) -> float:
+        """Real step time over calibrated pass time, at the sizes measured both ways (1 before)."""
+        both = [(min(self.sizes[size][0], FULL_WEIGHT_STEPS), self.sizes[size][2] / seconds)
+                for size, seconds in self.calibrated.items()
+                if size in self.sizes and abs(self.sizes[size][1] - size) < 0.5]
+        if not both:
+            return 1.0
+        return sum(w * ratio for w, ratio in both) / sum(w for w, _ in both)
+
     def fit(self) -> tuple[float, float] | None:
         """(alpha seconds, beta seconds per sample), or None before two distinct sizes are measured.
 
@@ -77,7 +112,7 @@ class ThroughputModel:
         FULL_WEIGHT_STEPS), so the size trained at most recently does not drown the others. Both
         coefficients are kept >= 0: a negative one is noise, and would predict infinite speed.
         """
-        points = [(min(steps, FULL_WEIGHT_STEPS), x, y) for steps, x, y in self.sizes.values()]
+        points = self.points()
         if len(points) < 2:
             return None
         total = sum(w for w, _, _ in points)
@@ -102,28 +137,49 @@ class ThroughputModel:
 
     def samples_per_s(self, batch: int, physical_cap: int | None = None) -> float:
         """Predicted throughput of steps of `batch` samples, micro-batches at most physical_cap."""
-        fitted = self.fit()
-        if fitted is None:
+        micro_batches = self.micro_batches(batch, physical_cap)
+        seconds = self.micro_batch_seconds(batch / micro_batches)
+        if seconds is None:
             return self._flat_rate()
-        alpha, beta = fitted
-        time_s = self.micro_batches(batch, physical_cap) * alpha + beta * batch
+        time_s = micro_batches * seconds
         return batch / time_s if time_s > 0 else self._flat_rate()
+
+    def micro_batch_seconds(self, samples: float) -> float | None:
+        """Seconds of one micro-batch of `samples`: the line where it fits every measured size
+        within LINE_TOLERANCE; else measured, interpolated between the measured sizes around it
+        (log-log) and the line beyond them (module docstring). None before anything can be fitted."""
+        fitted = self.fit()
+        measured = sorted((x, y) for _, x, y in self.points())
+        line = (lambda x: fitted[0] + fitted[1] * x) if fitted is not None else None
+        if line is None or all(abs(line(x) - y) <= LINE_TOLERANCE * y for x, y in measured):
+            return line(samples) if line is not None else None
+        for x, y in measured:
+            if abs(x - samples) < 0.5:
+                return y
+        below = [(x, y) for x, y in measured if x < samples]
+        above = [(x, y) for x, y in measured if x > samples]
+        if not (below and above):
+            return line(samples)
+        (x0, y0), (x1, y1) = below[-1], above[0]
+        return y0 * (samples / x0) ** (math.log(y1 / y0) / math.log(x1 / x0))
 
     def _flat_rate(self) -> float:
         """Samples per second measured over all sizes together; 1.0 before any measurement."""
-        if not self.sizes:
+        weights = self.points()
+        if not weights:
             return 1.0
-        weights = [(min(steps, FULL_WEIGHT_STEPS), x, y) for steps, x, y in self.sizes.values()]
         return sum(w * x for w, x, _ in weights) / sum(w * y for w, _, y in weights)
 
     def state_dict(self) -> dict:
         return {"sizes": [[size, *entry] for size, entry in sorted(self.sizes.items())],
-                "warmed": sorted(self.warmed)}
+                "warmed": sorted(self.warmed),
+                "calibrated": [[size, seconds] for size, seconds in sorted(self.calibrated.items())]}
 
     def load_state_dict(self, state: dict) -> None:
         self.sizes = {int(size): [int(steps), float(x), float(y)]
                       for size, steps, x, y in state["sizes"]}
         self.warmed = {int(size) for size in state["warmed"]}
+        self.calibrate(dict(state.get("calibrated", [])))  # absent in checkpoints before calibration
 
     def __repr__(self) -> str:
         fitted = self.fit()

@@ -14,7 +14,8 @@ class FitInfo:
     """What a fit() will do. epochs: count; steps_per_epoch: batches at the first batch size;
     num_samples: per epoch; batch_size: the first logical batch; policy, memory, lr: one-line
     descriptions of the batch-size policy, the memory ceiling and the learning-rate control;
-    resumed_from: the checkpoint a resumed fit continues from ("" for a fit from the start)."""
+    resumed_from: the checkpoint a resumed fit continues from ("" for a fit from the start);
+    calibration: what the policy's start-up calibration measured and cost ("" without one)."""
 
     epochs: int
     steps_per_epoch: int
@@ -25,6 +26,7 @@ class FitInfo:
     memory: str = ""
     lr: str = ""
     resumed_from: str = ""
+    calibration: str = ""
 
 
 class Callback:

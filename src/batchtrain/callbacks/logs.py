@@ -30,9 +30,10 @@ class MetricsLogger(Callback):
         if trainer.step_ and self.path_.exists():
             self._truncate_after(trainer.step_)
         resumed = {"resumed_from": info.resumed_from, "step": trainer.step_} if info.resumed_from else {}
+        calibrated = {"calibration": info.calibration} if info.calibration else {}
         self._write({"type": "fit", "epochs": info.epochs, "samples_per_epoch": info.num_samples,
                      "validation_samples": info.validation_samples, "batch_policy": info.policy,
-                     "memory": info.memory, "lr_control": info.lr, **resumed})
+                     "memory": info.memory, "lr_control": info.lr, **calibrated, **resumed})
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch

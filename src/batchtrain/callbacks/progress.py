@@ -32,6 +32,8 @@ class ProgressBar(Callback):
         self.info_ = info
         self.bar_ = None
         print(f"batch size {info.policy}; {info.memory}; {info.lr}", file=self.out_, flush=True)
+        if info.calibration:
+            print(f"{info.calibration}; first batch {info.batch_size}", file=self.out_, flush=True)
         if info.resumed_from:
             print(f"resumed from {info.resumed_from} (step {trainer.step_})", file=self.out_, flush=True)
 

@@ -4,7 +4,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from batchtrain.batching.base import BatchSizePolicy
+from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.budget import resolve_budget
 from batchtrain.batching.coupling import LearningRate
 from batchtrain.batching.memory import MemoryEstimate, memory_ceiling
@@ -18,6 +18,7 @@ from batchtrain.runtime.precision import Precision, resolve_precision
 from batchtrain.state import RunState
 from batchtrain.stats import NoiseScaleTracker
 from batchtrain.tasks.metrics import MetricSet
+from batchtrain.training.calibrate import calibrate_policy
 from batchtrain.training.measure import NoiseMeasurement
 from batchtrain.training.step import TrainStep
 from batchtrain.training.sync import strategy
@@ -29,13 +30,16 @@ FULL = resolve_precision("32", torch.device("cpu"))  # float32: no autocast, no 
 def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_names: tuple[str, ...],
               samples_per_epoch: int, epochs: int, max_physical_batch: int, lr_scaling: str,
               lr_schedule: LRSchedule | str | None, previous: RunState | None,
-              precision: Precision = FULL, compile: bool = False) -> tuple[RunState, TrainStep]:
+              precision: Precision = FULL, compile: bool = False,
+              draw: Callable[[int, int], tuple[Tensor, Tensor]] | None = None
+              ) -> tuple[RunState, TrainStep]:
     """The state of a new run of `epochs` x `samples_per_epoch` samples and its step pipeline.
 
     requested: the parsed batch size (a policy, or "max"); max_physical_batch: the memory
     ceiling (samples), the same on every rank. The step and sample counters carry over from the
     previous run of the same trainer; everything else starts anew. compile: steps go through
-    torch.compile (runtime/compile.py).
+    torch.compile (runtime/compile.py). draw(n, seed): n shuffled training samples and targets, to
+    calibrate a policy that asks (training/calibrate.py); None: no calibration (a resumed run).
     """
     policy = resolve_policy(requested, max_physical_batch)
     noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
@@ -54,6 +58,11 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
                    step=previous.step if previous else 0,
                    total_samples_seen=previous.total_samples_seen if previous else 0,
                    precision=precision.name, scaler=scaler)
+    policy.observe(StepStats(0, 0, samples_per_epoch, 0))  # where training stands
+    if draw is not None:
+        run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
+                                           lambda n: draw(n, run.seed), samples_per_epoch,
+                                           precision.autocast)
     return run, pipeline
 
 
@@ -87,7 +96,8 @@ def fit_info(run: RunState, memory: MemoryEstimate | None, steps_per_epoch: int,
     return FitInfo(epochs, steps_per_epoch, run.samples_per_epoch, run.policy.batch_size(),
                    validation_samples, repr(run.policy), memory_line,
                    f"lr scaling {run.lr_control.rule}, schedule "
-                   f"{run.lr_control.schedule.describe()}", str(resumed_from or ""))
+                   f"{run.lr_control.schedule.describe()}", str(resumed_from or ""),
+                   run.calibration.describe() if run.calibration is not None else "")
 
 
 def loaded(model: nn.Module, spec, task, input_shape: tuple, device, seed: int) -> Built:

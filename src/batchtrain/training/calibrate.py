@@ -1,0 +1,133 @@
+"""Start-up calibration, for a policy that asks for it (Policy.wants_calibration): before the
+first step, forward and backward passes at a few physical batch sizes on training samples give
+the throughput curve and the gradient noise at the initial weights, so the policy's first batch
+comes from measurements instead of its lower bound (batching/adaptive.py Adaptive.calibrate).
+
+The noise: a gradient of the mean loss over p samples has E|g_p|^2 = |G|^2 + tr(Sigma) / p
+(McCandlish et al. 2018, appendix A.1), so a least-squares line of the passes' |g_p|^2 against
+1 / p has intercept |G|^2 and slope tr(Sigma); B_simple = tr(Sigma) / |G|^2. The p samples are
+drawn without replacement from a pool of N, which shrinks the variance term by (N - p) / (N - 1)
+(the finite-population correction), so the line is fitted against (1/p - 1/N) N / (N - 1). These
+are raw gradients: an adaptive optimizer has no second moments yet to precondition them with.
+
+Nothing of the run changes: the parameters are not stepped and their gradients are cleared, the
+buffers (BatchNorm statistics) are put back, and dropout draws from a forked RNG. The passes go
+through the plain model, not a DDP or torch.compile wrapper: no all-reduce, no compilation per
+shape; what they leave out (communication, the optimizer step) the policy learns from real steps.
+"""
+import math
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
+BUDGET_S = 3.0  # no larger size is started once calibrating has taken this long
+
+
+@dataclass
+class Calibration:
+    """What the start-up passes measured. seconds: median seconds of one forward and backward
+    pass per physical batch; noise: {"trace", "grad_sq", "noise_scale"} at the initial weights, or
+    None where the line gave no positive |G|^2; cost_s and samples: what calibrating cost."""
+    seconds: dict[int, float]
+    noise: dict[str, float] | None
+    cost_s: float
+    samples: int
+
+    def describe(self) -> str:
+        phi = f"{self.noise['noise_scale']:.0f}" if self.noise else "unknown"
+        rates = ", ".join(f"{size}: {size / seconds:.0f}/s" for size, seconds in self.seconds.items())
+        return (f"calibrated in {self.cost_s:.2f} s ({self.samples} samples, not trained on): "
+                f"forward+backward {rates}; noise scale at start {phi}")
+
+
+def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tensor,
+              sizes: list[int], autocast=nullcontext, repeats: int = REPEATS,
+              budget_s: float = BUDGET_S) -> Calibration:
+    """Time forward+backward at each of `sizes` (physical batches, smallest first) on slices of
+    inputs/targets (a shuffled pool of training samples) and estimate the noise (module
+    docstring). Sizes left once `budget_s` has passed are not timed (a slow model or machine)."""
+    started = time.perf_counter()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    buffers = [buffer.detach().clone() for buffer in model.buffers()]
+    was_training = model.training
+    model.train()
+    seconds, norms, samples = {}, [], 0
+    devices = [inputs.device] if inputs.is_cuda else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for size in sorted(set(min(size, len(inputs)) for size in sizes)):
+                if seconds and time.perf_counter() - started > budget_s:
+                    break
+                times = []
+                for repeat in range(repeats + 1):
+                    start = (repeat * size) % max(1, len(inputs) - size + 1)
+                    elapsed, sq_norm = _pass(model, loss_fn, parameters, inputs[start:start + size],
+                                             targets[start:start + size], autocast)
+                    samples += size
+                    if repeat > 0:  # the first pass at a shape pays one-off costs
+                        times.append(elapsed)
+                        norms.append((size, sq_norm))
+                seconds[size] = statistics.median(times)
+    finally:
+        for parameter in parameters:
+            parameter.grad = None
+        for buffer, saved in zip(model.buffers(), buffers):
+            buffer.copy_(saved)
+        model.train(was_training)
+    return Calibration(seconds, noise_from_norms(norms, len(inputs)), time.perf_counter() - started,
+                       samples)
+
+
+def _pass(model, loss_fn, parameters, inputs, targets, autocast) -> tuple[float, float]:
+    """One forward and backward pass: (seconds, squared norm of the gradient). The seconds include
+    the norm's reduction (reading the device ends the pass), about the elementwise work of an
+    optimizer step, which the pass itself leaves out."""
+    for parameter in parameters:
+        parameter.grad = None
+    began = time.perf_counter()
+    with autocast():
+        loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    sq_norm = torch.stack([p.grad.float().pow(2).sum() for p in parameters
+                           if p.grad is not None]).sum() if parameters else torch.zeros(())
+    value = float(sq_norm)  # reads the device: the pass is done
+    return time.perf_counter() - began, value
+
+
+def noise_from_norms(norms: list[tuple[int, float]], pool: float = math.inf
+                     ) -> dict[str, float] | None:
+    """tr(Sigma) and |G|^2 from (batch, |g_batch|^2) pairs of batches drawn from `pool` samples: the
+    least-squares line of |g|^2 against the variance factor (module docstring). None without two
+    batch sizes or without a positive intercept."""
+    if len({size for size, _ in norms}) < 2:
+        return None
+    correction = 1.0 if math.isinf(pool) or pool <= 1 else pool / (pool - 1)
+    xs = [(1.0 / size - 1.0 / pool) * correction for size, _ in norms]
+    ys = [value for _, value in norms]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    trace = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+    grad_sq = mean_y - trace * mean_x
+    if not (grad_sq > 0 and trace >= 0):
+        return None
+    return {"trace": trace, "grad_sq": grad_sq, "noise_scale": trace / grad_sq}
+
+
+def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
+                     draw: Callable[[int], tuple[Tensor, Tensor]], samples: int,
+                     autocast=nullcontext) -> Calibration | None:
+    """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
+    gives n shuffled training samples and their targets; `samples`: how many there are."""
+    sizes = policy.calibration_sizes(samples)
+    if not sizes:
+        return None
+    inputs, targets = draw(min(samples, 2 * max(sizes)))
+    calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast)
+    policy.calibrate(calibration)
+    return calibration

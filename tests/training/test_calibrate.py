@@ -1,0 +1,107 @@
+"""Start-up calibration (training/calibrate.py): it measures, changes nothing, and its noise
+estimate matches a problem whose noise scale is known in closed form."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batchtrain import Trainer
+from batchtrain.batching.adaptive import Adaptive
+from batchtrain.training.calibrate import Calibration, calibrate, calibrate_policy, noise_from_norms
+
+
+def noisy_linear_regression(d: int = 10, n: int = 8192, sigma: float = 1.0, seed: int = 0):
+    """x ~ N(0, I_d), y = w* . x + sigma * eps; and the model at w0 = w* + delta, |delta| = 1.
+
+    At w0 the per-sample gradient of (w . x - y)^2 is g = 2 r x with r = delta . x - sigma eps, so
+    G = 2 delta and tr(Sigma) = E|g|^2 - |G|^2 = 4 ((d + 1) |delta|^2 + d sigma^2) (Gaussian
+    fourth moments: E[(delta . x)^2 |x|^2] = (d + 2) |delta|^2): B_simple = (d + 1) + d sigma^2.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    w_star = torch.randn(d, generator=generator)
+    delta = torch.randn(d, generator=generator)
+    delta /= delta.norm()
+    x = torch.randn(n, d, generator=generator)
+    y = x @ w_star + sigma * torch.randn(n, generator=generator)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(w_star + delta)
+    return model, x, y[:, None], (d + 1) + d * sigma ** 2
+
+
+def test_noise_at_the_start_matches_the_closed_form_of_noisy_linear_regression():
+    model, x, y, expected = noisy_linear_regression()
+    calibration = calibrate(model, F.mse_loss, x, y, [4, 8, 16, 32, 64, 128, 256], repeats=200)
+    assert calibration.noise["noise_scale"] == pytest.approx(expected, rel=0.25)  # 21 samples
+    assert calibration.noise["grad_sq"] == pytest.approx(4.0, rel=0.25)  # |G|^2 = 4 |delta|^2
+    assert sorted(calibration.seconds) == [4, 8, 16, 32, 64, 128, 256]
+    assert calibration.samples == 201 * sum([4, 8, 16, 32, 64, 128, 256])
+
+
+def test_the_line_through_exact_norms_and_the_pool_correction():
+    trace, grad_sq, pool = 300.0, 2.0, 1024
+    exact = [(p, grad_sq + trace / p * (pool - p) / (pool - 1)) for p in (16, 64, 256, 512)]
+    estimate = noise_from_norms(exact, pool)
+    assert estimate["trace"] == pytest.approx(trace) and estimate["grad_sq"] == pytest.approx(grad_sq)
+    assert estimate["noise_scale"] == pytest.approx(150.0)
+    assert noise_from_norms(exact, math.inf)["noise_scale"] > 170  # uncorrected: |G|^2 biased low
+    assert noise_from_norms([(16, 5.0), (16, 6.0)]) is None  # one size: no line
+    assert noise_from_norms([(16, 1.0), (64, 5.0)]) is None  # norms growing with p: no estimate
+
+
+def test_calibrating_changes_nothing_of_the_run():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(16, 3)).eval()
+    x, y = torch.randn(512, 8), torch.randint(0, 3, (512,))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    calibrate(model, F.cross_entropy, x, y, [8, 32, 128])
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # BatchNorm stats too
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout drew from a forked generator
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+def test_a_policy_that_asks_nothing_is_not_calibrated_and_one_that_asks_is():
+    model, x, y, _ = noisy_linear_regression(n=4096)
+    draws = []
+
+    def draw(n):
+        draws.append(n)
+        return x[:n], y[:n]
+
+    assert calibrate_policy(Adaptive(initial=64), model, F.mse_loss, draw, len(x)) is None
+    assert draws == []  # the user's initial batch is kept: nothing measured
+    policy = Adaptive(min_batch=32, max_batch=1024)
+    policy.set_limit(4096)
+    calibration = calibrate_policy(policy, model, F.mse_loss, draw, len(x))
+    assert isinstance(calibration, Calibration)
+    assert sorted(calibration.seconds) == [16, 32, 64, 128, 256, 512]  # halves of 32 ... 1024
+    assert draws == [1024]  # a pool of twice the largest pass
+    assert policy.calibration["chosen"] == policy.batch_size()
+    assert "calibrated in" in calibration.describe()
+
+
+def test_fit_with_auto_starts_at_the_calibrated_size_and_logs_the_cost(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2048, 12)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    trainer = Trainer("mlp", seed=0, device="cpu")
+    history = trainer.fit(x, y, batch_size="auto", epochs=1)
+    calibration = trainer.state_.calibration
+    assert calibration is not None and calibration.cost_s > 0
+    assert history.steps[0]["batch_size"] == trainer.state_.policy.calibration["chosen"]
+    resumed_like = Trainer("mlp", seed=0, device="cpu")
+    resumed_like.fit(x, y, batch_size=Adaptive(initial=32), epochs=1)
+    assert resumed_like.state_.calibration is None
+
+
+def test_sizes_past_the_time_budget_are_not_timed():
+    model, x, y, _ = noisy_linear_regression(n=1024)
+    calibration = calibrate(model, F.mse_loss, x, y, [256, 16, 64], budget_s=0.0)
+    assert list(calibration.seconds) == [16]  # the smallest first, then the budget was spent
+    assert calibration.noise is None  # one size: no line
