@@ -124,17 +124,17 @@ class Trainer:
         check_threads(self.threads)
         train, val = fit_sources(x, y, validation_split, validation_data)
         self._setup(train)
-        self.state_ = self._begin_run(requested, train, int(epochs), calibrate=resume is None)
-        resumed_from = restore_newest(resume, self.model_, self.optimizer_, self.state_,
-                                      self.device_) if resume is not None else None
-        run = self.state_
-        batches = BatchIterator(self._with_targets(train), synced(run.policy, self.dist_,
-                                self.device_).batch_size, shuffle, run.seed, self.device_,
-                                shard=self.dist_)
-        val_batches = self._eval_batches(val) if val is not None else None
-        hooks = CallbackList([*thread_callbacks(self.threads, self.device_),
-                              *for_this_rank(callbacks, self.dist_)])
-        with restored_threads():  # on_fit_end restores them too, but an exception skips it
+        with restored_threads(self.threads, self.device_):  # on_fit_end restores them too, but
+            # an exception skips it; an int is pinned from here on, for the calibration too
+            run = self.state_ = self._begin_run(requested, train, int(epochs), resume is None)
+            resumed_from = restore_newest(resume, self.model_, self.optimizer_, run,
+                                          self.device_) if resume is not None else None
+            batches = BatchIterator(self._with_targets(train), synced(run.policy, self.dist_,
+                                    self.device_).batch_size, shuffle, run.seed, self.device_,
+                                    shard=self.dist_)
+            val_batches = self._eval_batches(val) if val is not None else None
+            hooks = CallbackList([*thread_callbacks(self.threads, self.device_),
+                                  *for_this_rank(callbacks, self.dist_)])
             hooks.on_fit_begin(self, fit_info(run, self.memory_, len(batches),
                                               len(val) if val is not None else 0,
                                               int(epochs), resumed_from))
@@ -191,7 +191,7 @@ class Trainer:
         # is not a change of batch size and must not change the learning rate.
         lr = run.lr_control.apply(batch.requested, run.clock())
         started = time.perf_counter()
-        physical = pipeline.physical_batch(len(batch.targets), run.max_physical_batch)
+        physical = pipeline.physical_batch(len(batch.targets), run.max_physical_batch, run.step)
         parts = micro_batches(batch.inputs, batch.targets, physical)
         outcome = pipeline.compute(parts, batch.global_size, batch.real_samples > 0)
         if outcome.finite:

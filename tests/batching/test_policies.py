@@ -145,7 +145,11 @@ def test_adaptive_in_the_trainer_measures_noise_and_is_capped_by_memory():
     history = trainer.fit(x, y, batch_size=policy, epochs=3)
     with_noise = [step for step in history.steps if "noise_scale" in step]
     assert len(with_noise) > len(history.steps) // 2
-    assert all(step["accumulation_steps"] >= 2 for step in history.steps if step["samples"] >= 2)
+    every = policy.stats_every  # measured steps are split in two micro-batches, the others not
+    assert every > 1 and trainer.noise_.updates == len(range(0, len(history.steps), every))
+    for index, step in enumerate(history.steps):
+        split = 2 if index % every == 0 and step["samples"] >= 2 else 1
+        assert step["accumulation_steps"] == max(split, -(-step["samples"] // 40))
     sizes = [step["batch_size"] for step in history.steps]
     assert max(sizes) > 8 and max(sizes) <= 2000  # it grew from 8, within the bounds
     assert policy.upper == 40  # the memory ceiling (here: max_physical_batch) is its limit

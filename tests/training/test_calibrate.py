@@ -80,8 +80,8 @@ def test_a_policy_that_asks_nothing_is_not_calibrated_and_one_that_asks_is():
     policy.set_limit(4096)
     calibration = calibrate_policy(policy, model, F.mse_loss, draw, len(x))
     assert isinstance(calibration, Calibration)
-    assert sorted(calibration.seconds) == [16, 32, 64, 128, 256, 512]  # halves of 32 ... 1024
-    assert draws == [1024]  # a pool of twice the largest pass
+    assert sorted(calibration.seconds) == [32, 64, 128, 256, 512, 1024]  # the powers of two
+    assert draws == [2048]  # a pool of twice the largest pass
     assert policy.calibration["chosen"] == policy.batch_size()
     assert "calibrated in" in calibration.describe()
 
@@ -105,3 +105,14 @@ def test_sizes_past_the_time_budget_are_not_timed():
     calibration = calibrate(model, F.mse_loss, x, y, [256, 16, 64], budget_s=0.0)
     assert list(calibration.seconds) == [16]  # the smallest first, then the budget was spent
     assert calibration.noise is None  # one size: no line
+
+
+def test_a_short_run_gets_a_short_calibration():
+    model, x, y, _ = noisy_linear_regression(n=2048)
+    sizes = [8, 16, 32, 64, 128, 256, 512, 1024]
+    long_run = calibrate(model, F.mse_loss, x, y, sizes, run_samples=math.inf)
+    assert sorted(long_run.seconds) == sizes
+    rate = max(p / t for p, t in long_run.seconds.items())
+    # a run of 10 us at the fastest rate allows 0.3 us of calibration: the first size only
+    short_run = calibrate(model, F.mse_loss, x, y, sizes, run_samples=rate * 1e-5)
+    assert list(short_run.seconds) == [8]

@@ -46,6 +46,7 @@ MIN_STEPS_PER_DECISION = 10  # the noise estimate and the step times need steps 
 TRUST_FACTOR = 2  # goodput trusts the throughput line up to 2x the largest measured micro-batch
 UNBOUNDED_BATCH = 1 << 20  # the upper bound when neither max_batch nor set_limit gave one
 CALIBRATION_MAX_BATCH = 2048  # the largest logical batch timed at start-up
+MEASURE_EVERY = 4  # the noise is measured on every 4th step: the others run unsplit (no overhead)
 ROBUST_WINDOW = 5  # decisions act on the median of this many latest estimates
 MAX_STEP, LOW_CONFIDENCE_STEP = 2.0, 1.5  # the most a decision multiplies or divides the batch by
 
@@ -103,6 +104,7 @@ class Adaptive(Policy):
 
     wants_gradient_stats = True
     gives_lr_scale = True  # the trainer then passes noise-scale estimates in StepStats
+    stats_every = MEASURE_EVERY
 
     def __init__(self, rule: str = "goodput", min_batch: int = 32, max_batch: int | None = None,
                  initial: int | None = None, margin: float = 0.2, noise_multiplier: float = 1.0,
@@ -123,7 +125,7 @@ class Adaptive(Policy):
         self.samples_seen = self.samples_per_epoch = self.decided_at = self.steps_since_decision = 0
         self.grad_sq: float | None = None
         self.trace: float | None = None
-        self.throughput = ThroughputModel()
+        self.throughput = ThroughputModel(min_micro_batches=1)  # 3 in 4 steps run unsplit
         self.recent_phi: list[float] = []  # the estimates of the last ROBUST_WINDOW decisions
         self.last_decision: dict | None = None  # for logs and plots
         self.calibration: dict | None = None  # what the start-up calibration measured and cost
@@ -281,7 +283,7 @@ class Adaptive(Policy):
         self.decided_at = int(state["decided_at"])
         self.steps_since_decision = int(state["steps_since_decision"])
         self.grad_sq, self.trace = state["grad_sq"], state["trace"]
-        self.throughput = ThroughputModel()
+        self.throughput = ThroughputModel(min_micro_batches=1)
         self.throughput.load_state_dict(state["throughput"])
         self.recent_phi = [float(phi) for phi in state.get("recent_phi", [])]  # absent: older runs
         self.calibration = state.get("calibration")

@@ -65,6 +65,9 @@ class Policy(BatchSizePolicy):
     # True: the trainer measures the gradient noise and passes it in StepStats.gradient (and,
     # under DDP, rank 0 decides for every rank, since the measurements are local).
     wants_gradient_stats: bool = False
+    # With wants_gradient_stats: the noise is measured on every stats_every-th step only (a
+    # measured step costs more: training/measure.py); StepStats.gradient keeps the latest estimate.
+    stats_every: int = 1
     # True: lr_scale gives AdaScale's gain (lr_scaling="adascale" needs such a policy).
     gives_lr_scale: bool = False
 
@@ -120,6 +123,7 @@ class _Declared(Wrapping):
     def __init__(self, policy: BatchSizePolicy):
         super().__init__(policy)
         self.wants_gradient_stats = bool(getattr(policy, "wants_gradient_stats", False))
+        self.stats_every = int(getattr(policy, "stats_every", 1))
         self.gives_lr_scale = hasattr(policy, "lr_scale")
         self.set_limit = getattr(policy, "set_limit", super().set_limit)
         self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)

@@ -169,11 +169,15 @@ def max_threads() -> int:
 
 
 @contextmanager
-def restored_threads():
+def restored_threads(threads: int | str | None = None, device: torch.device | None = None):
     """Puts torch's intra-op thread count back as it was when the block exits, however it exits:
-    an exception in fit() (an interrupt, NonFiniteError) skips the callbacks' on_fit_end."""
+    an exception in fit() (an interrupt, NonFiniteError) skips the callbacks' on_fit_end. An
+    integer `threads` on the CPU is pinned on entry (before fit's callbacks begin: a policy's
+    start-up calibration then times the threads training will run on)."""
     previous = torch.get_num_threads()
     try:
+        if is_count(threads) and device is not None and device.type == "cpu":
+            torch.set_num_threads(int(threads))
         yield
     finally:
         if torch.get_num_threads() != previous:

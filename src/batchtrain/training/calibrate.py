@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
-BUDGET_S = 3.0  # no larger size is started once calibrating has taken this long
+BUDGET_S = 3.0  # calibrating takes at most this long,
+RUN_FRACTION = 0.03  # and at most 3 % of the run it precedes (at the fastest rate measured)
 
 
 @dataclass
@@ -48,10 +49,12 @@ class Calibration:
 
 def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tensor,
               sizes: list[int], autocast=nullcontext, repeats: int = REPEATS,
-              budget_s: float = BUDGET_S) -> Calibration:
+              budget_s: float = BUDGET_S, run_samples: float = math.inf) -> Calibration:
     """Time forward+backward at each of `sizes` (physical batches, smallest first) on slices of
     inputs/targets (a shuffled pool of training samples) and estimate the noise (module
-    docstring). Sizes left once `budget_s` has passed are not timed (a slow model or machine)."""
+    docstring). A size is skipped, with all larger ones, when timing it (predicted from the last
+    size, in proportion to samples) would take calibrating past `budget_s` or past RUN_FRACTION of
+    the run's `run_samples` at the fastest rate measured: a slow model, or a short run."""
     started = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
@@ -62,7 +65,9 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
     try:
         with torch.random.fork_rng(devices=devices):
             for size in sorted(set(min(size, len(inputs)) for size in sizes)):
-                if seconds and time.perf_counter() - started > budget_s:
+                if seconds and _over_budget(seconds, size, time.perf_counter() - started,
+                                            min(budget_s, RUN_FRACTION * run_samples
+                                                / max(p / t for p, t in seconds.items())), repeats):
                     break
                 times = []
                 for repeat in range(repeats + 1):
@@ -82,6 +87,13 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
         model.train(was_training)
     return Calibration(seconds, noise_from_norms(norms, len(inputs)), time.perf_counter() - started,
                        samples)
+
+
+def _over_budget(seconds: dict[int, float], size: int, elapsed_s: float, budget_s: float,
+                 repeats: int) -> bool:
+    """Would timing `size` (its passes predicted from the largest size timed) exceed the budget?"""
+    last = max(seconds)
+    return elapsed_s + (repeats + 1) * seconds[last] * size / last > budget_s
 
 
 def _pass(model, loss_fn, parameters, inputs, targets, autocast) -> tuple[float, float]:
@@ -121,13 +133,15 @@ def noise_from_norms(norms: list[tuple[int, float]], pool: float = math.inf
 
 def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                      draw: Callable[[int], tuple[Tensor, Tensor]], samples: int,
-                     autocast=nullcontext) -> Calibration | None:
+                     autocast=nullcontext, run_samples: float = math.inf) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
-    gives n shuffled training samples and their targets; `samples`: how many there are."""
+    gives n shuffled training samples and their targets; `samples`: how many there are;
+    run_samples: how many the run will train on (epochs x samples), which bounds the cost."""
     sizes = policy.calibration_sizes(samples)
     if not sizes:
         return None
     inputs, targets = draw(min(samples, 2 * max(sizes)))
-    calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast)
+    calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast,
+                            run_samples=run_samples)
     policy.calibrate(calibration)
     return calibration

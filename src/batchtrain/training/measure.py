@@ -1,4 +1,8 @@
-"""The step's optional measurement hook: gradient-noise statistics, for a policy that wants them.
+"""The step's optional measurement hook: gradient-noise statistics, for a policy that wants them,
+on every `every`-th step of the run (the policy's stats_every), and on every step until the first
+measurement (Adam's first step has none: no second moments): a measured step costs more (in one
+process its batch is split in two micro-batches; under DDP its gradients are all-reduced after
+backward instead of in DDP's overlapped buckets), the others run as without a measurement.
 
 In one process each micro-batch's gradient norm is measured as backward accumulates (a logical
 batch is split in two or more micro-batches for this: stats/collector.py); under DDP the ranks'
@@ -16,25 +20,31 @@ class NoiseMeasurement:
     """Measures each step's gradient noise into `tracker` (the run state's NoiseScaleTracker)."""
 
     def __init__(self, parameters: list[Tensor], optimizer, tracker: NoiseScaleTracker,
-                 group: Distributed | None):
+                 group: Distributed | None, every: int = 1):
         self.parameters = parameters
         self.collector = MicroBatchGradients(parameters)
         self.preconditioner = Preconditioner(optimizer)
         self.tracker = tracker
         self.group = group
+        self.every = max(1, int(every))
         self.factors = None
+        self.due = True
         self.by_micro_batch = self.by_rank = False
 
-    def physical_batch(self, logical: int, cap: int) -> int:
-        """At least two micro-batches in one process (their norms are the small batches)."""
-        if logical >= 2 and self.group is None:
+    def physical_batch(self, logical: int, cap: int, step: int = 0) -> int:
+        """The micro-batch size of step number `step` (0-based over the run's steps): on a
+        measured step, at least two micro-batches in one process (their norms are the small
+        batches)."""
+        self.due = step % self.every == 0 or self.tracker.updates == 0  # until the first one
+        if self.due and logical >= 2 and self.group is None:
             return split_for_stats(logical, cap)
         return min(logical, cap)
 
     def plan(self, micro_batches: int) -> None:
-        """Before the step: measure it unless an adaptive optimizer has no second moments yet."""
-        self.factors = self.preconditioner.factors(self.parameters)
-        active = self.factors is not None or not self.preconditioner.adaptive
+        """Before the step: measure it when due, unless an adaptive optimizer has no second
+        moments yet."""
+        self.factors = self.preconditioner.factors(self.parameters) if self.due else None
+        active = self.due and (self.factors is not None or not self.preconditioner.adaptive)
         world = self.group.world_size if self.group is not None else 1
         self.by_micro_batch = active and micro_batches > 1 and world == 1
         self.by_rank = active and world > 1

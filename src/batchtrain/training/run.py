@@ -44,7 +44,7 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     policy = resolve_policy(requested, max_physical_batch)
     noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
     parameters = list(built.model.parameters())  # walking the module tree: ~50 us, done once
-    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group)
+    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group, policy.stats_every)
                    if noise is not None else None)
     scaler = precision.scaler()
     network = compiled(built.network, compile)
@@ -62,7 +62,7 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     if draw is not None:
         run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
                                            lambda n: draw(n, run.seed), samples_per_epoch,
-                                           precision.autocast)
+                                           precision.autocast, run.total_samples)
     return run, pipeline
 
 

@@ -85,10 +85,11 @@ class TrainStep:
         self.autocast = autocast  # runtime/precision.py Precision.autocast
         self.scaler = scaler  # "16-mixed" only
 
-    def physical_batch(self, logical: int, cap: int) -> int:
-        """The micro-batch size for a logical batch under the memory ceiling `cap`."""
+    def physical_batch(self, logical: int, cap: int, step: int = 0) -> int:
+        """The micro-batch size for a logical batch under the memory ceiling `cap`, at step
+        number `step` of the run (the measurement may be due)."""
         if self.measurement is not None:
-            return self.measurement.physical_batch(logical, cap)
+            return self.measurement.physical_batch(logical, cap, step)
         return min(logical, cap)
 
     def compute(self, parts: list[tuple[Tensor, Tensor]], logical: int, counts: bool) -> StepOutcome:
