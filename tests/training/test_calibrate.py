@@ -107,12 +107,16 @@ def test_sizes_past_the_time_budget_are_not_timed():
     assert calibration.noise is None  # one size: no line
 
 
-def test_a_short_run_gets_a_short_calibration():
+def test_a_short_run_gets_a_short_calibration(monkeypatch):
+    from batchtrain.training import calibrate as module
     model, x, y, _ = noisy_linear_regression(n=2048)
     sizes = [8, 16, 32, 64, 128, 256, 512, 1024]
     long_run = calibrate(model, F.mse_loss, x, y, sizes, run_samples=math.inf)
     assert sorted(long_run.seconds) == sizes
     rate = max(p / t for p, t in long_run.seconds.items())
-    # a run of 10 us at the fastest rate allows 0.3 us of calibration: the first size only
+    assert sorted(calibrate(model, F.mse_loss, x, y, sizes, run_samples=rate * 1e-5).seconds) == sizes
+    # (this model is so fast that MIN_BUDGET_S covers every size); without that floor, a run of
+    # 10 us at the fastest rate allows 0.5 us of calibration: the first size only
+    monkeypatch.setattr(module, "MIN_BUDGET_S", 0.0)
     short_run = calibrate(model, F.mse_loss, x, y, sizes, run_samples=rate * 1e-5)
     assert list(short_run.seconds) == [8]

@@ -174,7 +174,8 @@ class Adaptive(Policy):
                             "samples_per_s": [[size, size / seconds] for size, seconds
                                               in calibration.seconds.items()]}
         self.last_decision = {"samples_seen": 0, "rule": "goodput", "phi": phi,
-                              "chosen": self.current, "reason": "calibrated"}
+                              "current": self.initial, "chosen": self.current,
+                              "reason": "calibrated"}
 
     @property
     def upper(self) -> int:

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
 BUDGET_S = 3.0  # calibrating takes at most this long,
-RUN_FRACTION = 0.03  # and at most 3 % of the run it precedes (at the fastest rate measured)
+RUN_FRACTION = 0.05  # and at most 5 % of the run it precedes (at the fastest rate measured),
+MIN_BUDGET_S = 0.1  # unless that is less than this
 
 
 @dataclass
@@ -54,7 +55,8 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
     inputs/targets (a shuffled pool of training samples) and estimate the noise (module
     docstring). A size is skipped, with all larger ones, when timing it (predicted from the last
     size, in proportion to samples) would take calibrating past `budget_s` or past RUN_FRACTION of
-    the run's `run_samples` at the fastest rate measured: a slow model, or a short run."""
+    the run's `run_samples` at the fastest rate measured (but MIN_BUDGET_S is always allowed): a
+    slow model, or a short run."""
     started = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
@@ -66,8 +68,8 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
         with torch.random.fork_rng(devices=devices):
             for size in sorted(set(min(size, len(inputs)) for size in sizes)):
                 if seconds and _over_budget(seconds, size, time.perf_counter() - started,
-                                            min(budget_s, RUN_FRACTION * run_samples
-                                                / max(p / t for p, t in seconds.items())), repeats):
+                                            min(budget_s, max(MIN_BUDGET_S, RUN_FRACTION * run_samples
+                                                / max(p / t for p, t in seconds.items()))), repeats):
                     break
                 times = []
                 for repeat in range(repeats + 1):
