@@ -337,3 +337,10 @@ def test_a_user_given_initial_batch_is_not_calibrated():
     assert Adaptive(initial=64).calibration_sizes(EPOCH) == []
     assert Adaptive(min_batch=32, max_batch=256).calibration_sizes(EPOCH) == [32, 64, 128, 256]
     assert Adaptive(min_batch=32, max_batch=4096).calibration_sizes(100) == [32, 64]  # 100 samples
+
+
+def test_the_noise_is_measured_on_raw_gradients_unless_asked():
+    assert Adaptive().noise_geometry == "raw"
+    assert Adaptive(geometry="preconditioned").noise_geometry == "preconditioned"
+    with pytest.raises(ConfigError, match="unknown noise geometry 'adam'; choose raw or preconditioned"):
+        Adaptive(geometry="adam")

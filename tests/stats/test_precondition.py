@@ -101,17 +101,17 @@ def test_collector_measures_preconditioned_micro_batch_gradients():
     assert stats["batch_sq_norm"] != pytest.approx(unscaled, rel=1e-2)  # the factors did act
 
 
-def test_trainer_measures_adam_from_its_second_step():
+def test_trainer_measures_preconditioned_adam_from_its_second_step():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
     trainer = Trainer("mlp", model_options={"hidden": [8]}, optimizer="adam", seed=0)
-    adam = trainer.fit(x, y, batch_size=Adaptive(rule="noise-scale", min_batch=32, initial=32),
-                       epochs=1)
+    adam = trainer.fit(x, y, batch_size=Adaptive(rule="noise-scale", min_batch=32, initial=32,
+                                                  geometry="preconditioned"), epochs=1)
     sgd_trainer = Trainer("mlp", model_options={"hidden": [8]}, optimizer="sgd", seed=0)
     sgd = sgd_trainer.fit(x, y, batch_size=Adaptive(rule="noise-scale", min_batch=32, initial=32),
                           epochs=1)
     # steps 0, 4 measured for SGD; Adam's step 0 has no second moments, so 1 (then 4) instead
     first = [next(i for i, step in enumerate(run.steps) if "noise_scale" in step) for run in (adam, sgd)]
-    assert first == [1, 0]
+    assert first == [1, 0]  # (raw, the default geometry, measures Adam from its first step)
     assert trainer.noise_.updates == sgd_trainer.noise_.updates == 2

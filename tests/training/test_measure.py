@@ -36,13 +36,14 @@ def batch(n: int, seed: int = 0):
     return x, y
 
 
-def measured(optimizer_name: str = "sgd", group=None):
+def measured(optimizer_name: str = "sgd", group=None, geometry: str = "raw"):
     model = linear_model()
     parameters = list(model.parameters())
     optimizer = (torch.optim.SGD(parameters, lr=0.05) if optimizer_name == "sgd"
                  else torch.optim.Adam(parameters, lr=0.01))
     tracker = NoiseScaleTracker()
-    return model, optimizer, NoiseMeasurement(parameters, optimizer, tracker, group), tracker
+    measurement = NoiseMeasurement(parameters, optimizer, tracker, group, geometry=geometry)
+    return model, optimizer, measurement, tracker
 
 
 def sq_norm(tensors) -> float:
@@ -143,8 +144,15 @@ def test_record_updates_the_tracker_and_its_estimate_appears():
     assert noise_estimate(replay) == noise_estimate(tracker)
 
 
-def test_adam_is_not_measured_before_its_first_step():
-    model, optimizer, measurement, tracker = measured("adam")
+def test_raw_gradients_of_adam_are_measured_from_its_first_step():
+    model, optimizer, measurement, tracker = measured("adam")  # the default geometry: raw
+    statistics = one_measured_step(model, optimizer, measurement, *batch(12), 4)
+    assert measurement.by_micro_batch is True and measurement.factors is None
+    assert set(statistics) == STAT_KEYS
+
+
+def test_preconditioned_adam_is_not_measured_before_its_first_step():
+    model, optimizer, measurement, tracker = measured("adam", geometry="preconditioned")
     x, y = batch(12)
     assert one_measured_step(model, optimizer, measurement, x, y, 4) is None
     assert measurement.by_micro_batch is False and measurement.by_rank is False

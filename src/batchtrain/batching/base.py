@@ -68,6 +68,9 @@ class Policy(BatchSizePolicy):
     # With wants_gradient_stats: the noise is measured on every stats_every-th step only (a
     # measured step costs more: training/measure.py); StepStats.gradient keeps the latest estimate.
     stats_every: int = 1
+    # The geometry of the measured gradients: "raw" (as they are), or "preconditioned" (Adam's and
+    # RMSprop's divided by sqrt(v) + eps, the geometry they step in; stats/precondition.py).
+    noise_geometry: str = "raw"
     # True: lr_scale gives AdaScale's gain (lr_scaling="adascale" needs such a policy).
     gives_lr_scale: bool = False
 
@@ -124,6 +127,7 @@ class _Declared(Wrapping):
         super().__init__(policy)
         self.wants_gradient_stats = bool(getattr(policy, "wants_gradient_stats", False))
         self.stats_every = int(getattr(policy, "stats_every", 1))
+        self.noise_geometry = str(getattr(policy, "noise_geometry", "raw"))
         self.gives_lr_scale = hasattr(policy, "lr_scale")
         self.set_limit = getattr(policy, "set_limit", super().set_limit)
         self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)

@@ -21,6 +21,7 @@ class RankZeroDecides(Wrapping):
         self.device = device
         self.wants_gradient_stats = policy.wants_gradient_stats
         self.stats_every = policy.stats_every
+        self.noise_geometry = policy.noise_geometry
         self.gives_lr_scale = policy.gives_lr_scale
 
     def batch_size(self) -> int:

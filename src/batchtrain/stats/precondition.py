@@ -18,9 +18,9 @@ from torch import Tensor
 
 class Preconditioner:
     """Per-parameter factors 1 / (sqrt(v_hat) + eps) of an Adam, AdamW or RMSprop optimizer; for
-    other optimizers (SGD) `adaptive` is False and gradients are measured as they are."""
+    other optimizers (SGD), or None, `adaptive` is False and gradients are measured as they are."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer):
+    def __init__(self, optimizer: torch.optim.Optimizer | None):
         self.optimizer = optimizer
         self.kind = ("adam" if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
                      else "rmsprop" if isinstance(optimizer, torch.optim.RMSprop) else None)

@@ -20,10 +20,12 @@ class NoiseMeasurement:
     """Measures each step's gradient noise into `tracker` (the run state's NoiseScaleTracker)."""
 
     def __init__(self, parameters: list[Tensor], optimizer, tracker: NoiseScaleTracker,
-                 group: Distributed | None, every: int = 1):
+                 group: Distributed | None, every: int = 1, geometry: str = "raw"):
         self.parameters = parameters
         self.collector = MicroBatchGradients(parameters)
-        self.preconditioner = Preconditioner(optimizer)
+        # "raw": gradients as they are, for every optimizer; "preconditioned": Adam's and
+        # RMSprop's in the geometry they step in (batching/base.py Policy.noise_geometry)
+        self.preconditioner = Preconditioner(optimizer if geometry == "preconditioned" else None)
         self.tracker = tracker
         self.group = group
         self.every = max(1, int(every))

@@ -44,8 +44,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     policy = resolve_policy(requested, max_physical_batch)
     noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
     parameters = list(built.model.parameters())  # walking the module tree: ~50 us, done once
-    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group, policy.stats_every)
-                   if noise is not None else None)
+    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group, policy.stats_every,
+                                    policy.noise_geometry) if noise is not None else None)
     scaler = precision.scaler()
     network = compiled(built.network, compile)
     pipeline = TrainStep(network, built.task.loss_fn, optimizer, parameters,
