@@ -120,3 +120,21 @@ def test_a_short_run_gets_a_short_calibration(monkeypatch):
     monkeypatch.setattr(module, "MIN_BUDGET_S", 0.0)
     short_run = calibrate(model, F.mse_loss, x, y, sizes, run_samples=rate * 1e-5)
     assert list(short_run.seconds) == [8]
+
+
+def test_a_rule_without_a_clock_starts_and_trains_alike_every_time():
+    # adaptive:noise-scale calibrates too (its first batch from the noise at the start), but reads
+    # no timing: two runs of one seed take the same batches and end with the same weights
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1024, 12)).astype(np.float32)
+    y = (x[:, 0] - x[:, 2] > 0).astype(np.int64)
+    runs = []
+    for _ in range(2):
+        trainer = Trainer("mlp", seed=0, device="cpu", optimizer="sgd", lr=0.05)
+        history = trainer.fit(x, y, batch_size="adaptive:noise-scale", epochs=2)
+        runs.append((trainer, [step["batch_size"] for step in history.steps]))
+    (first, sizes), (second, again) = runs
+    assert first.state_.policy.last_decision is not None and sizes == again
+    assert first.state_.policy.calibration["chosen"] == sizes[0]
+    for ours, theirs in zip(first.model_.parameters(), second.model_.parameters()):
+        assert torch.equal(ours, theirs)

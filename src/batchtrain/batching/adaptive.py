@@ -172,8 +172,10 @@ class Adaptive(Policy):
 
     def calibrate(self, calibration) -> None:
         """The first batch from the start-up measurements (training/calibrate.py Calibration):
-        the most goodput among the timed sizes, at the noise scale measured at the initial weights
-        (min_batch where none was measured: efficiency then halves by 2 x min_batch)."""
+        under "goodput" the most goodput among the timed sizes, at the noise scale measured at the
+        initial weights (min_batch where none was measured: efficiency then halves by 2 x
+        min_batch); under the other rules, the rule's size for that noise scale (the timings
+        unused, so such a run starts at the same batch every time)."""
         self.throughput.calibrate(calibration.seconds)
         noise = calibration.noise
         if noise is not None:
@@ -181,7 +183,9 @@ class Adaptive(Policy):
         phi = noise["noise_scale"] if noise is not None else float(self.min_batch)
         timed = [size for size in candidate_sizes(self.min_batch, self.upper)
                  if self._physical(size) in self.throughput.calibrated]
-        if timed:
+        if self.rule != "goodput":  # no clock in these rules: a run starts alike every time
+            self.current = self._target(phi, self.min_batch, self.upper)[0] if noise else self.current
+        elif timed:
             cap = self.limit if self.limit is not None else self.max_batch
             self.current, details = goodput_choice(
                 phi, self.initial, timed, lambda size: self.throughput.samples_per_s(size, cap))
@@ -189,7 +193,7 @@ class Adaptive(Policy):
                             "phi": phi, "chosen": self.current,
                             "samples_per_s": [[size, size / seconds] for size, seconds
                                               in calibration.seconds.items()]}
-        self.last_decision = {"samples_seen": 0, "rule": "goodput", "phi": phi,
+        self.last_decision = {"samples_seen": 0, "rule": self.rule, "phi": phi,
                               "current": self.initial, "chosen": self.current,
                               "reason": "calibrated"}
 

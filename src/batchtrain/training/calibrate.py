@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
-BUDGET_S = 3.0  # calibrating takes at most this long,
-RUN_FRACTION = 0.05  # and at most 5 % of the run it precedes (at the fastest rate measured),
+BUDGET_S = 2.0  # calibrating takes at most this long,
+RUN_FRACTION = 0.02  # and at most 2 % of the run it may train for (at the fastest rate measured),
 MIN_BUDGET_S = 0.1  # unless that is less than this
 
 
