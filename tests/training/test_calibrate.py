@@ -81,7 +81,7 @@ def test_a_policy_that_asks_nothing_is_not_calibrated_and_one_that_asks_is():
     calibration = calibrate_policy(policy, model, F.mse_loss, draw, len(x))
     assert isinstance(calibration, Calibration)
     assert sorted(calibration.seconds) == [32, 64, 128, 256, 512, 1024]  # the powers of two
-    assert draws == [2048]  # a pool of twice the largest pass
+    assert draws == [4096]  # a pool of (REPEATS + 1) x the largest pass: disjoint repeats
     assert policy.calibration["chosen"] == policy.batch_size()
     assert "calibrated in" in calibration.describe()
 
@@ -138,3 +138,14 @@ def test_a_rule_without_a_clock_starts_and_trains_alike_every_time():
     assert first.state_.policy.calibration["chosen"] == sizes[0]
     for ours, theirs in zip(first.model_.parameters(), second.model_.parameters()):
         assert torch.equal(ours, theirs)
+
+
+def test_a_pool_smaller_than_the_data_is_corrected_for_the_data_it_came_from():
+    # slices of a shuffled pool of N drawn from D samples are draws from D: the correction is D's
+    model, x, y, expected = noisy_linear_regression(n=65536, sigma=10.0)  # B_simple 1011
+    pool = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:1024]
+    sizes = [16, 32, 64, 128, 256]
+    right = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300, population=len(x))
+    wrong = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300)  # as if D were N
+    assert right.noise["noise_scale"] == pytest.approx(expected, rel=0.3)
+    assert wrong.noise["noise_scale"] < 0.7 * expected  # about N phi / (N + phi): half

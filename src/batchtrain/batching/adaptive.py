@@ -56,6 +56,7 @@ MIN_STEPS_PER_DECISION = 10  # the noise estimate and the step times need steps 
 TRUST_FACTOR = 2  # goodput trusts the throughput line up to 2x the largest measured micro-batch
 UNBOUNDED_BATCH = 1 << 20  # the upper bound when neither max_batch nor set_limit gave one
 CALIBRATION_MAX_BATCH = 2048  # the largest logical batch timed at start-up
+UNTIMED_SIZES = 8  # rules without a clock calibrate min_batch .. 8 x min_batch (4 sizes)
 MEASURE_EVERY = 4  # the noise is measured on every 4th step: the others run unsplit (no overhead)
 ROBUST_WINDOW = 5  # decisions act on the median of this many latest estimates
 MAX_STEP, LOW_CONFIDENCE_STEP = 2.0, 1.5  # the most a decision multiplies or divides the batch by
@@ -108,9 +109,9 @@ class Adaptive(Policy):
         a decision moves the batch by LOW_CONFIDENCE_STEP at most; 0.5 by default.
     geometry: the gradients the noise is measured on: "raw" (default) or "preconditioned" (Adam's
         and RMSprop's, divided by sqrt(v) + eps; module docstring says why raw is the default).
-    Under "goodput" the policy first times a second size (double the first) to fit the throughput
-    line, then trusts the line up to TRUST_FACTOR x the largest micro-batch it has timed, so it
-    climbs a rising curve in steps it can measure. Without step times (time_s 0) throughput counts
+    Under "goodput" the calibration (or, without one, a second size, double the first) gives the
+    throughput curve; the policy trusts it up to TRUST_FACTOR x the largest micro-batch timed, so
+    it climbs a rising curve in steps it can measure. Without step times (time_s 0) throughput counts
     as flat, and goodput keeps to the smallest batch.
     """
 
@@ -158,7 +159,14 @@ class Adaptive(Policy):
         if not self.calibrates:
             return []
         top = max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples))
+        if not self.calibration_timed:  # the noise line only: four small sizes, every run alike
+            top = min(top, UNTIMED_SIZES * self.min_batch)
         return sorted({self._physical(size) for size in self._calibration_batches(top)})
+
+    @property
+    def calibration_timed(self) -> bool:
+        """Only goodput reads the calibration's clock; the other rules take its noise alone."""
+        return self.rule == "goodput"
 
     def _calibration_batches(self, top: int) -> list[int]:
         sizes, size = [], self.min_batch
@@ -173,7 +181,7 @@ class Adaptive(Policy):
     def calibrate(self, calibration) -> None:
         """The first batch from the start-up measurements (training/calibrate.py Calibration):
         under "goodput" the most goodput among the timed sizes, at the noise scale measured at the
-        initial weights (min_batch where none was measured: efficiency then halves by 2 x
+        initial weights (min_batch where none was measured: efficiency is 2/3 at 2 x
         min_batch); under the other rules, the rule's size for that noise scale (the timings
         unused, so such a run starts at the same batch every time)."""
         self.throughput.calibrate(calibration.seconds)

@@ -82,6 +82,10 @@ class Policy(BatchSizePolicy):
         policy that measures the gradient noise); 1 by default."""
         return 1.0
 
+    # False: calibrate on every size calibration_sizes gives, without a time budget (a policy
+    # whose decisions read no clock, so its runs start alike).
+    calibration_timed: bool = True
+
     def calibration_sizes(self, samples: int) -> list[int]:
         """Physical batches to time before a new run's first step (training/calibrate.py), given
         the training samples there are; none by default (no calibration)."""
@@ -132,4 +136,5 @@ class _Declared(Wrapping):
         self.set_limit = getattr(policy, "set_limit", super().set_limit)
         self.lr_scale = getattr(policy, "lr_scale", super().lr_scale)
         self.calibration_sizes = getattr(policy, "calibration_sizes", super().calibration_sizes)
+        self.calibration_timed = bool(getattr(policy, "calibration_timed", True))
         self.calibrate = getattr(policy, "calibrate", super().calibrate)

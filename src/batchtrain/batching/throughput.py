@@ -10,7 +10,8 @@ seconds per sample. Put per micro-batch, a micro-batch of x = B / k samples (the
 split such as 64 + 36 is exact in this form) takes t(x) = alpha + beta * x: the line Pollux fits
 (Qiao et al. 2021, T_grad = alpha + beta * m; with accumulation the step is k such passes). A
 per-step cost outside the micro-batches would be a third term; folding it into alpha is exact while
-k stays fixed (2 below the memory ceiling) and overestimates accumulated steps a little beyond it.
+k stays fixed (1 below the memory ceiling, 2 on a step that measures the noise) and
+overestimates accumulated steps a little beyond it.
 
 Nothing about the device is assumed: on a CPU throughput is nearly flat in the batch (alpha ~ 0),
 on a GPU it rises steeply until the device is busy (alpha >> beta * x). Before two physical sizes

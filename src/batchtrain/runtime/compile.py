@@ -29,8 +29,10 @@ def check_compiler(device: torch.device) -> None:
     dynamo with a traceback of hundreds of lines."""
     if device.type != "cpu":
         return
-    from torch._inductor import cpp_builder  # noqa: PLC0415 (loads inductor: only when compiling)
-
+    try:
+        from torch._inductor import cpp_builder  # noqa: PLC0415 (loads inductor: when compiling)
+    except ImportError:  # an older torch without this module: it reports a missing compiler itself
+        return
     try:
         cpp_builder.get_cpp_compiler()
     except RuntimeError as error:  # torch._inductor.exc.InvalidCxxCompiler

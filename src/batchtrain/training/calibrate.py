@@ -1,13 +1,14 @@
-"""Start-up calibration, for a policy that asks for it (Policy.wants_calibration): before the
+"""Start-up calibration, for a policy that asks for it (Policy.calibration_sizes): before the
 first step, forward and backward passes at a few physical batch sizes on training samples give
 the throughput curve and the gradient noise at the initial weights, so the policy's first batch
 comes from measurements instead of its lower bound (batching/adaptive.py Adaptive.calibrate).
 
 The noise: a gradient of the mean loss over p samples has E|g_p|^2 = |G|^2 + tr(Sigma) / p
 (McCandlish et al. 2018, appendix A.1), so a least-squares line of the passes' |g_p|^2 against
-1 / p has intercept |G|^2 and slope tr(Sigma); B_simple = tr(Sigma) / |G|^2. The p samples are
-drawn without replacement from a pool of N, which shrinks the variance term by (N - p) / (N - 1)
-(the finite-population correction), so the line is fitted against (1/p - 1/N) N / (N - 1). These
+1 / p has intercept |G|^2 and slope tr(Sigma); B_simple = tr(Sigma) / |G|^2. The p samples are,
+marginally, drawn without replacement from the training set of D (a slice of a shuffled pool of
+it), which shrinks the variance term by (D - p) / (D - 1) (the finite-population correction), so
+the line is fitted against (1/p - 1/D) D / (D - 1). These
 are raw gradients: an adaptive optimizer has no second moments yet to precondition them with.
 
 Nothing of the run changes: the parameters are not stepped and their gradients are cleared, the
@@ -50,13 +51,16 @@ class Calibration:
 
 def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tensor,
               sizes: list[int], autocast=nullcontext, repeats: int = REPEATS,
-              budget_s: float = BUDGET_S, run_samples: float = math.inf) -> Calibration:
+              budget_s: float = BUDGET_S, run_samples: float = math.inf,
+              population: float | None = None) -> Calibration:
     """Time forward+backward at each of `sizes` (physical batches, smallest first) on slices of
     inputs/targets (a shuffled pool of training samples) and estimate the noise (module
     docstring). A size is skipped, with all larger ones, when timing it (predicted from the last
     size, in proportion to samples) would take calibrating past `budget_s` or past RUN_FRACTION of
     the run's `run_samples` at the fastest rate measured (but MIN_BUDGET_S is always allowed): a
-    slow model, or a short run."""
+    slow model, or a short run. population: the training samples the pool was drawn from
+    (default: the pool itself), for the noise's finite-population correction. The repeats at a
+    size read disjoint slices of the pool where it holds them (a pool of (repeats + 1) x size)."""
     started = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
@@ -73,7 +77,7 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
                     break
                 times = []
                 for repeat in range(repeats + 1):
-                    start = (repeat * size) % max(1, len(inputs) - size + 1)
+                    start = (repeat * size) % max(1, len(inputs) - size + 1)  # disjoint if room
                     elapsed, sq_norm = _pass(model, loss_fn, parameters, inputs[start:start + size],
                                              targets[start:start + size], autocast)
                     samples += size
@@ -87,8 +91,8 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
         for buffer, saved in zip(model.buffers(), buffers):
             buffer.copy_(saved)
         model.train(was_training)
-    return Calibration(seconds, noise_from_norms(norms, len(inputs)), time.perf_counter() - started,
-                       samples)
+    noise = noise_from_norms(norms, population if population is not None else len(inputs))
+    return Calibration(seconds, noise, time.perf_counter() - started, samples)
 
 
 def _over_budget(seconds: dict[int, float], size: int, elapsed_s: float, budget_s: float,
@@ -138,12 +142,16 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                      autocast=nullcontext, run_samples: float = math.inf) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
     gives n shuffled training samples and their targets; `samples`: how many there are;
-    run_samples: how many the run will train on (epochs x samples), which bounds the cost."""
+    run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
+    policy whose calibration_timed is False is calibrated on its sizes without a time budget
+    (its decisions read no clock: the same sizes every run)."""
     sizes = policy.calibration_sizes(samples)
     if not sizes:
         return None
-    inputs, targets = draw(min(samples, 2 * max(sizes)))
+    inputs, targets = draw(min(samples, (REPEATS + 1) * max(sizes)))
+    timed = getattr(policy, "calibration_timed", True)
     calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast,
-                            run_samples=run_samples)
+                            budget_s=BUDGET_S if timed else math.inf,
+                            run_samples=run_samples if timed else math.inf, population=samples)
     policy.calibrate(calibration)
     return calibration

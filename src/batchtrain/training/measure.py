@@ -1,14 +1,15 @@
 """The step's optional measurement hook: gradient-noise statistics, for a policy that wants them,
 on every `every`-th step of the run (the policy's stats_every), and on every step until the first
-measurement (Adam's first step has none: no second moments): a measured step costs more (in one
+measurement (preconditioned, Adam's first step has none: no second moments): a measured step
+costs more (in one
 process its batch is split in two micro-batches; under DDP its gradients are all-reduced after
 backward instead of in DDP's overlapped buckets), the others run as without a measurement.
 
 In one process each micro-batch's gradient norm is measured as backward accumulates (a logical
 batch is split in two or more micro-batches for this: stats/collector.py); under DDP the ranks'
-gradients serve as the small batches (distributed/ddp.py all_reduce_with_stats). Adam's and
-RMSprop's gradients are measured in the geometry they step in (stats/precondition.py), from their
-second step on; SGD's as they are.
+gradients serve as the small batches (distributed/ddp.py all_reduce_with_stats). Gradients are
+measured raw; with the policy's noise_geometry "preconditioned", Adam's and RMSprop's in the
+geometry they step in (stats/precondition.py), from their second step on.
 """
 from torch import Tensor
 

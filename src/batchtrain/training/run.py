@@ -59,7 +59,7 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
                    total_samples_seen=previous.total_samples_seen if previous else 0,
                    precision=precision.name, scaler=scaler)
     policy.observe(StepStats(0, 0, samples_per_epoch, 0))  # where training stands
-    if draw is not None:
+    if draw is not None and built.group is None:  # under DDP each rank would time its own clock
         run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
                                            lambda n: draw(n, run.seed), samples_per_epoch,
                                            precision.autocast, run.total_samples)
