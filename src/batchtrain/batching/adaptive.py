@@ -189,14 +189,11 @@ class Adaptive(Policy):
         if noise is not None:
             self.trace, self.grad_sq = noise["trace"], noise["grad_sq"]
         phi = noise["noise_scale"] if noise is not None else float(self.min_batch)
-        timed = [size for size in candidate_sizes(self.min_batch, self.upper)
-                 if self._physical(size) in self.throughput.calibrated]
         if self.rule != "goodput":  # no clock in these rules: a run starts alike every time
             self.current = self._target(phi, self.min_batch, self.upper)[0] if noise else self.current
-        elif timed:
-            cap = self.limit if self.limit is not None else self.max_batch
-            self.current, details = goodput_choice(
-                phi, self.initial, timed, lambda size: self.throughput.samples_per_s(size, cap))
+        elif timed := [size for size in candidate_sizes(self.min_batch, self.upper)
+                       if self._physical(size) in self.throughput.calibrated]:
+            self.current, _ = goodput_choice(phi, self.initial, timed, self._samples_per_s)
         self.calibration = {"cost_s": calibration.cost_s, "samples": calibration.samples,
                             "phi": phi, "chosen": self.current,
                             "samples_per_s": [[size, size / seconds] for size, seconds
@@ -257,17 +254,21 @@ class Adaptive(Policy):
 
     def _target(self, phi: float, lowest: int, highest: int) -> tuple[int, dict]:
         """The rule's size for noise scale phi within [lowest, highest], and what it weighed."""
-        if self.rule == "noise-scale":
-            return min(max(self._clamp(self.noise_multiplier * phi), lowest), highest), {}
-        if self.rule == "norm-test":
-            return min(max(self._clamp(phi / self.theta ** 2), lowest), highest), {}
+        if self.rule in ("noise-scale", "norm-test"):
+            size = self.noise_multiplier * phi if self.rule == "noise-scale" else phi / self.theta ** 2
+            return min(max(self._clamp(size), lowest), highest), {}
         if self.throughput.fit() is None and self.throughput.observed_sizes:
             return self._exploration_size(), {"exploring": True}
-        cap = self.limit if self.limit is not None else self.max_batch
-        candidates = [size for size in self._trusted_sizes(cap) if lowest <= size <= highest]
-        best, details = goodput_choice(phi, self.initial, [*candidates, self.current],
-                                       lambda size: self.throughput.samples_per_s(size, cap))
-        return best, details
+        candidates = [size for size in self._trusted_sizes(self._cap) if lowest <= size <= highest]
+        return goodput_choice(phi, self.initial, [*candidates, self.current], self._samples_per_s)
+
+    @property
+    def _cap(self) -> int | None:
+        """The largest physical batch: the memory ceiling, else max_batch."""
+        return self.limit if self.limit is not None else self.max_batch
+
+    def _samples_per_s(self, batch: int) -> float:
+        return self.throughput.samples_per_s(batch, self._cap)
 
     def _exploration_size(self) -> int:
         """A second size to time, so the throughput line can be fitted: double, or else halve."""
