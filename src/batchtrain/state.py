@@ -84,6 +84,9 @@ class RunState:
     precision: the run's precision (runtime/precision.py); scaler: its GradScaler, if any.
     calibration: what the policy's start-up calibration measured (training/calibrate.py), or None.
     stop_request: where the signal handlers record a SIGINT or SIGTERM (read it as `interrupt`).
+    callbacks: the fit's CallbackList, whose states checkpoints save (callbacks/base.py);
+    callback_states: the states a resumed run's checkpoint holds for them; stopped: whether a
+    callback had asked the resumed run to stop (an early stop) when its checkpoint was saved.
     """
 
     policy: Any
@@ -108,6 +111,9 @@ class RunState:
     scaler: Any = None  # float16's GradScaler ("16-mixed"): its scale is learned state
     calibration: Any = None  # not state: a resumed run keeps the policy's own record of it
     stop_request: StopRequest = field(default_factory=StopRequest)  # runtime/signals.py
+    callbacks: Any = None
+    callback_states: dict = field(default_factory=dict)
+    stopped: bool = False
 
     @property
     def interrupt(self) -> str | None:
@@ -157,9 +163,18 @@ class RunState:
                 "samples_seen": self.samples_seen, "total_samples_seen": self.total_samples_seen,
                 "samples_per_epoch": self.samples_per_epoch}
 
-    def state_dict(self) -> dict:
+    def attach_callbacks(self, callbacks) -> bool:
+        """Keep the fit's callbacks (checkpoints save their states) and, in a resumed run, load the
+        states its checkpoint holds into them (after on_fit_begin has reset them). Returns whether
+        the resumed run had been asked to stop, so it stops where the uninterrupted one did."""
+        self.callbacks = callbacks
+        callbacks.load_state_dict(self.callback_states)
+        return self.stopped
+
+    def state_dict(self, stop_training: bool = False) -> dict:
         """Everything of the run that influences what comes next (checkpointing/resume.py adds the
-        model, the optimizer and the random generators)."""
+        model, the optimizer and the random generators). stop_training: a callback has asked the
+        run to stop (trainer.stop_training), so a resumed run stops too."""
         return {
             "lr_control": self.lr_control.state_dict(),
             "policy": self.policy.state_dict(),
@@ -171,6 +186,8 @@ class RunState:
             "noise": self.noise.state_dict() if self.noise is not None else None,
             "precision": self.precision,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "callbacks": self.callbacks.state_dict() if self.callbacks is not None else {},
+            "stop_training": bool(stop_training),
         }
 
     def load_state_dict(self, state: dict, device) -> None:
@@ -196,3 +213,5 @@ class RunState:
             self.noise.load_state_dict(state["noise"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self.callback_states = dict(state.get("callbacks") or {})  # older checkpoints: none
+        self.stopped = bool(state.get("stop_training", False))

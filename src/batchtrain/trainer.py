@@ -95,8 +95,8 @@ class Trainer:
         self.threads = threads
         self.precision = precision
         self.compile = compile
-        # Learned state, set by the first fit() (or Trainer.load) and kept across fit() calls;
-        # a run's own state is state_ (state.py), made new by each fit().
+        # Learned state, set by the first fit() (or Trainer.load), kept across fits; a run's own
+        # state is state_ (state.py), made new by each fit().
         self.built_: Built | None = None  # device, process group, seed, task, model (properties)
         self.optimizer_: torch.optim.Optimizer | None = None
         self.memory_: MemoryEstimate | None = None
@@ -138,9 +138,10 @@ class Trainer:
             hooks.on_fit_begin(self, fit_info(run, self.memory_, len(batches),
                                               len(val) if val is not None else 0,
                                               int(epochs), resumed_from))
+            self.stop_training |= run.attach_callbacks(hooks)  # a resumed run's early stop
             with stop_on_signals() as run.stop_request:
                 for epoch in range(run.epoch, int(epochs)):
-                    if not self._fit_epoch(batches, val_batches, epoch, hooks):
+                    if self.stop_training or not self._fit_epoch(batches, val_batches, epoch, hooks):
                         break
             hooks.on_fit_end(self, run.history)
         return run.history
@@ -249,8 +250,7 @@ class Trainer:
     def evaluate(self, x: Any, y: Any = None, *, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
         """Loss and metrics of the model on x, y (arrays/tensors or a Dataset of (x, y))."""
         check_batch_size(batch_size)
-        source = as_source(x, y)
-        self._setup(source)
+        self._setup(source := as_source(x, y))
         return self.run_eval(self._eval_batches(source, batch_size))
 
     def predict(self, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:

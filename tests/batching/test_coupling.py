@@ -124,5 +124,31 @@ def test_state_dict_restores_the_rule_lrs_and_reference():
     control.apply(16, START)
     restored = LearningRate(_optimizer(lrs=(0.5, 0.5)), "none")
     restored.load_state_dict(control.state_dict())
-    assert restored.state_dict() == {"rule": "linear", "base_lrs": [0.1, 0.01], "reference_batch": 16}
+    assert restored.state_dict() == {"rule": "linear", "base_lrs": [0.1, 0.01], "reference_batch": 16,
+                                     "plateau": 1.0, "min_lr": 0.0, "last_lr": 0.1}
     assert restored.apply(32, START) == pytest.approx(0.2)
+
+
+def test_the_plateau_factor_multiplies_schedule_and_coupling_and_keeps_its_floor():
+    optimizer = _optimizer(torch.optim.SGD, lrs=(0.1, 0.01))
+    control = LearningRate(optimizer, "linear", as_lr_schedule("cosine"))
+    middle = SampleClock(150, 100, 300)  # half-way: cosine's factor 0.5
+    assert control.apply(32, START) == pytest.approx(0.1)  # the reference batch
+    assert control.reduce(0.1, min_lr=0.004)
+    # base x coupling (64/32 = 2) x schedule (0.5) x plateau (0.1), in every param group
+    assert control.apply(64, middle) == pytest.approx(0.1 * 2 * 0.5 * 0.1)
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(
+        [0.01, max(0.01 * 2 * 0.5 * 0.1, 0.004)])  # the second group at its floor, 0.004
+    assert control.reduce(0.1, min_lr=0.004)
+    assert control.apply(64, middle) == pytest.approx(0.004)  # 0.001 would be below the floor
+    assert not control.reduce(0.1, min_lr=0.004)  # at the floor: nothing changes
+    assert control.plateau == pytest.approx(0.01)
+    # where the schedule alone goes below the floor (cosine's end), the schedule is followed
+    assert control.apply(64, SampleClock(299, 100, 300)) < 0.004
+    restored = LearningRate(_optimizer(torch.optim.SGD), "linear", as_lr_schedule("cosine"))
+    restored.load_state_dict(control.state_dict())
+    assert restored.apply(64, middle) == control.apply(64, middle)
+    legacy = {key: value for key, value in control.state_dict().items()
+              if key in ("rule", "base_lrs", "reference_batch")}  # a checkpoint from before
+    restored.load_state_dict(legacy)
+    assert restored.plateau == 1.0 and restored.apply(32, START) == pytest.approx(0.1)

@@ -1,12 +1,16 @@
 """The contract of every callback: in fit a callback sees every hook, in order, and can stop
-training, and a reused callback starts afresh in the next fit; under DDP the shipped callbacks that
-write run on rank 0 only."""
+training, and a reused callback starts afresh in the next fit; its state (if any) is plain data a
+checkpoint loads without unpickling; under DDP the shipped callbacks that write run on rank 0
+only, and those that decide (a stop, the lr) on every rank."""
 import io
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+import torch
 
-from batchtrain import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar, Trainer
+from batchtrain import (Callback, Checkpoint, EarlyStopping, MetricsLogger, ModelCheckpoint,
+                        Plotter, ProgressBar, ReduceLROnPlateau, TensorBoard, Trainer)
 from batchtrain.callbacks.base import for_this_rank
 
 
@@ -45,7 +49,46 @@ def test_trainer_calls_every_hook_in_order_and_honours_stop_training():
 
 def test_every_shipped_callback_writes_from_rank_zero_only(tmp_path):
     shipped = [ProgressBar(stream=io.StringIO()), MetricsLogger(tmp_path), Plotter(tmp_path),
-               Checkpoint(tmp_path)]
+               Checkpoint(tmp_path), ModelCheckpoint(tmp_path), TensorBoard(tmp_path)]
     assert all(callback.main_process_only is True for callback in shipped)
     assert for_this_rank(shipped, SimpleNamespace(is_main=False)) == []
     assert for_this_rank(shipped, SimpleNamespace(is_main=True)) == shipped
+    # what decides for the run (a stop, the lr) must decide alike on every rank
+    deciding = [EarlyStopping(), ReduceLROnPlateau()]
+    assert for_this_rank(deciding, SimpleNamespace(is_main=False)) == deciding
+
+
+SHIPPED = {
+    "progress": lambda path: ProgressBar(stream=io.StringIO()),
+    "metrics-logger": lambda path: MetricsLogger(path),
+    "plotter": lambda path: Plotter(path),
+    "checkpoint": lambda path: Checkpoint(path / "ckpt"),
+    "early-stopping": lambda path: EarlyStopping(patience=1, restore_best_weights=True,
+                                                 verbose=False),
+    "plateau": lambda path: ReduceLROnPlateau(factor=0.5, patience=1, verbose=False),
+    "model-checkpoint": lambda path: ModelCheckpoint(path / "best"),
+    "tensorboard": lambda path: TensorBoard(path / "tb", every_steps=2),
+}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_callback_in_fits_reused_and_its_state_loads_without_pickle(tmp_path, name):
+    if name == "tensorboard":
+        pytest.importorskip("torch.utils.tensorboard")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    callback = SHIPPED[name](tmp_path)
+    for seed in (0, 1):  # a second fit reuses the callback: it must start afresh
+        trainer = Trainer("mlp", seed=seed, lr=0.2)
+        history = trainer.fit(x, y, batch_size=10, epochs=4, validation_split=0.2,
+                              callbacks=[callback])
+        state = callback.state_dict()
+        if state is not None:
+            torch.save(state, tmp_path / "state.pt")
+            loaded = torch.load(tmp_path / "state.pt", weights_only=True)  # no pickled objects
+            callback.load_state_dict(loaded)
+            assert callback.state_dict().keys() == state.keys()
+        if name in ("early-stopping", "plateau", "model-checkpoint"):
+            losses = [logs["val_loss"] for logs in history]
+            assert state["best"] == min(losses)  # this fit's best, not an earlier fit's

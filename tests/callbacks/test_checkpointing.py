@@ -22,8 +22,8 @@ def saves(monkeypatch):
     """What the callback saved: (directory, keep, epoch, position, total_samples_seen) each."""
     saved = []
 
-    def capture(model, optimizer, run, epoch, position):
-        assert model == "model" and optimizer == "optimizer"
+    def capture(model, optimizer, run, epoch, position, stop_training):
+        assert model == "model" and optimizer == "optimizer" and stop_training is False
         return {"epoch": epoch, "position": position, "total": run.total_samples_seen}
 
     def save(directory, state, keep):
@@ -38,7 +38,7 @@ def saves(monkeypatch):
 def fake_trainer(total_samples_seen=0):
     run = SimpleNamespace(samples_seen=0, total_samples_seen=total_samples_seen, position=0,
                           samples_per_epoch=EPOCH, interrupt=None)
-    return SimpleNamespace(state_=run, model_="model", optimizer_="optimizer")
+    return SimpleNamespace(state_=run, model_="model", optimizer_="optimizer", stop_training=False)
 
 
 def train(callback, trainer, epochs=2, batch=8, stop_after=None):
@@ -69,9 +69,11 @@ def test_every_n_samples_saves_at_the_step_that_crosses_each_multiple(tmp_path, 
     callback = Checkpoint(tmp_path, every="0.375e", keep=7)  # 15 samples of a 40-sample epoch
     train(callback, fake_trainer())
     # steps end at 8, 16, ..., 80: the multiples 15, 30, 45, 60, 75 are crossed at 16, 32, 48,
-    # 64 and 80; epoch 0 ends at 40 (saved as the start of epoch 1); at 80 the due save stands
+    # 64 and 80; epoch 0 ends at 40 (saved as the start of epoch 1); the due save at 80 is
+    # written again at the epoch's end (the same file), now with the epoch's record and the
+    # other callbacks' decisions on it
     assert [(epoch, position, total) for _, keep, epoch, position, total in saves] == [
-        (0, 16, 16), (0, 32, 32), (1, 0, 40), (1, 8, 48), (1, 24, 64), (1, 40, 80)]
+        (0, 16, 16), (0, 32, 32), (1, 0, 40), (1, 8, 48), (1, 24, 64), (1, 40, 80), (2, 0, 80)]
     assert {keep for _, keep, *_ in saves} == {7}
     assert callback.last_path_ == tmp_path / "checkpoint-80.pt"
 

@@ -31,3 +31,30 @@ def test_what_is_not_a_regular_file_is_refused_unread(tmp_path, make):
 def test_a_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_small_file(tmp_path / "nothing.yaml", 10)
+
+
+def test_replace_directory_swaps_whole_and_keeps_the_old_one_on_an_error(tmp_path):
+    from batchtrain.checkpointing.fileio import previous_directory, replace_directory
+
+    target = tmp_path / "run" / "best"
+
+    def write(version):
+        def fill(directory):
+            (directory / "a").write_text(version)
+            (directory / "b").write_text(version)
+        return fill
+
+    replace_directory(target, write("1"))
+    replace_directory(target, write("2"))
+    assert sorted(p.name for p in target.iterdir()) == ["a", "b"]
+    assert {(target / name).read_text() for name in "ab"} == {"2"}
+
+    def fail(directory):
+        (directory / "a").write_text("3")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        replace_directory(target, fail)
+    assert {(target / name).read_text() for name in "ab"} == {"2"}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["best"]  # no temporary left
+    assert not previous_directory(target).exists()

@@ -101,6 +101,24 @@ def test_cli_nproc_2_writes_one_run_equal_to_one_process(tmp_path):
     assert results[2]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
+def test_cli_nproc_2_stops_early_and_lowers_the_lr_at_the_epochs_one_process_does(tmp_path):
+    data = write_blobs(tmp_path / "blobs.npz", shift=1.0)
+    epochs = {}
+    for nproc in (1, 2):
+        run_dir = tmp_path / f"run{nproc}"
+        result, _ = fit_blobs(data, run_dir, nproc, "--epochs", "40", "--lr", "0.05",
+                              "--early-stopping", "val_loss:patience=2,restore_best",
+                              "--reduce-lr-on-plateau", "val_loss:factor=0.5,patience=1",
+                              "--save-best", "val_loss", env={"OMP_NUM_THREADS": "1"})
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        epochs[nproc] = [(r["epoch"], r["lr"]) for r in records if r["type"] == "epoch"]
+        assert result.stderr.count("EarlyStopping: early stopping") == 1  # rank 0 alone prints
+        assert (run_dir / "best" / "model.safetensors").exists()
+    assert epochs[2] == epochs[1] and len(epochs[1]) < 40
+    assert len({lr for _, lr in epochs[1]}) > 1  # a plateau lowered the lr, on both ranks alike
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_cli_nproc_2_on_two_gpus_uses_nccl_and_matches_one_gpu(tmp_path):

@@ -47,7 +47,11 @@ def lr_scale(rule: str, batch_size: int, reference_batch: int) -> float:
 
 
 class LearningRate:
-    """Sets the optimizer's learning rates before each step: base x coupling x schedule.
+    """Sets the optimizer's learning rates before each step: base x coupling x schedule x plateau.
+
+    The plateau factor (1 until ReduceLROnPlateau lowers it: reduce()) multiplies what the
+    coupling and the schedule give, and never pushes the lr below its min_lr; where the schedule
+    alone goes lower (a cosine to 0), the schedule is followed.
 
     scaling: "auto" (DEFAULT_LR_SCALING), "none", "linear", "sqrt" or "adascale" (the policy's
         lr_scale: a policy that measures the gradient noise).
@@ -70,6 +74,8 @@ class LearningRate:
         # after this class has rescaled group["lr"].
         self.base_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
         self.reference_batch: int | None = None
+        self.plateau, self.min_lr = 1.0, 0.0  # ReduceLROnPlateau's factor and floor
+        self.last_lr: float | None = None
 
     def apply(self, batch_size: int, clock: SampleClock) -> float:
         """Set every param group's lr for a step of `batch_size` samples; returns the first group's."""
@@ -78,15 +84,32 @@ class LearningRate:
         coupling = (self.policy.lr_scale(self.reference_batch) if self.rule == "adascale"
                     else lr_scale(self.rule, batch_size, self.reference_batch))
         factor = coupling * self.schedule.factor(clock)
-        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base_lr * factor
-        return self.base_lrs[0] * factor
+        lrs = [self._plateaued(base_lr * factor) for base_lr in self.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.last_lr = lrs[0]
+        return lrs[0]
+
+    def _plateaued(self, lr: float) -> float:
+        return lr if self.plateau == 1.0 else max(lr * self.plateau, min(lr, self.min_lr))
+
+    def reduce(self, factor: float, min_lr: float = 0.0) -> bool:
+        """Multiply the plateau factor by `factor` (< 1) from the next step on, keeping the lr at
+        or above min_lr; False (nothing changed) when the last step's lr was at min_lr already."""
+        if self.last_lr is not None and self.last_lr <= min_lr:
+            return False
+        self.plateau, self.min_lr = self.plateau * factor, min_lr
+        return True
 
     def state_dict(self) -> dict:
         return {"rule": self.rule, "base_lrs": list(self.base_lrs),
-                "reference_batch": self.reference_batch}
+                "reference_batch": self.reference_batch, "plateau": self.plateau,
+                "min_lr": self.min_lr, "last_lr": self.last_lr}
 
     def load_state_dict(self, state: dict) -> None:
         self.rule = state["rule"]
         self.base_lrs = list(state["base_lrs"])
         self.reference_batch = state["reference_batch"]
+        # checkpoints from before ReduceLROnPlateau have no plateau factor
+        self.plateau, self.min_lr = state.get("plateau", 1.0), state.get("min_lr", 0.0)
+        self.last_lr = state.get("last_lr")

@@ -1,7 +1,11 @@
-"""The callback protocol: five hooks, each a no-op unless overridden.
+"""The callback protocol: five hooks, each a no-op unless overridden, and the state a callback
+keeps across a resumed run.
 
 Every hook receives the Trainer running the fit (not imported here: the trainer imports the
-callbacks); the run's counters and records are trainer.state_ (state.py RunState).
+callbacks); the run's counters and records are trainer.state_ (state.py RunState). A callback
+whose decisions depend on the epochs it has seen (EarlyStopping's patience, the best value so far)
+returns that state from state_dict(); checkpoints save it, and a resumed fit loads it back after
+on_fit_begin, so the resumed run decides as the uninterrupted one would have.
 """
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,16 +59,29 @@ class Callback:
     def on_fit_end(self, trainer, history) -> None:
         """After the last epoch (also after an early stop)."""
 
+    def state_dict(self) -> dict | None:
+        """What a resumed run needs to decide as this one would (tensors, numbers, strings, lists
+        and dicts only: checkpoints load without unpickling); None for a stateless callback."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned; called after on_fit_begin of a resumed fit."""
+
 
 class CallbackList(Callback):
-    """Calls each callback's hook in order."""
+    """Calls each callback's hook in order; callbacks that save the run's state (Checkpoint:
+    saves_run_state) come last, so what they save includes the other callbacks' decisions of
+    the same step or epoch (Lightning moves its ModelCheckpoint callbacks last for this reason).
+    """
 
     def __init__(self, callbacks: Iterable[Callback]):
-        self.callbacks = list(callbacks)
-        for callback in self.callbacks:
+        callbacks = list(callbacks)
+        for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise ConfigError(f"callbacks must be batchtrain Callback instances, got "
                                 f"{type(callback).__name__}")
+        saving = [callback for callback in callbacks if getattr(callback, "saves_run_state", False)]
+        self.callbacks = [callback for callback in callbacks if callback not in saving] + saving
 
     def on_fit_begin(self, trainer, info):
         for callback in self.callbacks:
@@ -86,9 +103,35 @@ class CallbackList(Callback):
         for callback in self.callbacks:
             callback.on_fit_end(trainer, history)
 
+    def state_dict(self) -> dict:
+        """{key: state} of every callback with state; the key is the class name, with "-2", "-3"
+        for later callbacks of the same class (the same on every rank of a DDP run)."""
+        states = {key: callback.state_dict() for key, callback in self._keyed()}
+        return {key: state for key, state in states.items() if state is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, callback in self._keyed():
+            if key in state:
+                callback.load_state_dict(state[key])
+
+    def _keyed(self) -> list[tuple[str, Callback]]:
+        seen: dict[str, int] = {}
+        keyed = []
+        for callback in self.callbacks:
+            name = type(callback).__name__
+            seen[name] = seen.get(name, 0) + 1
+            keyed.append((name if seen[name] == 1 else f"{name}-{seen[name]}", callback))
+        return keyed
+
 
 def for_this_rank(callbacks: Iterable[Callback], group) -> list[Callback]:
     """The callbacks that run in this process: under DDP one with main_process_only (logs,
     plots, checkpoints) runs on rank 0 only. group: the process group, None in one process."""
     return [callback for callback in callbacks if group is None or group.is_main
             or not getattr(callback, "main_process_only", False)]
+
+
+def is_main_process(trainer) -> bool:
+    """Whether this process prints and writes for the run: rank 0 under DDP, else always."""
+    group = getattr(trainer, "dist_", None)
+    return group is None or group.is_main

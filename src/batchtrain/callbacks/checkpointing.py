@@ -8,7 +8,8 @@ from batchtrain.durations import Duration, to_samples
 
 
 class Checkpoint(Callback):
-    """Saves resumable checkpoints into `directory` (see checkpointing/files.py for the format).
+    """Saves resumable checkpoints into `directory` (see checkpointing/files.py for the format),
+    with the states of the fit's other callbacks (it runs after them).
 
     every: also save mid-epoch every this many samples ("0.25e" = four times an epoch; None:
         epoch ends only). at_epoch_end: save after every epoch (default True). keep: the number
@@ -17,6 +18,7 @@ class Checkpoint(Callback):
     """
 
     main_process_only = True  # under DDP only rank 0 writes
+    saves_run_state = True  # runs after the other callbacks (CallbackList), saving their decisions
 
     def __init__(self, directory: str | Path, every: Duration | None = None, keep: int = 3,
                  at_epoch_end: bool = True):
@@ -43,6 +45,9 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         run = trainer.state_
+        # saved again where the epoch's last step was saved: now with the epoch's record and the
+        # other callbacks' decisions on it (an early stop, a new best)
+        self.saved_at_ = -1
         if run.position < run.samples_per_epoch:  # stopped mid-epoch by a callback
             self.save(trainer, epoch, run.position)
         elif self.at_epoch_end:
@@ -52,7 +57,8 @@ class Checkpoint(Callback):
         run = trainer.state_
         if run.total_samples_seen == self.saved_at_:  # e.g. an interrupt right after a due save
             return self.last_path_
-        state = capture_state(trainer.model_, trainer.optimizer_, run, epoch, position)
+        state = capture_state(trainer.model_, trainer.optimizer_, run, epoch, position,
+                              trainer.stop_training)
         self.last_path_ = save_checkpoint(self.directory, state, self.keep)
         self.saved_at_ = run.total_samples_seen
         return self.last_path_

@@ -2,6 +2,7 @@
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,37 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def replace_directory(path: Path, write: Callable[[Path], None]) -> None:
+    """Fill a new directory through write(temporary_directory) and put it in place of `path`:
+    a crash leaves the old directory or the new one whole, never a mix of their files.
+
+    Two renames (no portable call swaps two directories): the old directory moves aside to
+    previous_directory(path) and the new one into place; a crash between them leaves the old one
+    there, which readers take when `path` is missing. On an error in write, `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(temporary)
+        fsync_directory(temporary)
+        previous = previous_directory(path)
+        if path.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            os.rename(path, previous)
+        os.rename(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    fsync_directory(path.parent)
+    shutil.rmtree(previous_directory(path), ignore_errors=True)
+
+
+def previous_directory(path: Path) -> Path:
+    """Where replace_directory keeps the old directory while it swaps in the new one."""
+    return path.parent / f".{path.name}.previous"
 
 
 def fsync_directory(directory: Path) -> None:

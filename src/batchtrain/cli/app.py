@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchtrain import __version__
-from batchtrain.cli.config import (FIELDS, column_names, convert, read_config_file, resolve_config,
-                              resume_config)
+from batchtrain.cli.config import (FIELDS, column_names, convert, path_or_on, read_config_file,
+                              resolve_config, resume_config)
 from batchtrain.data.builtin import DATASETS, download
 from batchtrain.distributed.ddp import exit_process, leave_process_group
 from batchtrain.errors import ConfigError, TrainingInterrupted
@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             choices = spec.metadata["choices"]
             several = spec.metadata["kind"] in (list, column_names)  # --features a b or a,b
+            optional = spec.metadata["kind"] is path_or_on  # --tensorboard [DIR]
             fit.add_argument(flag, default=argparse.SUPPRESS, metavar=_metavar(name, choices),
-                             nargs="+" if several else None, help=help_text)
+                             nargs="+" if several else "?" if optional else None,
+                             const=True if optional else None, help=help_text)
     fit.set_defaults(handler=_fit)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's model on test data")
@@ -118,6 +120,9 @@ def _add_batch_and_device(parser: argparse.ArgumentParser) -> None:
                         help=f"samples per inference batch (default {EVAL_BATCH_SIZE}; no "
                              "gradients are kept, so it can exceed fit's batch size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--best", action="store_true",
+                        help="use the best epoch's model (RUN/best/, kept by fit --save-best) "
+                             "instead of the final one")
     parser.add_argument("--model", help="the model to rebuild, when model.json names an import path "
                         "package.module:factory: naming it here trusts it (default: model.json's "
                         "built-in model)")
@@ -188,13 +193,14 @@ def _without_launcher_flags(argv: list[str]) -> list[str]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     run_evaluate(args.run_dir, args.data, args.data_dir, args.batch_size, args.device,
-                 model=args.model, trust_model_code=args.trust_model_code)
+                 model=args.model, trust_model_code=args.trust_model_code, best=args.best)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     predictions = run_predict(args.run_dir, args.input, args.output, args.batch_size, args.device,
-                              model=args.model, trust_model_code=args.trust_model_code)
+                              model=args.model, trust_model_code=args.trust_model_code,
+                              best=args.best)
     print(f"wrote {len(predictions)} predictions of shape {predictions.shape[1:]} to {args.output}")
     return 0
 

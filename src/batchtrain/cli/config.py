@@ -11,6 +11,9 @@ import yaml
 from batchtrain.batching.base import BatchSizePolicy
 from batchtrain.batching.budget import parse_budget
 from batchtrain.batching.spec import parse_batch_size
+from batchtrain.callbacks.best_model import BEST_DIR
+from batchtrain.callbacks.spec import monitor_callbacks
+from batchtrain.callbacks.tensorboard import summary_writer_class
 from batchtrain.cli.configfiles import parse_options, quoted, read_options_text
 from batchtrain.runtime.device import resolve_device
 from batchtrain.errors import ConfigError, is_count
@@ -26,7 +29,7 @@ MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 # the position in the data's order, so an option that sets any of those would be ignored.
 RESUMABLE = ("epochs", "test_data", "data_dir", "download", "cache", "prefetch", "read_workers",
              "device", "threads", "checkpoint_every", "keep_checkpoints", "on_nonfinite",
-             "log_every_steps", "progress")
+             "log_every_steps", "progress", "tensorboard")
 
 
 def int_or_text(value: Any) -> int | str:
@@ -46,6 +49,18 @@ def column_names(value: Any) -> list[str]:
     if not names:
         raise ValueError(value)
     return names
+
+
+def path_or_on(value: Any) -> str | bool | None:
+    """A directory, True ("true", or the flag alone: the run's own tensorboard/) or None ("false")."""
+    if isinstance(value, bool):
+        return value or None
+    if not isinstance(value, str):
+        raise TypeError(value)
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    return None if lowered in ("false", "no", "off") else value
 
 
 def int_or_auto(value: Any) -> int | str:
@@ -133,6 +148,21 @@ class FitConfig:
                                choices=("stop", "skip", "raise"))
     log_every_steps: int = option(0, "also log running metrics every N steps (0: per epoch only)", int)
     progress: str = option("auto", "progress display", choices=("auto", "bar", "lines", "none"))
+    early_stopping: str | None = option(None, "stop once a monitored quantity stops improving: "
+                                        "MONITOR[:patience=N,min_delta=X,mode=min|max,baseline=X,"
+                                        "start_from_epoch=N,restore_best], e.g. "
+                                        "val_loss:patience=3,restore_best")
+    reduce_lr_on_plateau: str | None = option(None, "multiply the lr by factor after patience "
+                                              "epochs without improvement: MONITOR[:factor=X,"
+                                              "patience=N,min_delta=X,cooldown=N,min_lr=X,mode=..."
+                                              "], e.g. val_loss:factor=0.5,patience=2")
+    save_best: str | None = option(None, "keep the best epoch's model in RUN/best/ (batchtrain "
+                                   "evaluate RUN --best): MONITOR[:mode=min|max,min_delta=X], "
+                                   "e.g. val_accuracy")
+    tensorboard: str | bool | None = option(None, "write TensorBoard scalars to DIR (the flag "
+                                            "alone: RUN/tensorboard) every --log-every-steps "
+                                            "steps (default 20); needs the tensorboard package",
+                                            path_or_on)
 
     @cached_property
     def batch_size_policy(self) -> BatchSizePolicy | str:
@@ -151,6 +181,8 @@ class FitConfig:
         is loaded."""
         self.check_values()
         check_threads(self.threads)  # at most a few per core of this machine
+        if self.tensorboard:
+            summary_writer_class()  # installed here? (an optional package)
         resolve_device(self.device)  # fail now, not after the data has loaded
         return self
 
@@ -182,7 +214,13 @@ class FitConfig:
                f"seed must be in [0, 2**63), got {quoted(self.seed)}")
         _check(self.threads in (None, "auto") or is_count(self.threads),
                f"threads must be 'auto' or an integer >= 1, got {quoted(self.threads)}")
+        self.monitor_callbacks(Path("run"))  # the specs parse, their monitors can be computed
         return self
+
+    def monitor_callbacks(self, run_dir: Path) -> list:
+        """What --early-stopping, --reduce-lr-on-plateau and --save-best ask for (callbacks/spec.py)."""
+        return monitor_callbacks(self.early_stopping, self.reduce_lr_on_plateau, self.save_best,
+                                 run_dir / BEST_DIR, self.validation_split > 0)
 
     def _check_momentum(self) -> None:
         if self.momentum is not None:
@@ -254,7 +292,8 @@ def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", float: "a number",
             list: "a list of integers (e.g. 128,64)", column_names: "column names (e.g. a,b,c)",
             int_or_text: "an integer or a batch-size spec (max, 128,256@2e ...)",
-            int_or_auto: "an integer >= 1 or auto"}.get(kind, "a string")
+            int_or_auto: "an integer >= 1 or auto",
+            path_or_on: "a directory, or true"}.get(kind, "a string")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

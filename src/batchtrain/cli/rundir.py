@@ -2,7 +2,9 @@
 
 A run directory holds: config.yaml (the resolved options, seed included), metrics.jsonl,
 history.csv, model.safetensors + model.json, test.json (test metrics, when there is a test set),
-checkpoints/ and one PNG per metric (loss.png, accuracy.png ...).
+checkpoints/, one PNG per metric (loss.png, accuracy.png ...), and with --save-best the best
+epoch's model in best/ (model.safetensors, model.json, best.json), with --tensorboard the event
+files in tensorboard/.
 
 What makes it a run to protect is what training produced: a checkpoint, the model or test
 results. The records of an attempt that produced none of them (config.yaml, metrics.jsonl,
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from batchtrain.callbacks import Callback
+from batchtrain.callbacks.best_model import BEST_DIR, RECORD_FILE
 from batchtrain.checkpointing.files import PREFIX, complete_checkpoints, list_checkpoints
 from batchtrain.cli.config import FitConfig, read_run_record, to_yaml
 from batchtrain.distributed.elastic import CLAIM_FILE, claim_run_dir
@@ -26,8 +29,9 @@ from batchtrain.checkpointing.saved_model import DESCRIPTION_FILE, WEIGHTS_FILE
 CONFIG_FILE = "config.yaml"
 TEST_FILE = "test.json"
 CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # --tensorboard without a directory
 RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", WEIGHTS_FILE, DESCRIPTION_FILE, TEST_FILE,
-             CLAIM_FILE, CHECKPOINT_DIR)
+             CLAIM_FILE, CHECKPOINT_DIR, BEST_DIR)
 RECORD_FILES = (CONFIG_FILE, "metrics.jsonl", "history.csv", CLAIM_FILE)  # an attempt's records
 
 
@@ -63,10 +67,14 @@ def create_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Create the run directory; with overwrite, remove a previous run's files (and only those)."""
     try:
         if overwrite:
-            for path in ([run_dir / name for name in RUN_FILES if name != CHECKPOINT_DIR]
+            for path in ([run_dir / name for name in RUN_FILES if name not in (CHECKPOINT_DIR, BEST_DIR)]
                          + list(run_dir.glob("*.png"))
-                         + list((run_dir / CHECKPOINT_DIR).glob(f"{PREFIX}*"))):
+                         + list((run_dir / CHECKPOINT_DIR).glob(f"{PREFIX}*"))
+                         + [run_dir / BEST_DIR / name for name in (WEIGHTS_FILE, DESCRIPTION_FILE, RECORD_FILE)]
+                         + list((run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))):
                 path.unlink(missing_ok=True)
+            if (run_dir / BEST_DIR).is_dir() and not any((run_dir / BEST_DIR).iterdir()):
+                (run_dir / BEST_DIR).rmdir()
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create run directory {str(run_dir)[:300]}: {error.strerror}; "

@@ -10,7 +10,8 @@ from typing import TextIO
 import numpy as np
 import torch
 from batchtrain.batching.budget import resolve_budget
-from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar
+from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, ProgressBar, TensorBoard
+from batchtrain.callbacks.best_model import best_model_dir
 from batchtrain.checkpointing.files import complete_checkpoints
 from batchtrain.checkpointing.saved_model import WEIGHTS_FILE
 from batchtrain.checkpointing.fileio import write_error, write_output
@@ -25,10 +26,13 @@ from batchtrain.distributed.ddp import Distributed, from_environment, process_de
 from batchtrain.distributed.elastic import is_own_restart
 from batchtrain.errors import ConfigError
 from batchtrain.errors import TrainingInterrupted
-from batchtrain.cli.rundir import (CHECKPOINT_DIR, CONFIG_FILE, RUN_FILES, TEST_FILE,  # noqa: F401
+from batchtrain.cli.rundir import (BEST_DIR, CHECKPOINT_DIR, CONFIG_FILE, RUN_FILES, TEST_FILE,  # noqa: F401
+                               TENSORBOARD_DIR,
                                RunRecord, check_run_dir, create_run_dir, read_run_config,
                                run_dir_path, stopped_note)
 from batchtrain.trainer import Trainer
+
+TENSORBOARD_EVERY_STEPS = 20  # --tensorboard's interval unless --log-every-steps sets one
 
 
 def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) -> dict:
@@ -66,7 +70,7 @@ def run_fit(config: FitConfig, out: TextIO | None = None, resume: bool = False) 
     try:
         trainer.fit(splits.x_train, splits.y_train, batch_size=policy,
                     epochs=config.epochs, validation_split=config.validation_split,
-                    shuffle=config.shuffle, callbacks=[record, *fit_callbacks(config, run_dir)],
+                    shuffle=config.shuffle, callbacks=fit_callbacks(config, run_dir, record),
                     resume=run_dir / CHECKPOINT_DIR if resume else None)
     except TrainingInterrupted as interrupted:
         if main:
@@ -153,11 +157,18 @@ def make_trainer(config: FitConfig) -> Trainer:
                    threads=config.threads, precision=config.precision, compile=config.compile)
 
 
-def fit_callbacks(config: FitConfig, run_dir: Path) -> list[Callback]:
-    callbacks: list[Callback] = [MetricsLogger(run_dir, config.log_every_steps or None),
+def fit_callbacks(config: FitConfig, run_dir: Path, record: Callback) -> list[Callback]:
+    """The progress display, the callbacks that decide (early stopping, the lr on a plateau, the
+    best model: before the record, so that a monitor the run lacks is refused before the run
+    directory is written), the run's record, its logs, plots, checkpoints and TensorBoard."""
+    callbacks: list[Callback] = [*config.monitor_callbacks(run_dir), record,
+                                 MetricsLogger(run_dir, config.log_every_steps or None),
                                  Plotter(run_dir),
                                  Checkpoint(run_dir / CHECKPOINT_DIR, config.checkpoint_every,
                                             config.keep_checkpoints)]
+    if config.tensorboard:
+        log_dir = run_dir / TENSORBOARD_DIR if config.tensorboard is True else Path(config.tensorboard)
+        callbacks.append(TensorBoard(log_dir, config.log_every_steps or TENSORBOARD_EVERY_STEPS))
     if config.progress != "none":
         terminal = {"auto": None, "bar": True, "lines": False}[config.progress]
         callbacks.insert(0, ProgressBar(terminal=terminal))
@@ -177,11 +188,13 @@ def save_model_files(trainer: Trainer, run_dir: Path) -> None:
 
 def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_size: int,
                  device: str, out: TextIO | None = None, model: str | None = None,
-                 trust_model_code: bool = False) -> dict:
+                 trust_model_code: bool = False, best: bool = False) -> dict:
     """Evaluate a run's model on the test split of `data` (default: the data it was trained on).
-    model, trust_model_code: as Trainer.load's (an import path in model.json is code)."""
+    model, trust_model_code: as Trainer.load's (an import path in model.json is code); best: the
+    best epoch's model (RUN/best, --save-best) instead of the final one."""
     config = read_run_config(run_dir)
-    trainer = Trainer.load(run_dir, model, device=device, trust_model_code=trust_model_code)
+    trainer = Trainer.load(best_model_dir(run_dir) if best else run_dir, model, device=device,
+                           trust_model_code=trust_model_code)
     data = data or config.test_data or config.data
     if is_streamable(data):
         x, y = open_stream(config, data), None
@@ -194,11 +207,14 @@ def run_evaluate(run_dir: Path, data: str | None, data_dir: str | None, batch_si
 
 
 def run_predict(run_dir: Path, input_path: Path, output_path: Path, batch_size: int,
-                device: str, model: str | None = None, trust_model_code: bool = False) -> np.ndarray:
+                device: str, model: str | None = None, trust_model_code: bool = False,
+                best: bool = False) -> np.ndarray:
     """Predict on the samples in a .npy file (or Parquet/CSV with the run's feature columns) and
-    write the predictions to a .npy file. model, trust_model_code: as Trainer.load's."""
+    write the predictions to a .npy file. model, trust_model_code: as Trainer.load's; best: the
+    best epoch's model (RUN/best)."""
     check_output_file(output_path, input_path, run_dir)
-    trainer = Trainer.load(run_dir, model, device=device, trust_model_code=trust_model_code)
+    trainer = Trainer.load(best_model_dir(run_dir) if best else run_dir, model, device=device,
+                           trust_model_code=trust_model_code)
     if input_path.suffix in (".parquet", ".pq", ".csv") or input_path.is_dir():
         config = read_run_config(run_dir)
         source = open_stream(config, str(input_path), require_target=False)
@@ -224,8 +240,8 @@ def check_output_file(path: Path, input_path: Path, run_dir: Path) -> None:
                           f"{path / 'predictions.npy'}")
     if overwrites_input:
         raise ConfigError(f"--output {path} is the --input file; write the predictions to another file")
-    if (target.parent == run_files and target.name in RUN_FILES) or target.is_relative_to(
-            run_files / CHECKPOINT_DIR):
+    if (target.parent == run_files and target.name in RUN_FILES) or any(
+            target.is_relative_to(run_files / name) for name in (CHECKPOINT_DIR, BEST_DIR)):
         raise ConfigError(f"--output {path} would overwrite the run's {target.name}; write the "
                           "predictions to another file")
 
