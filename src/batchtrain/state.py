@@ -85,8 +85,7 @@ class RunState:
     calibration: what the policy's start-up calibration measured (training/calibrate.py), or None.
     stop_request: where the signal handlers record a SIGINT or SIGTERM (read it as `interrupt`).
     callbacks: the fit's CallbackList, whose states checkpoints save (callbacks/base.py);
-    callback_states: the states a resumed run's checkpoint holds for them; stopped: whether a
-    callback had asked the resumed run to stop (an early stop) when its checkpoint was saved.
+    callback_states: the states a resumed run's checkpoint holds for them.
     """
 
     policy: Any
@@ -113,7 +112,6 @@ class RunState:
     stop_request: StopRequest = field(default_factory=StopRequest)  # runtime/signals.py
     callbacks: Any = None
     callback_states: dict = field(default_factory=dict)
-    stopped: bool = False
 
     @property
     def interrupt(self) -> str | None:
@@ -166,15 +164,14 @@ class RunState:
     def attach_callbacks(self, callbacks) -> bool:
         """Keep the fit's callbacks (checkpoints save their states) and, in a resumed run, load the
         states its checkpoint holds into them (after on_fit_begin has reset them). Returns whether
-        the resumed run had been asked to stop, so it stops where the uninterrupted one did."""
+        one of them had stopped the run (an early stop), so it stops where the uninterrupted one
+        did."""
         self.callbacks = callbacks
-        callbacks.load_state_dict(self.callback_states)
-        return self.stopped
+        return callbacks.load_state_dict(self.callback_states)
 
-    def state_dict(self, stop_training: bool = False) -> dict:
+    def state_dict(self) -> dict:
         """Everything of the run that influences what comes next (checkpointing/resume.py adds the
-        model, the optimizer and the random generators). stop_training: a callback has asked the
-        run to stop (trainer.stop_training), so a resumed run stops too."""
+        model, the optimizer and the random generators)."""
         return {
             "lr_control": self.lr_control.state_dict(),
             "policy": self.policy.state_dict(),
@@ -187,7 +184,6 @@ class RunState:
             "precision": self.precision,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "callbacks": self.callbacks.state_dict() if self.callbacks is not None else {},
-            "stop_training": bool(stop_training),
         }
 
     def load_state_dict(self, state: dict, device) -> None:
@@ -214,4 +210,3 @@ class RunState:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.callback_states = dict(state.get("callbacks") or {})  # older checkpoints: none
-        self.stopped = bool(state.get("stop_training", False))

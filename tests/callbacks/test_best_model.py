@@ -36,7 +36,34 @@ def test_only_improving_epochs_are_written(tmp_path):
     record = json.loads((tmp_path / "best" / "best.json").read_text())
     assert record == {"monitor": "val_accuracy", "value": 0.8, "epoch": 5, "step": 5,
                       "samples_seen": 0}
-    assert callback.state_dict() == {"best": 0.8, "best_epoch": 4}
+    assert callback.state_dict() == {"monitor": "val_accuracy", "best": 0.8, "best_epoch": 4}
+
+
+def test_the_best_so_far_carries_into_the_next_fit_as_in_keras(tmp_path):
+    callback = ModelCheckpoint(tmp_path / "best", monitor="loss")
+    trainer = Saving(metric_names_=(), step_=0, samples_seen_=0, epoch=0)
+    callback.on_fit_begin(trainer, INFO)
+    callback.on_epoch_end(trainer, 0, {"loss": 0.5})
+    trainer.epoch = 1
+    callback.on_fit_begin(trainer, INFO)  # a second fit: a worse epoch must not replace the best
+    callback.on_epoch_end(trainer, 0, {"loss": 0.7})
+    assert json.loads((tmp_path / "best" / "model.json").read_text()) == {"epoch": 0}
+    callback.on_epoch_end(trainer, 1, {"loss": 0.4})
+    assert json.loads((tmp_path / "best" / "model.json").read_text()) == {"epoch": 1}
+
+
+def test_a_resumed_run_never_replaces_a_better_model_on_disk(tmp_path):
+    first = ModelCheckpoint(tmp_path / "best", monitor="loss")
+    trainer = Saving(metric_names_=(), step_=0, samples_seen_=0, epoch=0)
+    first.on_fit_begin(trainer, INFO)
+    first.on_epoch_end(trainer, 0, {"loss": 0.5})
+    # a new process resumes from a checkpoint saved before that epoch (its state: no best yet);
+    # its replay of the epoch comes out a little worse (not bitwise on a GPU): best.json wins
+    resumed = ModelCheckpoint(tmp_path / "best", monitor="loss")
+    trainer.epoch = 9
+    resumed.on_fit_begin(trainer, FitInfo(**{**vars(INFO), "resumed_from": "ckpt"}))
+    resumed.on_epoch_end(trainer, 0, {"loss": 0.5000001})
+    assert json.loads((tmp_path / "best" / "model.json").read_text()) == {"epoch": 0}
 
 
 def test_initial_value_threshold_and_a_resumed_best(tmp_path):

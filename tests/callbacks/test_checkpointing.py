@@ -22,8 +22,8 @@ def saves(monkeypatch):
     """What the callback saved: (directory, keep, epoch, position, total_samples_seen) each."""
     saved = []
 
-    def capture(model, optimizer, run, epoch, position, stop_training):
-        assert model == "model" and optimizer == "optimizer" and stop_training is False
+    def capture(model, optimizer, run, epoch, position):
+        assert model == "model" and optimizer == "optimizer"
         return {"epoch": epoch, "position": position, "total": run.total_samples_seen}
 
     def save(directory, state, keep):

@@ -116,7 +116,7 @@ def test_reuse_starts_afresh_and_state_round_trips():
     (dict(monitor="val_mae"), "does not compute"),
     (dict(monitor="loss", patience=-1), "patience must be an integer >= 0"),
     (dict(monitor="loss", mode="up"), "mode must be one of auto, min, max"),
-    (dict(monitor="loss", min_delta=float("nan")), "min_delta must be a number"),
+    (dict(monitor="loss", min_delta=float("nan")), "min_delta must be a finite number"),
 ])
 def test_bad_arguments_are_refused_before_training(arguments, message):
     info = FitInfo(epochs=2, steps_per_epoch=1, num_samples=10, batch_size=10,
@@ -145,3 +145,20 @@ def test_in_a_fit_it_stops_and_restores_the_best_epoch():
     assert stopper.best_epoch_ == best and best < len(history) - 1
     for restored, expected in zip(trainer.model_.parameters(), kept[best]):
         assert torch.equal(restored, expected)
+
+
+def test_a_stop_with_nothing_ever_improved_is_said_plainly(capsys):
+    # epoch 0's NaN is no improvement (Keras would make it the best and then never improve)
+    stopper = EarlyStopping("loss", patience=1)
+    trained, _ = run(stopper, [float("nan"), float("nan"), float("nan")])
+    assert trained == 2 and stopper.best_ is None
+    assert "loss has not improved for 2 epochs" in capsys.readouterr().err
+
+
+def test_keras_positional_arguments_keep_their_meaning():
+    # Keras: EarlyStopping(monitor, min_delta, patience, verbose, mode, baseline,
+    # restore_best_weights, start_from_epoch)
+    stopper = EarlyStopping("val_loss", 0.1, 3, 1, "min", 0.5, True, 2)
+    assert (stopper.min_delta, stopper.patience, stopper.verbose, stopper.mode, stopper.baseline,
+            stopper.restore_best_weights, stopper.start_from_epoch) == (0.1, 3, 1, "min", 0.5,
+                                                                        True, 2)

@@ -68,7 +68,8 @@ def test_reuse_starts_afresh_and_state_round_trips():
     plateau = ReduceLROnPlateau(factor=0.5, patience=1, cooldown=1, verbose=False)
     lrs(plateau, [1.0, 1.0, 1.0])
     saved = plateau.state_dict()
-    assert saved == {"best": 1.0, "wait": 0, "cooldown_counter": 1, "reductions": 2}
+    assert saved == {"monitor": "val_loss", "best": 1.0, "wait": 0, "cooldown_counter": 1,
+                     "reductions": 2}
     assert lrs(plateau, [2.0, 1.0]) == [1.0, 1.0]  # best 1.0 from before would have reduced
     fresh = ReduceLROnPlateau(factor=0.5, patience=1, verbose=False)
     fresh.on_fit_begin(fake_trainer(), INFO)
@@ -104,3 +105,27 @@ def test_in_a_fit_the_factor_multiplies_the_schedule_and_the_coupling():
         factor = 0.5 ** max(epoch - 1, 0)  # reduced after epochs 2 and 3 (0-based 1, 2)
         assert record["lr"] == pytest.approx(0.01 * coupling * schedule * factor), record
     assert plateau.reductions_ == 3 and trainer.state_.lr_control.plateau == 0.125
+
+
+def test_a_reduction_before_any_improvement_is_said_plainly(capsys):
+    plateau = ReduceLROnPlateau(factor=0.5, patience=0)
+    assert lrs(plateau, [float("nan"), float("nan")]) == [0.5, 0.25]
+    assert "val_loss has not improved for 0 epochs" not in capsys.readouterr().err
+
+
+def test_keras_positional_arguments_keep_their_meaning():
+    # Keras: ReduceLROnPlateau(monitor, factor, patience, verbose, mode, min_delta, cooldown, min_lr)
+    plateau = ReduceLROnPlateau("val_loss", 0.2, 4, 1, "min", 0.01, 2, 1e-6)
+    assert (plateau.factor, plateau.patience, plateau.verbose, plateau.mode, plateau.min_delta,
+            plateau.cooldown, plateau.min_lr) == (0.2, 4, 1, "min", 0.01, 2, 1e-6)
+
+
+def test_the_plateau_factor_carries_into_the_next_fit_of_the_same_trainer():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    trainer = Trainer("mlp", seed=0, lr=0.01)
+    plateau = ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=10.0, verbose=False)
+    trainer.fit(x, y, batch_size=50, epochs=3, callbacks=[plateau])
+    history = trainer.fit(x, y, batch_size=50, epochs=1)  # as Keras keeps the lowered lr
+    assert history[0]["lr"] == pytest.approx(0.01 * 0.25)

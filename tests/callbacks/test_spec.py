@@ -53,10 +53,13 @@ def test_plateau_and_save_best_specs(tmp_path):
     (reduce_lr_on_plateau, "val_loss:factor=0", r"factor must be in \(0, 1\)"),
     (reduce_lr_on_plateau, "val_loss:mode=up", "mode must be one of auto, min, max"),
     (lambda text: save_best(text, Path("run")), "val_loss:patience=1", "unknown option 'patience'"),
+    (reduce_lr_on_plateau, "val_loss:min_lr=-1", "min_lr must be a number >= 0"),
+    (reduce_lr_on_plateau, "val_loss:patience=1,cooldown=-2", "cooldown must be an integer >= 0"),
 ])
 def test_bad_specs_name_the_problem_and_an_example(make, text, message):
     with pytest.raises(ConfigError, match=message) as raised:
-        make(text)
+        made = make(text)
+        made.check()  # what fit begin checks, checked by the CLI before any data is read
     assert "\n" not in str(raised.value)
 
 

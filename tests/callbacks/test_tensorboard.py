@@ -79,6 +79,7 @@ def test_a_missing_tensorboard_package_names_the_install(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("arguments, message", [
     (dict(every_steps=0), "every_steps must be an integer >= 1"),
+    (dict(every_steps=2.5), "every_steps must be an integer >= 0"),
     (dict(x_axis="time"), "x_axis must be one of step, samples")])
 def test_bad_arguments_are_refused(tmp_path, arguments, message):
     x, y = data(50)

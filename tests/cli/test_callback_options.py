@@ -80,6 +80,7 @@ def test_tensorboard_into_a_directory_of_ones_own_and_from_a_config_file(blobs, 
     (["--reduce-lr-on-plateau", "val_loss:factor=2"], r"factor must be in \(0, 1\)"),
     (["--save-best", "val_loss", "--validation-split", "0"], "no validation data"),
     (["--save-best", "val_mae"], "does not compute"),  # a classification run: checked at fit begin
+    (["--reduce-lr-on-plateau", "val_loss:min_lr=-1"], "--reduce-lr-on-plateau: min_lr must be"),
 ])
 def test_bad_specs_are_one_line_status_2_and_write_nothing(blobs, tmp_path, capsys, flags, message):
     before = tree_digest(tmp_path)
@@ -96,13 +97,24 @@ def test_evaluate_best_without_a_best_model_names_the_fix(blobs, tmp_path, capsy
 
 def test_resume_keeps_the_decisions_and_only_tensorboard_may_change(blobs, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    flags = ["--early-stopping", "val_loss:patience=1", "--save-best", "val_loss", "--epochs", "3"]
+    flags = ["--early-stopping", "val_loss:patience=20", "--save-best", "val_loss", "--epochs", "2",
+             "--log-every-steps", "1"]
     assert run_cli(capsys, *fit_args(blobs, run_dir, *flags))[0] == 0
     code, _, err = run_cli(capsys, "fit", "--resume", run_dir, "--early-stopping", "loss")
     assert code == 2 and "--early-stopping cannot change when resuming" in err
-    code, _, err = run_cli(capsys, "fit", "--resume", run_dir, "--tensorboard")
+    code, _, err = run_cli(capsys, "fit", "--resume", run_dir, "--epochs", "4", "--tensorboard")
     assert code == 0, err
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["early_stopping"] == "val_loss:patience=20" and config["tensorboard"] is True
+    epochs = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+              if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    reader = EventAccumulator(str(run_dir / "tensorboard"))
+    reader.Reload()
+    logged = [event.step for event in reader.Scalars("batch/lr")]
+    resumed_at = epochs[1]["step"]  # the epoch-end checkpoint the resumed run continued from
+    assert logged == list(range(resumed_at + 1, epochs[-1]["step"] + 1))
 
 
 def test_overwrite_removes_the_best_model_and_the_event_files(blobs, tmp_path, capsys):
@@ -111,5 +123,10 @@ def test_overwrite_removes_the_best_model_and_the_event_files(blobs, tmp_path, c
                                      "--tensorboard"))[0] == 0
     code, _, err = run_cli(capsys, *fit_args(blobs, run_dir, "--epochs", "1"))
     assert code == 2 and "already holds a run" in err
+    (run_dir / ".best.previous").mkdir()  # as a crash inside the best model's replacement leaves
+    (run_dir / ".best.previous" / "model.json").write_text("{}")
     assert run_cli(capsys, *fit_args(blobs, run_dir, "--epochs", "1", "--overwrite"))[0] == 0
     assert not (run_dir / "best").exists() and not list(run_dir.glob("tensorboard/*"))
+    assert not (run_dir / ".best.previous").exists()
+    code, _, err = run_cli(capsys, "evaluate", run_dir, "--best")
+    assert code == 2 and "no best model" in err  # not the overwritten run's

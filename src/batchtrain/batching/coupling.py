@@ -98,7 +98,9 @@ class LearningRate:
         or above min_lr; False (nothing changed) when the last step's lr was at min_lr already."""
         if self.last_lr is not None and self.last_lr <= min_lr:
             return False
-        self.plateau, self.min_lr = self.plateau * factor, min_lr
+        # plain floats: a numpy factor would make the state (and the optimizer's lr) unpicklable
+        # by torch.load(weights_only=True)
+        self.plateau, self.min_lr = float(self.plateau * factor), float(min_lr)
         return True
 
     def state_dict(self) -> dict:

@@ -10,6 +10,8 @@ on_fit_begin, so the resumed run decides as the uninterrupted one would have.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import torch
+
 from batchtrain.errors import ConfigError
 
 
@@ -64,8 +66,10 @@ class Callback:
         and dicts only: checkpoints load without unpickling); None for a stateless callback."""
         return None
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what state_dict() returned; called after on_fit_begin of a resumed fit."""
+    def load_state_dict(self, state: dict) -> bool | None:
+        """Restore what state_dict() returned; called after on_fit_begin of a resumed fit. True:
+        this callback had stopped the run the state was saved from (EarlyStopping), so the
+        resumed fit stops at once, where the uninterrupted one ended."""
 
 
 class CallbackList(Callback):
@@ -107,12 +111,17 @@ class CallbackList(Callback):
         """{key: state} of every callback with state; the key is the class name, with "-2", "-3"
         for later callbacks of the same class (the same on every rank of a DDP run)."""
         states = {key: callback.state_dict() for key, callback in self._keyed()}
+        for key, state in states.items():
+            check_plain(state, f"{key}.state_dict()")  # now, not when a resume cannot load it
         return {key: state for key, state in states.items() if state is not None}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> bool:
+        """Load each callback's saved state; True if one of them had stopped the run."""
+        stopped = False
         for key, callback in self._keyed():
             if key in state:
-                callback.load_state_dict(state[key])
+                stopped |= bool(callback.load_state_dict(state[key]))
+        return stopped
 
     def _keyed(self) -> list[tuple[str, Callback]]:
         seen: dict[str, int] = {}
@@ -135,3 +144,23 @@ def is_main_process(trainer) -> bool:
     """Whether this process prints and writes for the run: rank 0 under DDP, else always."""
     group = getattr(trainer, "dist_", None)
     return group is None or group.is_main
+
+
+PLAIN = (str, int, float, bool, type(None))  # with tensors: what torch.load(weights_only=True) reads
+
+
+def check_plain(value, where: str, path: str = "") -> None:
+    """ConfigError unless value is tensors, numbers, strings, None, and lists, tuples and dicts
+    of them (numpy scalars are not: they would need unpickling)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_plain(key, where, path)
+            check_plain(item, where, f"{path}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_plain(item, where, f"{path}[{index}]")
+    elif type(value) not in PLAIN and not isinstance(value, torch.Tensor):  # numpy's float64 is a
+        # float subclass, and not plain
+        raise ConfigError(f"{where} returned a {type(value).__module__}.{type(value).__name__} at "
+                          f"{path or 'the top'}: a checkpoint holds only tensors, numbers, strings, "
+                          "lists and dicts (convert it: float(x), x.tolist())")

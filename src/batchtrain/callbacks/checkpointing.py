@@ -57,8 +57,7 @@ class Checkpoint(Callback):
         run = trainer.state_
         if run.total_samples_seen == self.saved_at_:  # e.g. an interrupt right after a due save
             return self.last_path_
-        state = capture_state(trainer.model_, trainer.optimizer_, run, epoch, position,
-                              trainer.stop_training)
+        state = capture_state(trainer.model_, trainer.optimizer_, run, epoch, position)
         self.last_path_ = save_checkpoint(self.directory, state, self.keep)
         self.saved_at_ = run.total_samples_seen
         return self.last_path_

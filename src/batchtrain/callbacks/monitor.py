@@ -8,6 +8,7 @@ metric; an unknown name there, as here, asks for mode="min" or "max").
 """
 import difflib
 import math
+import numbers
 
 from batchtrain.errors import ConfigError
 
@@ -62,3 +63,27 @@ def check_monitor(who: str, monitor: str, metric_names, validation_samples: int)
 def monitored(logs: dict, monitor: str) -> float:
     """The epoch's value of `monitor` (check_monitor has made sure that it is there)."""
     return float(logs[monitor])
+
+
+def check_count(who: str, name: str, value) -> int:
+    """value as an int >= 0 (numpy integers included); ConfigError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ConfigError(f"{who} {name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def check_number(who: str, name: str, value, allow_none: bool = False) -> float | None:
+    """value as a finite float (numpy scalars included: a checkpoint holds plain floats only)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{who} {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_saved_monitor(who: str, state: dict, monitor: str) -> None:
+    """ConfigError when a checkpoint's state of `who` was of another monitored quantity."""
+    saved = state.get("monitor", monitor)
+    if saved != monitor:
+        raise ConfigError(f"the checkpoint's {who} monitored {saved} but this {who} monitors "
+                          f"{monitor}; resume with the callbacks the run was trained with")

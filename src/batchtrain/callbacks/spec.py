@@ -123,5 +123,6 @@ def monitor_callbacks(early_stopping_spec: str | None, plateau_spec: str | None,
         if text:
             callback = make(text)
             check_monitor(spec.flag, callback.monitor, ALL_METRICS, int(validation))
+            callback.check(f"{spec.flag}:")
             made.append(callback)
     return made

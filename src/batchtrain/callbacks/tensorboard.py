@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 from batchtrain.callbacks.base import Callback, FitInfo
+from batchtrain.callbacks.monitor import check_count
 from batchtrain.errors import ConfigError
 
 X_AXES = ("step", "samples")
@@ -31,7 +32,9 @@ class TensorBoard(Callback):
     (loss, metrics, val_*, lr, batch_size, samples_per_s, time_s).
     x_axis: "step" (optimizer steps, default) or "samples" (samples seen: the axis on which runs
     with different batch sizes compare). A resumed run drops the events written after the point
-    it continues from (SummaryWriter's purge_step) and writes on. Rank 0 only under DDP.
+    it continues from (SummaryWriter's purge_step) and writes on. Rank 0 only under DDP, where the
+    batch/ loss and metrics are rank 0's shard of the batch (reducing them would need every
+    rank); the epoch/ values are the whole batch's, as in History.
     """
 
     main_process_only = True
@@ -42,8 +45,9 @@ class TensorBoard(Callback):
         self.x_axis = x_axis
 
     def on_fit_begin(self, trainer, info: FitInfo) -> None:
-        if isinstance(self.every_steps, bool) or not isinstance(self.every_steps, int) or self.every_steps < 1:
+        if check_count("TensorBoard", "every_steps", self.every_steps) < 1:
             raise ConfigError(f"TensorBoard every_steps must be an integer >= 1, got {self.every_steps!r}")
+        self.every_steps_ = int(self.every_steps)
         if self.x_axis not in X_AXES:
             raise ConfigError(f"TensorBoard x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
         writer_class = summary_writer_class()
@@ -59,7 +63,7 @@ class TensorBoard(Callback):
     def on_batch_end(self, trainer, samples: int) -> None:
         self.interval_samples_ += samples
         interrupted = getattr(getattr(trainer, "state_", None), "interrupt", None) is not None
-        if trainer.step_ % self.every_steps and not interrupted:
+        if trainer.step_ % self.every_steps_ and not interrupted:
             return
         step, x = trainer.last_step_, self._x(trainer)
         elapsed = time.perf_counter() - self.interval_started_

@@ -21,10 +21,10 @@ PROGRESS_KEYS = ("epoch", "position", "step", "samples_seen", "total_samples_see
 
 
 def capture_state(model: nn.Module, optimizer: torch.optim.Optimizer, run: RunState,
-                  epoch: int, position: int, stop_training: bool = False) -> dict:
-    """Everything needed to continue the run at sample `position` of epoch `epoch` (0-based);
-    stop_training: a callback has asked the run to stop (a resumed run then stops too)."""
-    run_state = run.state_dict(stop_training)
+                  epoch: int, position: int) -> dict:
+    """Everything needed to continue the run at sample `position` of epoch `epoch` (0-based),
+    the fit's callbacks' states included."""
+    run_state = run.state_dict()
     run_state["progress"].update(epoch=epoch, position=position)
     lr_control, policy = run_state.pop("lr_control"), run_state.pop("policy")
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),  # the old key order

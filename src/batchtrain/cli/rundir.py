@@ -13,6 +13,7 @@ fit without --overwrite; nothing else in the directory is touched.
 """
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TextIO
@@ -23,7 +24,7 @@ from batchtrain.checkpointing.files import PREFIX, complete_checkpoints, list_ch
 from batchtrain.cli.config import FitConfig, read_run_record, to_yaml
 from batchtrain.distributed.elastic import CLAIM_FILE, claim_run_dir
 from batchtrain.errors import ConfigError
-from batchtrain.checkpointing.fileio import write_error, write_output
+from batchtrain.checkpointing.fileio import previous_directory, write_error, write_output
 from batchtrain.checkpointing.saved_model import DESCRIPTION_FILE, WEIGHTS_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -75,6 +76,10 @@ def create_run_dir(run_dir: Path, overwrite: bool) -> None:
                 path.unlink(missing_ok=True)
             if (run_dir / BEST_DIR).is_dir() and not any((run_dir / BEST_DIR).iterdir()):
                 (run_dir / BEST_DIR).rmdir()
+            # what a crash inside the best model's replacement leaves (fileio.replace_directory)
+            for leftover in [previous_directory(run_dir / BEST_DIR), *run_dir.glob(f".{BEST_DIR}.*.tmp")]:
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create run directory {str(run_dir)[:300]}: {error.strerror}; "

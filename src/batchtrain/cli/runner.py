@@ -14,7 +14,7 @@ from batchtrain.callbacks import Callback, Checkpoint, MetricsLogger, Plotter, P
 from batchtrain.callbacks.best_model import best_model_dir
 from batchtrain.checkpointing.files import complete_checkpoints
 from batchtrain.checkpointing.saved_model import WEIGHTS_FILE
-from batchtrain.checkpointing.fileio import write_error, write_output
+from batchtrain.checkpointing.fileio import previous_directory, write_error, write_output
 from batchtrain.cli.config import FitConfig
 from batchtrain.cli.configfiles import quoted
 from batchtrain.data.builtin import Splits
@@ -241,7 +241,8 @@ def check_output_file(path: Path, input_path: Path, run_dir: Path) -> None:
     if overwrites_input:
         raise ConfigError(f"--output {path} is the --input file; write the predictions to another file")
     if (target.parent == run_files and target.name in RUN_FILES) or any(
-            target.is_relative_to(run_files / name) for name in (CHECKPOINT_DIR, BEST_DIR)):
+            target.is_relative_to(run_files / name)
+            for name in (CHECKPOINT_DIR, BEST_DIR, previous_directory(Path(BEST_DIR)).name)):
         raise ConfigError(f"--output {path} would overwrite the run's {target.name}; write the "
                           "predictions to another file")
 

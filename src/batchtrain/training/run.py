@@ -52,6 +52,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
                          strategy(built.network, built.group), measurement, precision.autocast,
                          scaler)
     lr_control = LearningRate(optimizer, lr_scaling, as_lr_schedule(lr_schedule), policy)
+    if previous is not None:  # a plateau's reduction holds for the trainer's later fits too
+        lr_control.plateau, lr_control.min_lr = previous.lr_control.plateau, previous.lr_control.min_lr
     run = RunState(policy, lr_control, MetricSet(built.task, metric_names, built.device), noise,
                    max_physical_batch, previous.seed if previous else built.seed,
                    samples_per_epoch, samples_per_epoch * epochs,
