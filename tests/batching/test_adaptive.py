@@ -344,3 +344,40 @@ def test_the_noise_is_measured_on_raw_gradients_unless_asked():
     assert Adaptive(geometry="preconditioned").noise_geometry == "preconditioned"
     with pytest.raises(ConfigError, match="unknown noise geometry 'adam'; choose raw or preconditioned"):
         Adaptive(geometry="adam")
+
+
+# -- the branched start (Adaptive.branch_sizes, observe_branches): after the calibration, the
+# trainer branches at the calibrated size and its doublings; the fastest becomes the first batch
+# and the floor of every later decision.
+
+def branched(policy: Adaptive, improvement: dict, seconds: dict) -> Adaptive:
+    from batchtrain.training.branch import Branches
+    policy.observe_branches(Branches(sorted(improvement), 2.0, improvement, seconds, 4096, 0.3))
+    return policy
+
+
+def test_branch_sizes_are_the_calibrated_size_and_its_doublings():
+    policy = calibrated(RISING, 80.0)  # calibrated at 64
+    assert policy.branch_sizes(EPOCH) == [64, 128, 256, 512, 1024]
+    assert policy.branch_sizes(1000) == [64, 128]  # at most a quarter of the samples
+    assert calibrated(RISING, 80.0, rule="noise-scale").branch_sizes(EPOCH) == []  # no clock
+    assert Adaptive(initial=64).branch_sizes(EPOCH) == []  # the user's start is kept
+
+
+def test_the_fastest_branch_is_the_first_batch_and_the_floor_of_later_decisions():
+    policy = branched(calibrated(RISING, 80.0), {64: 0.30, 128: 0.28, 256: 0.25},
+                      {64: 1.0, 128: 0.6, 256: 0.4})  # per second: 0.30, 0.47, 0.625
+    assert policy.batch_size() == 256 and policy.floor == 256
+    assert policy.last_decision["reason"] == "branched"
+    assert policy.calibration["branched"]["fastest"] == 256
+    sizes = drive(policy, [5.0] * 200)  # a tiny noise scale asks for the smallest batch
+    assert min(sizes) == 256  # never below the branched start
+    restored = Adaptive(min_batch=32, max_batch=1024)
+    restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    assert restored.floor == 256
+
+
+def test_no_branch_improved_keeps_the_calibrated_start():
+    policy = branched(calibrated(RISING, 80.0), {64: -0.1, 128: -0.2}, {64: 1.0, 128: 0.5})
+    assert policy.batch_size() == 64 and policy.floor == 32
+    assert policy.calibration["branched"]["fastest"] is None

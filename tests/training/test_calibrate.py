@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batchtrain import Trainer
+from batchtrain import Callback, Trainer
 from batchtrain.batching.adaptive import Adaptive
 from batchtrain.training.calibrate import Calibration, calibrate, calibrate_policy, noise_from_norms
 
@@ -149,3 +149,42 @@ def test_a_pool_smaller_than_the_data_is_corrected_for_the_data_it_came_from():
     wrong = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300)  # as if D were N
     assert right.noise["noise_scale"] == pytest.approx(expected, rel=0.3)
     assert wrong.noise["noise_scale"] < 0.7 * expected  # about N phi / (N + phi): half
+
+
+def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
+    from batchtrain.training.calibrate import BRANCH_STEPS, _branch_plan
+
+    seconds = {64: 0.01, 128: 0.015, 256: 0.025, 512: 0.05}  # 6400 .. 10240 samples/s
+    long_run = _branch_plan([64, 128, 256, 512], seconds, 60_000, 60_000 * 50)
+    assert long_run[0] == [64, 128, 256, 512] and long_run[1] % (BRANCH_STEPS * 512) == 0
+    short_run = _branch_plan([64, 128, 256, 512], seconds, 60_000, 60_000 * 2)
+    assert short_run is not None and short_run[0] == [64, 128]  # a smaller budget: fewer sizes
+    assert _branch_plan([64, 128], seconds, 60_000, 1000) is None  # nothing fits
+    assert _branch_plan([64, 128, 256], seconds, 3000, 60_000 * 50)[0] == [64, 128]  # 2 x 8 x 128
+    assert _branch_plan([64], seconds, 60_000, 60_000 * 50) is None  # one size: no comparison
+
+
+def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 20)).astype(np.float32)
+    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    seen = {}
+
+    class AtBegin(Callback):  # after the calibration and the branches, before the first step
+        def on_fit_begin(self, trainer, info):
+            seen["weights"] = [p.detach().clone() for p in trainer.model_.parameters()]
+            seen["moments"] = dict(trainer.optimizer_.state)
+            trainer.stop_training = True
+
+    trainer = Trainer("mlp", seed=0)
+    trainer.fit(x, y, batch_size="auto", epochs=50, callbacks=[AtBegin()])
+    calibration = trainer.state_.calibration
+    branches = calibration.branches
+    assert branches is not None and len(branches.sizes) >= 2 and branches.fastest is not None
+    assert f"fastest {branches.fastest}" in calibration.describe()
+    policy = trainer.state_.policy
+    assert policy.floor == policy.batch_size() == branches.fastest
+    initial = Trainer("mlp", seed=0).prepare(x, y)  # the same initialisation, never branched
+    for ours, theirs in zip(seen["weights"], initial.model_.parameters()):
+        assert torch.equal(ours, theirs)
+    assert seen["moments"] == {}  # Adam's state as before any step

@@ -23,7 +23,14 @@ seen before. `geometry="preconditioned"` keeps the other measurement, for compar
 Start: unless the user gave `initial`, the trainer calibrates before the first step (training/
 calibrate.py): forward and backward passes at powers of two from min_batch give the throughput
 curve and the noise scale at the initial weights, and the first batch is the goodput choice from
-those (calibrate()); the calibration's cost is in `calibration` and the fit's log.
+those (calibrate()). Under "goodput" the trainer then branches (training/branch.py): from the
+initial weights, that size and its doublings train on the same samples, and the one that lowers a
+probe loss the most per second becomes the first batch, and the floor of every later decision
+(observe_branches()). The suite measured why: the noise scale's goodput picks cost 1.25-1.74x
+the best fixed size's time to target, the branched picks 1.00-1.04x (benchmarks/
+critical_batch.py, README "Batch size"); the floor because the critical batch grows as training
+goes on (Merrill et al. 2025), while the noise estimate during training reads low for Adam on
+these tasks. The calibration's cost, the branches' included, is in `calibration` and the log.
 
 Decisions act on a robust estimate, the median of the last ROBUST_WINDOW estimates seen at
 decisions (one wild estimate moves nothing), and each moves the batch by at most MAX_STEP (2x up
@@ -146,6 +153,7 @@ class Adaptive(Policy):
         self.recent_phi: list[float] = []  # the estimates of the last ROBUST_WINDOW decisions
         self.last_decision: dict | None = None  # for logs and plots
         self.calibration: dict | None = None  # what the start-up calibration measured and cost
+        self.floor = self.min_batch  # no decision goes below it: the branched start's size
 
     def set_limit(self, max_batch: int) -> None:
         """The memory ceiling (largest physical batch): the upper bound when max_batch is None."""
@@ -202,6 +210,37 @@ class Adaptive(Policy):
                               "current": self.initial, "chosen": self.current,
                               "reason": "calibrated"}
 
+    def branch_sizes(self, samples: int) -> list[int]:
+        """The logical batches to branch at from the initial weights (training/branch.py): the
+        calibrated choice and its doublings up to CALIBRATION_MAX_BATCH, the bound and a quarter
+        of the training samples; none unless the rule is goodput and the start is measured."""
+        if self.rule != "goodput" or not self.calibrates:
+            return []
+        top = min(self.upper, CALIBRATION_MAX_BATCH, max(samples // 4, self.min_batch))
+        sizes, size = [], self.current
+        while size <= top:
+            sizes.append(size)
+            size *= 2
+        return sizes if len(sizes) > 1 else []
+
+    def observe_branches(self, branches) -> None:
+        """The first batch, and the floor of later decisions, from the branched measurement
+        (training/branch.py Branches): the size that lowered the probe loss the most per second;
+        nothing changes when no branch lowered it."""
+        fastest = branches.fastest
+        record = {"sizes": list(branches.sizes), "samples": branches.samples,
+                  "cost_s": branches.cost_s, "fastest": fastest,
+                  "improvement": [[size, gain] for size, gain in branches.improvement.items()],
+                  "seconds": [[size, seconds] for size, seconds in branches.seconds.items()]}
+        if self.calibration is not None:
+            self.calibration["branched"] = record
+        if fastest is None:
+            return
+        previous, self.current = self.current, self._clamp(fastest)
+        self.floor = self.current
+        self.last_decision = {"samples_seen": 0, "rule": self.rule, "current": previous,
+                              "chosen": self.current, "reason": "branched"}
+
     @property
     def upper(self) -> int:
         bound = self.max_batch if self.max_batch is not None else self.limit
@@ -242,7 +281,8 @@ class Adaptive(Policy):
         self.recent_phi = [*self.recent_phi, phi][-ROBUST_WINDOW:]
         robust = statistics.median(self.recent_phi)
         step = MAX_STEP if confidence >= self.min_confidence else LOW_CONFIDENCE_STEP
-        lowest, highest = self._clamp(self.current / step), self._clamp(self.current * step)
+        lowest = max(self._clamp(self.current / step), self.floor)
+        highest = self._clamp(self.current * step)
         target, details = self._target(robust, lowest, highest)
         move, reason = self._worth_moving(target, details)
         self.current = target if move else self.current
@@ -273,7 +313,7 @@ class Adaptive(Policy):
     def _exploration_size(self) -> int:
         """A second size to time, so the throughput line can be fitted: double, or else halve."""
         larger = self._clamp(2 * self.current)
-        return larger if larger > self.current else self._clamp(self.current // 2)
+        return larger if larger > self.current else max(self._clamp(self.current // 2), self.floor)
 
     def _trusted_sizes(self, cap: int | None) -> list[int]:
         """Candidates whose micro-batches are within TRUST_FACTOR of the largest one measured."""
@@ -303,7 +343,8 @@ class Adaptive(Policy):
                 "samples_per_epoch": self.samples_per_epoch, "decided_at": self.decided_at,
                 "steps_since_decision": self.steps_since_decision, "grad_sq": self.grad_sq,
                 "trace": self.trace, "throughput": self.throughput.state_dict(),
-                "recent_phi": list(self.recent_phi), "calibration": self.calibration}
+                "recent_phi": list(self.recent_phi), "calibration": self.calibration,
+                "floor": self.floor}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores a run; the memory ceiling is not state (set_limit gives this machine's)."""
@@ -317,6 +358,7 @@ class Adaptive(Policy):
         self.throughput.load_state_dict(state["throughput"])
         self.recent_phi = [float(phi) for phi in state.get("recent_phi", [])]  # absent: older runs
         self.calibration = state.get("calibration")
+        self.floor = int(state.get("floor", self.min_batch))  # absent: runs before branching
 
     def __repr__(self) -> str:
         return (f"Adaptive({self.rule!r}, min_batch={self.min_batch}, max_batch={self.max_batch}, "

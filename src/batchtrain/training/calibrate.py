@@ -26,10 +26,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from batchtrain.training.branch import Branches, branch
+
 REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
 BUDGET_S = 2.0  # calibrating takes at most this long,
 RUN_FRACTION = 0.02  # and at most 2 % of the run it may train for (at the fastest rate measured),
 MIN_BUDGET_S = 0.1  # unless that is less than this
+# The branches (a policy's branch_sizes): each trains on the same BRANCH_STEPS x the largest size
+# samples (at least; more while within the budget), the probe loss on PROBE_SAMPLES others
+BRANCH_BUDGET_S, BRANCH_RUN_FRACTION, BRANCH_STEPS, PROBE_SAMPLES = 3.0, 0.05, 8, 2048
+STEP_COST = 1.5  # a training step's time over its forward+backward pass (the optimizer, the copy)
 
 
 @dataclass
@@ -41,12 +47,18 @@ class Calibration:
     noise: dict[str, float] | None
     cost_s: float
     samples: int
+    branches: Branches | None = None  # training/branch.py, when the policy asked for them
 
     def describe(self) -> str:
         phi = f"{self.noise['noise_scale']:.0f}" if self.noise else "unknown"
         rates = ", ".join(f"{size}: {size / seconds:.0f}/s" for size, seconds in self.seconds.items())
-        return (f"calibrated in {self.cost_s:.2f} s ({self.samples} samples, not trained on): "
+        line = (f"calibrated in {self.cost_s:.2f} s ({self.samples} samples, not trained on): "
                 f"forward+backward {rates}; noise scale at start {phi}")
+        if self.branches is not None:
+            line += (f"; branched at {', '.join(map(str, self.branches.sizes))} on "
+                     f"{self.branches.samples} samples each in {self.branches.cost_s:.2f} s: "
+                     f"fastest {self.branches.fastest}")
+        return line
 
 
 def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tensor,
@@ -139,12 +151,17 @@ def noise_from_norms(norms: list[tuple[int, float]], pool: float = math.inf
 
 def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                      draw: Callable[[int], tuple[Tensor, Tensor]], samples: int,
-                     autocast=nullcontext, run_samples: float = math.inf) -> Calibration | None:
+                     autocast=nullcontext, run_samples: float = math.inf,
+                     optimizer: torch.optim.Optimizer | None = None,
+                     max_physical_batch: float = math.inf) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
     gives n shuffled training samples and their targets; `samples`: how many there are;
     run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
-    (its decisions read no clock: the same sizes every run)."""
+    (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
+    branches a policy asks for (branch_sizes, observe_branches): within their own budget
+    (BRANCH_*), or not at all; a branch steps without accumulation, so only at sizes up to
+    max_physical_batch (the memory ceiling)."""
     sizes = policy.calibration_sizes(samples)
     if not sizes:
         return None
@@ -154,4 +171,47 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                             budget_s=BUDGET_S if timed else math.inf,
                             run_samples=run_samples if timed else math.inf, population=samples)
     policy.calibrate(calibration)
+    branch_sizes = policy.branch_sizes(samples) if hasattr(policy, "branch_sizes") else []
+    plan = _branch_plan([size for size in branch_sizes if size <= max_physical_batch],
+                        calibration.seconds, samples, run_samples)
+    if optimizer is not None and plan is not None:
+        branch_sizes, branch_samples = plan
+        probe = min(PROBE_SAMPLES, samples // 4)
+        inputs, targets = draw(branch_samples + probe)
+        calibration.branches = branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
+                                      inputs[:probe], targets[:probe], branch_sizes,
+                                      autocast=autocast)
+        policy.observe_branches(calibration.branches)
     return calibration
+
+
+def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
+                 run_samples: float) -> tuple[list[int], int] | None:
+    """(sizes, samples per branch) that the branch budget allows: the most samples (a multiple of
+    BRANCH_STEPS x the largest size, within half the training set) whose predicted time (each
+    size's steps at its calibrated pass time, x STEP_COST) fits in min(BRANCH_BUDGET_S,
+    BRANCH_RUN_FRACTION of the run at the fastest calibrated rate); the largest sizes dropped
+    while even the least does not fit; None under two sizes or without timings."""
+    if not seconds:
+        return None
+    fastest_rate = max(size / elapsed for size, elapsed in seconds.items())
+    budget_s = min(BRANCH_BUDGET_S, BRANCH_RUN_FRACTION * run_samples / fastest_rate)
+
+    def predicted_s(branch_sizes, branch_samples):
+        total = 0.0
+        for size in branch_sizes:
+            nearest = min(seconds, key=lambda timed: abs(timed - size))  # its rate, or the nearest
+            total += branch_samples * seconds[nearest] / nearest * STEP_COST
+        return total
+
+    sizes = list(sizes)
+    while len(sizes) >= 2:
+        unit = BRANCH_STEPS * max(sizes)
+        if unit <= samples // 2 and predicted_s(sizes, unit) <= budget_s:
+            branch_samples = unit
+            while (branch_samples + unit <= samples // 2
+                   and predicted_s(sizes, branch_samples + unit) <= budget_s / 2):
+                branch_samples += unit  # more samples, less noise, within half the budget
+            return sizes, branch_samples
+        sizes.pop()
+    return None

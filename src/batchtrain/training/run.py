@@ -64,7 +64,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     if draw is not None and built.group is None:  # under DDP each rank would time its own clock
         run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
                                            lambda n: draw(n, run.seed), samples_per_epoch,
-                                           precision.autocast, run.total_samples)
+                                           precision.autocast, run.total_samples, optimizer,
+                                           max_physical_batch)
     return run, pipeline
 
 

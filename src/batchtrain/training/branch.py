@@ -1,0 +1,142 @@
+"""The branched measurement of the batch size: short runs at several batch sizes from the same
+weights, instead of trusting the gradient noise scale as a proxy (Merrill et al. 2025, "Critical
+Batch Size Revisited": branch from a checkpoint at each batch size, train on the same tokens,
+compare the losses).
+
+From a snapshot of the model and the optimizer, each candidate batch B trains on the same N
+samples, in the same order (only their grouping into steps differs), with the lr the caller's
+lr_factor(B) gives (the run's coupling, or one value of an lr sweep); the loss on a fixed probe set
+(eval mode, no gradients) before and after gives B's improvement, the branch's wall clock its
+speed. The snapshot is put back after each branch: the run itself is unchanged (parameters,
+optimizer state, buffers, lrs; dropout draws from a forked RNG, seeded alike in every branch).
+
+Two readings of the improvements:
+- critical_batch: McCandlish et al. 2018 (eq. 2.7-2.9): a step of B at its best lr improves the
+  loss by dL_max / (1 + B_noise / B), so N samples (N / B steps, while the changes are small
+  enough to add up) improve it by N dL_max / (B + B_noise): 1 / improvement is a line in B whose
+  intercept / slope is the critical batch.
+- fastest: the B with the largest improvement per second: the goodput (Qiao et al. 2021, Pollux)
+  measured directly, with the machine's real step times in it.
+"""
+import copy
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+PROBE_BATCH = 1024  # probe-loss evaluation batch (no activations kept: large is cheap)
+
+
+@dataclass
+class Branches:
+    """What the branches measured. improvement[B]: probe loss before minus after N samples at
+    batch B; seconds[B]: the branch's training time; samples: N; cost_s: everything, the probe
+    evaluations and the restores included."""
+
+    sizes: list[int]
+    loss_before: float
+    improvement: dict[int, float]
+    seconds: dict[int, float]
+    samples: int
+    cost_s: float
+
+    @property
+    def critical_batch(self) -> float | None:
+        return critical_batch(self.improvement)
+
+    @property
+    def fastest(self) -> int | None:
+        """The batch with the largest improvement per second (None when no branch improved)."""
+        rates = {size: gain / self.seconds[size] for size, gain in self.improvement.items()
+                 if gain > 0 and self.seconds[size] > 0}
+        return max(rates, key=rates.get) if rates else None
+
+
+def critical_batch(improvement: dict[int, float]) -> float | None:
+    """B_crit from improvements at equal samples: the least-squares line of 1 / improvement
+    against B (module docstring), intercept / slope. None with fewer than two improving sizes;
+    inf where the line does not rise (no size lost samples-efficiency: larger is as good); 0 where
+    its intercept is not positive (every size past the smallest lost in proportion)."""
+    points = [(size, 1.0 / gain) for size, gain in improvement.items() if gain > 0]
+    if len(points) < 2:
+        return None
+    mean_b = statistics.fmean(size for size, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    spread = sum((size - mean_b) ** 2 for size, _ in points)
+    slope = sum((size - mean_b) * (y - mean_y) for size, y in points) / spread
+    intercept = mean_y - slope * mean_b
+    if slope <= 0:
+        return math.inf
+    return max(0.0, intercept / slope)
+
+
+def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+           inputs: Tensor, targets: Tensor, probe_inputs: Tensor, probe_targets: Tensor,
+           sizes: Sequence[int], lr_factor: Callable[[int], float] = lambda size: 1.0,
+           autocast=nullcontext, seed: int = 0) -> Branches:
+    """Train a branch at each of `sizes` on inputs/targets (all N of them, in order, N / B steps
+    of B; a last step of N mod B), each from the same snapshot, and measure the probe loss
+    (module docstring). lr_factor(B): the multiplier of every param group's lr in B's branch."""
+    started = time.perf_counter()
+    model_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    was_training = model.training
+    devices = [inputs.device] if inputs.is_cuda else []
+    loss_before = _probe_loss(model, loss_fn, probe_inputs, probe_targets, autocast)
+    improvement, seconds = {}, {}
+    try:
+        for size in sizes:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)  # dropout draws alike in every branch
+                for group, lr in zip(optimizer.param_groups, lrs):
+                    group["lr"] = lr * lr_factor(size)
+                seconds[size] = _train(model, loss_fn, optimizer, inputs, targets, size, autocast)
+            improvement[size] = loss_before - _probe_loss(model, loss_fn, probe_inputs,
+                                                          probe_targets, autocast)
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    finally:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return Branches(list(sizes), loss_before, improvement, seconds, len(inputs),
+                    time.perf_counter() - started)
+
+
+def _train(model, loss_fn, optimizer, inputs, targets, size: int, autocast) -> float:
+    """Steps of `size` over all of inputs; their wall-clock seconds (the device synchronised)."""
+    model.train()
+    if inputs.is_cuda:
+        torch.cuda.synchronize(inputs.device)
+    began = time.perf_counter()
+    for start in range(0, len(inputs), size):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = loss_fn(model(inputs[start:start + size]), targets[start:start + size])
+        loss.backward()
+        optimizer.step()
+    if inputs.is_cuda:
+        torch.cuda.synchronize(inputs.device)
+    return time.perf_counter() - began
+
+
+def _probe_loss(model, loss_fn, inputs, targets, autocast) -> float:
+    """The mean loss over the probe set, in eval mode and without gradients."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(inputs), PROBE_BATCH):
+            x, y = inputs[start:start + PROBE_BATCH], targets[start:start + PROBE_BATCH]
+            with autocast():
+                total += float(loss_fn(model(x), y).float()) * len(x)
+            count += len(x)
+    return total / count

@@ -1,0 +1,103 @@
+"""The branched measurement (training/branch.py): against noisy linear regression, whose critical
+batch is known in closed form; the fit on exact improvements; the goodput pick; and that
+branching changes nothing of the run."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batchtrain.training.branch import Branches, branch, critical_batch
+
+
+def test_the_line_through_exact_improvements_gives_the_critical_batch():
+    samples, b_crit = 4096, 300.0
+    exact = {size: samples * 0.01 / (size + b_crit) for size in (16, 64, 256, 1024)}
+    assert critical_batch(exact) == pytest.approx(b_crit)
+    flat = {size: 1.0 for size in (16, 64, 256)}  # larger batches lose nothing per sample
+    assert critical_batch(flat) == math.inf
+    assert critical_batch({16: 1.0}) is None and critical_batch({16: -1.0, 32: 0.5}) is None
+
+
+def test_fastest_is_the_largest_improvement_per_second():
+    measured = Branches([32, 128, 512], 1.0, {32: 0.30, 128: 0.25, 512: 0.10},
+                        {32: 3.0, 128: 1.0, 512: 0.5}, 4096, 5.0)
+    assert measured.fastest == 128  # 0.1/s, 0.25/s, 0.2/s
+    assert Branches([32], 1.0, {32: -0.1}, {32: 1.0}, 32, 1.0).fastest is None
+
+
+def noisy_linear_regression(d=10, sigma=3.0, n=1 << 16, probe=1 << 12, seed=0):
+    """x ~ N(0, I_d), y = w* . x + sigma * eps, the model at w* + delta, |delta| = 1; the probe
+    set without noise, so its loss is delta' S delta (S ~ I). At w0 the per-sample gradient of
+    (w . x - y)^2 has mean G = 2 delta and tr(Sigma) = 4 ((d + 1) + d sigma^2) (test_calibrate.py),
+    and the loss is a quadratic with Hessian 2 I, so one SGD step of batch B and lr e improves it,
+    in expectation, by e |G|^2 - e^2 (|G|^2 + tr(Sigma) / B): at the best e, |G|^2 / 4 x
+    B / (B + B_noise) with B_noise = tr(Sigma) / |G|^2 = (d + 1) + d sigma^2 (McCandlish et al.
+    2018, eq. 2.7-2.9 with H = 2 I)."""
+    generator = torch.Generator().manual_seed(seed)
+    w_star = torch.randn(d, generator=generator)
+    delta = torch.randn(d, generator=generator)
+    delta /= delta.norm()
+    x = torch.randn(n, d, generator=generator)
+    y = x @ w_star + sigma * torch.randn(n, generator=generator)
+    probe_x = torch.randn(probe, d, generator=generator)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(w_star + delta)
+    return model, x, y[:, None], probe_x, (probe_x @ w_star)[:, None], (d + 1) + d * sigma ** 2
+
+
+def test_branches_recover_the_closed_form_critical_batch_of_noisy_linear_regression():
+    model, x, y, probe_x, probe_y, expected = noisy_linear_regression()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    lrs, repeats, per_sample = (0.05, 0.2), 400, {}
+    draws = iter(range(0, len(x), 1))
+    for size in (8, 32, 128, 512):
+        # the lr tuned per batch, as Merrill et al. do: one step on a quadratic improves the loss
+        # by a e - b e^2 in expectation, so the mean improvement at two lrs gives its peak a^2/4b
+        gains = {lr: 0.0 for lr in lrs}
+        for _ in range(repeats):
+            start = next(draws) * 997 % (len(x) - size)  # a fresh batch each repeat
+            for lr in lrs:
+                measured = branch(model, F.mse_loss, optimizer, x[start:start + size],
+                                  y[start:start + size], probe_x, probe_y, [size],
+                                  lr_factor=lambda _, lr=lr: lr)
+                gains[lr] += measured.improvement[size] / repeats
+        (e1, e2), (g1, g2) = lrs, (gains[lrs[0]], gains[lrs[1]])
+        b = (g1 / e1 - g2 / e2) / (e2 - e1)  # g = a e - b e^2
+        a = g1 / e1 + b * e1
+        per_sample[size] = a * a / (4 * b) / size  # the best step's improvement per sample
+        # |G|^2 / 4 = 1: the best step improves the loss by B / (B + B_noise), 1 / (B + B_noise)
+        # per sample
+        assert per_sample[size] == pytest.approx(1 / (size + expected), rel=0.2), size
+    assert critical_batch(per_sample) == pytest.approx(expected, rel=0.25)  # 101 samples
+
+
+def test_branching_changes_nothing_of_the_run():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(16, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    for _ in range(3):  # optimizer state to protect
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[:64]), y[:64]).backward()
+        optimizer.step()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    moments = {key: value.clone() for key, value in optimizer.state[model[0].weight].items()}
+    rng = torch.get_rng_state()
+    measured = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [16, 64, 256],
+                      lr_factor=lambda size: size / 16)
+    assert sorted(measured.improvement) == [16, 64, 256] and measured.samples == 256
+    assert all(seconds > 0 for seconds in measured.seconds.values())
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    for key, value in optimizer.state[model[0].weight].items():
+        assert torch.equal(value, moments[key]), key
+    assert optimizer.param_groups[0]["lr"] == 0.01 and model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    # the same branch again measures the same: the snapshot, the samples and the dropout draws
+    again = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [16, 64, 256],
+                   lr_factor=lambda size: size / 16)
+    assert again.improvement == measured.improvement
