@@ -37,7 +37,7 @@ def worker(contestant: str, batch_size: int, epochs: int, out: Path) -> None:
     trainer = Trainer("mlp", seed=0, model_options={"hidden": [256, 128]}, lr_scaling="none")
     history = trainer.fit(data.x_train, data.y_train, batch_size=policy, epochs=epochs)
     if trainer.dist_.is_main:
-        measured = sum("noise_scale" in step for step in history.steps)
+        measured = trainer.state_.noise.updates if trainer.state_.noise is not None else 0
         out.write_text(json.dumps({"samples_per_s": history[-1]["samples_per_s"],
                                    "steps": len(history.steps), "measured_steps": measured,
                                    "world": trainer.dist_.world_size}))
