@@ -35,3 +35,29 @@ def tree_digest(root) -> dict:
     root = Path(root)
     return {str(path.relative_to(root)): "dir" if path.is_dir() else
             hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(root.rglob("*"))}
+
+
+def noisy_linear_regression(d: int = 10, n: int = 8192, sigma: float = 1.0, seed: int = 0,
+                            probe: int = 0):
+    """x ~ N(0, I_d), y = w* . x + sigma * eps; and the model at w0 = w* + delta, |delta| = 1.
+
+    At w0 the per-sample gradient of (w . x - y)^2 is g = 2 r x with r = delta . x - sigma eps, so
+    G = 2 delta and tr(Sigma) = E|g|^2 - |G|^2 = 4 ((d + 1) |delta|^2 + d sigma^2) (Gaussian
+    fourth moments: E[(delta . x)^2 |x|^2] = (d + 2) |delta|^2): B_simple = (d + 1) + d sigma^2.
+    Returns (model, x, y as (n, 1), B_simple, probe_x, probe_y): `probe` more samples without
+    noise (their loss is delta' S delta, S ~ I), for measurements that need a held-out loss.
+    """
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    w_star = torch.randn(d, generator=generator)
+    delta = torch.randn(d, generator=generator)
+    delta /= delta.norm()
+    x = torch.randn(n, d, generator=generator)
+    y = x @ w_star + sigma * torch.randn(n, generator=generator)
+    probe_x = torch.randn(probe, d, generator=generator)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(w_star + delta)
+    return model, x, y[:, None], (d + 1) + d * sigma ** 2, probe_x, (probe_x @ w_star)[:, None]

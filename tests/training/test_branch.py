@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrain.training.branch import Branches, branch, critical_batch
+from helpers import noisy_linear_regression
 
 
 def test_the_line_through_exact_improvements_gives_the_critical_batch():
@@ -27,29 +28,15 @@ def test_fastest_is_the_largest_improvement_per_second():
     assert Branches([32], 1.0, {32: -0.1}, {32: 1.0}, 32, 1.0).fastest is None
 
 
-def noisy_linear_regression(d=10, sigma=3.0, n=1 << 16, probe=1 << 12, seed=0):
-    """x ~ N(0, I_d), y = w* . x + sigma * eps, the model at w* + delta, |delta| = 1; the probe
-    set without noise, so its loss is delta' S delta (S ~ I). At w0 the per-sample gradient of
-    (w . x - y)^2 has mean G = 2 delta and tr(Sigma) = 4 ((d + 1) + d sigma^2) (test_calibrate.py),
-    and the loss is a quadratic with Hessian 2 I, so one SGD step of batch B and lr e improves it,
-    in expectation, by e |G|^2 - e^2 (|G|^2 + tr(Sigma) / B): at the best e, |G|^2 / 4 x
-    B / (B + B_noise) with B_noise = tr(Sigma) / |G|^2 = (d + 1) + d sigma^2 (McCandlish et al.
-    2018, eq. 2.7-2.9 with H = 2 I)."""
-    generator = torch.Generator().manual_seed(seed)
-    w_star = torch.randn(d, generator=generator)
-    delta = torch.randn(d, generator=generator)
-    delta /= delta.norm()
-    x = torch.randn(n, d, generator=generator)
-    y = x @ w_star + sigma * torch.randn(n, generator=generator)
-    probe_x = torch.randn(probe, d, generator=generator)
-    model = nn.Linear(d, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(w_star + delta)
-    return model, x, y[:, None], probe_x, (probe_x @ w_star)[:, None], (d + 1) + d * sigma ** 2
+# noisy linear regression (helpers.py): at w0 the loss is a quadratic with Hessian 2 I, so one SGD
+# step of batch B and lr e improves it, in expectation, by e |G|^2 - e^2 (|G|^2 + tr(Sigma) / B):
+# at the best e, |G|^2 / 4 x B / (B + B_noise) with B_noise = tr(Sigma) / |G|^2 = (d + 1) + d sigma^2
+# (McCandlish et al. 2018, eq. 2.7-2.9 with H = 2 I).
 
 
 def test_branches_recover_the_closed_form_critical_batch_of_noisy_linear_regression():
-    model, x, y, probe_x, probe_y, expected = noisy_linear_regression()
+    model, x, y, expected, probe_x, probe_y = noisy_linear_regression(sigma=3.0, n=1 << 16,
+                                                                      probe=1 << 12)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     lrs, repeats, per_sample = (0.05, 0.2), 400, {}
     draws = iter(range(0, len(x), 1))

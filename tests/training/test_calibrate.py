@@ -9,27 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchtrain import Callback, Trainer
+from helpers import noisy_linear_regression as linear_regression
 from batchtrain.batching.adaptive import Adaptive
 from batchtrain.training.calibrate import Calibration, calibrate, calibrate_policy, noise_from_norms
 
 
-def noisy_linear_regression(d: int = 10, n: int = 8192, sigma: float = 1.0, seed: int = 0):
-    """x ~ N(0, I_d), y = w* . x + sigma * eps; and the model at w0 = w* + delta, |delta| = 1.
-
-    At w0 the per-sample gradient of (w . x - y)^2 is g = 2 r x with r = delta . x - sigma eps, so
-    G = 2 delta and tr(Sigma) = E|g|^2 - |G|^2 = 4 ((d + 1) |delta|^2 + d sigma^2) (Gaussian
-    fourth moments: E[(delta . x)^2 |x|^2] = (d + 2) |delta|^2): B_simple = (d + 1) + d sigma^2.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    w_star = torch.randn(d, generator=generator)
-    delta = torch.randn(d, generator=generator)
-    delta /= delta.norm()
-    x = torch.randn(n, d, generator=generator)
-    y = x @ w_star + sigma * torch.randn(n, generator=generator)
-    model = nn.Linear(d, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(w_star + delta)
-    return model, x, y[:, None], (d + 1) + d * sigma ** 2
+def noisy_linear_regression(**options):
+    """helpers.noisy_linear_regression without the probe set: (model, x, y, B_simple)."""
+    return linear_regression(**options)[:4]
 
 
 def test_noise_at_the_start_matches_the_closed_form_of_noisy_linear_regression():
