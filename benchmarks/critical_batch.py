@@ -37,7 +37,7 @@ from batch_suite import TASKS, environment  # noqa: E402 (benchmarks/ on the pat
 from batchtrain import Callback  # noqa: E402
 from batchtrain.stats.precondition import Preconditioner  # noqa: E402
 from batchtrain.tasks.kinds import prepare_targets  # noqa: E402
-from batchtrain.training.branch import branch, critical_batch  # noqa: E402
+from batchtrain.training.branch import Branches, branch, critical_batch  # noqa: E402
 from batchtrain.training.calibrate import noise_from_norms  # noqa: E402
 
 SIZES = [32, 64, 128, 256, 512]
@@ -117,14 +117,15 @@ def measure(trainer, x, y, rng) -> dict:
             seconds[size].append(measured.seconds[size])
     improvement = {size: statistics.fmean(values) for size, values in gains.items()}
     throughput = {size: branch_samples / statistics.median(values) for size, values in seconds.items()}
-    rates = {size: improvement[size] * throughput[size] for size in SIZES if improvement[size] > 0}
+    fastest = Branches(SIZES, 0.0, improvement, {size: statistics.median(values) for size, values
+                                                 in seconds.items()}, branch_samples, 0.0).fastest
     b_branched = critical_batch(improvement)
     return {"raw": raw and raw["noise_scale"], "preconditioned": precond and precond["noise_scale"],
             "branched": b_branched, "improvement": improvement, "throughput": throughput,
             "picks": {"raw": goodput_pick(raw and raw["noise_scale"], throughput),
                       "preconditioned": goodput_pick(precond and precond["noise_scale"], throughput),
                       "branched": goodput_pick(b_branched, throughput),
-                      "branched-fastest": max(rates, key=rates.get) if rates else None}}
+                      "branched-fastest": fastest}}
 
 
 def grid_times(suite: dict, task: str, seed: int) -> dict[int, float]:

@@ -100,10 +100,7 @@ def early_stopping(text: str) -> EarlyStopping:
 
 def reduce_lr_on_plateau(text: str) -> ReduceLROnPlateau:
     monitor, options = parse_spec(text, PLATEAU)
-    if "factor" in options and not 0 < options["factor"] < 1:
-        raise ConfigError(f"{PLATEAU.flag}: factor must be in (0, 1), got {options['factor']:g}; "
-                          f"e.g. {PLATEAU.example}")
-    return ReduceLROnPlateau(monitor, **options)
+    return ReduceLROnPlateau(monitor, **options)  # its ranges: ReduceLROnPlateau.check
 
 
 def save_best(text: str, directory: str | Path) -> ModelCheckpoint:
@@ -123,6 +120,9 @@ def monitor_callbacks(early_stopping_spec: str | None, plateau_spec: str | None,
         if text:
             callback = make(text)
             check_monitor(spec.flag, callback.monitor, ALL_METRICS, int(validation))
-            callback.check(f"{spec.flag}:")
+            try:
+                callback.check(f"{spec.flag}:")  # the ranges fit() would check, named by the flag
+            except ConfigError as error:
+                raise ConfigError(f"{error}; e.g. {spec.example}") from None
             made.append(callback)
     return made
