@@ -1,8 +1,9 @@
 """What measuring the gradient noise costs under DDP: 2 gloo ranks training at a fixed batch,
 plain (DDP's bucketed all-reduce overlapped with backward on every step) against `auto`'s
 measurement pinned at the same batch (Adaptive(initial=B, min_batch=B, max_batch=B): the batch
-never moves, but every 4th step is measured: each rank's local gradient norm, then the
-all-reduce of the gradients after backward, outside DDP's overlap; training/sync.py, measure.py).
+never moves, but every 4th step is measured: each rank's local gradient norm, taken bucket by
+bucket in DDP's communication hook before the bucket's all-reduce (DDP's overlap kept), and a tiny
+all-gather of the norms after backward; distributed/ddp.py LocalNorms, training/measure.py).
 
     python benchmarks/ddp_measurement.py                  # MLP 256-128, batch 256, 1 epoch, 3 rounds
     python benchmarks/ddp_measurement.py --batch-size 128 --rounds 5

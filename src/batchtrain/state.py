@@ -83,6 +83,8 @@ class RunState:
     estimate (empty when none). stop_reason: why training stopped early (a non-finite step);
     precision: the run's precision (runtime/precision.py); scaler: its GradScaler, if any.
     calibration: what the policy's start-up calibration measured (training/calibrate.py), or None.
+    brancher: what runs the branches the policy asks for during training (training/branch.py), or
+    None (under DDP).
     stop_request: where the signal handlers record a SIGINT or SIGTERM (read it as `interrupt`).
     callbacks: the fit's CallbackList, whose states checkpoints save (callbacks/base.py);
     callback_states: the states a resumed run's checkpoint holds for them.
@@ -109,6 +111,7 @@ class RunState:
     precision: str = "32"
     scaler: Any = None  # float16's GradScaler ("16-mixed"): its scale is learned state
     calibration: Any = None  # not state: a resumed run keeps the policy's own record of it
+    brancher: Any = None  # not state: runs the branches the policy asks for (training/branch.py)
     stop_request: StopRequest = field(default_factory=StopRequest)  # runtime/signals.py
     callbacks: Any = None
     callback_states: dict = field(default_factory=dict)
@@ -137,6 +140,12 @@ class RunState:
             record["noise_scale"] = self.last_noise["noise_scale"]
         self.last_step = record
         return record
+
+    def observe(self, record: dict) -> None:
+        """Tell the policy about the step of `record`, and run the branches it then asks for."""
+        self.policy.observe(self.step_stats(record))
+        if self.brancher is not None:
+            self.brancher(self.policy, self.seed + self.step)
 
     def step_stats(self, record: dict) -> StepStats:
         """What the policy is told after the step of `record` (batching/base.py StepStats)."""

@@ -175,7 +175,7 @@ class Trainer:
             if record is None:  # non-finite, on_nonfinite="stop"
                 break
             run.history.steps.append(record)
-            run.policy.observe(run.step_stats(record))
+            run.observe(record)  # the policy told, and the branches it asks for run
             hooks.on_batch_end(self, record["samples"])
             if run.interrupt is not None:
                 raise TrainingInterrupted(run.interrupt, run.step)
@@ -315,8 +315,8 @@ class Trainer:
         run, self.pipeline_ = begin_run(
             requested, self.built_, self.optimizer_, self.metric_names_, len(train), epochs,
             max_physical, self.lr_scaling, self.lr_schedule, self.state_, self.precision_,
-            self.compile, draw=(lambda n, seed: next(BatchIterator(  # n shuffled samples
-                self._with_targets(train), n, True, seed, self.device_).epoch(0))) if calibrate else None)
+            self.compile, lambda n, seed: next(BatchIterator(  # n shuffled samples
+                self._with_targets(train), n, True, seed, self.device_).epoch(0)), calibrate)
         self.stop_training = False
         check_action(self.on_nonfinite)
         return run

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from batchtrain.batching import adaptive
-from batchtrain.batching.adaptive import (Adaptive, candidate_sizes, goodput_choice,
-                                          statistical_efficiency)
+from batchtrain.batching.adaptive import Adaptive
+from batchtrain.batching.goodput import candidate_sizes, goodput_choice, statistical_efficiency
 from batchtrain.stats import adascale_gain
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.throughput import ThroughputModel
@@ -33,7 +33,8 @@ def drive(policy: Adaptive, phis, confidence: float = 1.0, timing=GPU,
     sizes = []
     for step, phi in enumerate(phis):
         size = policy.batch_size()
-        micro_batches = max(2 if step % policy.stats_every == 0 else 1, math.ceil(size / CAP))
+        measured = policy.stats_every and step % policy.stats_every == 0  # 0: none measured
+        micro_batches = max(2 if measured else 1, math.ceil(size / CAP))
         seen += size
         policy.observe(StepStats(seen, seen // EPOCH, EPOCH, size,
                                  gradient=gradient_stats(phi, confidence),
@@ -381,3 +382,58 @@ def test_no_branch_improved_keeps_the_calibrated_start():
     policy = branched(calibrated(RISING, 80.0), {64: -0.1, 128: -0.2}, {64: 1.0, 128: 0.5})
     assert policy.batch_size() == 64 and policy.floor == 32
     assert policy.calibration["branched"]["fastest"] is None
+
+
+# -- decisions from branches during training (allow_branches: one process): the noise is then
+# neither measured nor read, and branches_due paces the branches (batching/branched.py).
+
+def branching(rate_of=RISING, phi: float = 80.0) -> Adaptive:
+    """A calibrated policy whose trainer branches, after its branched start at 128."""
+    policy = calibrated(rate_of, phi)
+    policy.allow_branches()
+    return branched(policy, {64: 0.30, 128: 0.30}, {64: 1.0, 128: 0.6})
+
+
+def test_while_branches_decide_the_noise_is_neither_measured_nor_read():
+    policy = branching()
+    assert policy.batch_size() == 128 and policy.stats_every == 0
+    sizes = drive(policy, [1e5] * 300)  # a huge noise scale would ask for the largest batch
+    assert set(sizes) == {128}
+    assert Adaptive(rule="noise-scale").stats_every == adaptive.MEASURE_EVERY
+    noise_rule = Adaptive(rule="noise-scale")
+    noise_rule.allow_branches()
+    assert noise_rule.stats_every == adaptive.MEASURE_EVERY and noise_rule.branching is False
+
+
+def test_an_lr_rule_that_reads_the_noise_keeps_it_measured():
+    policy = branching()
+    policy.lr_scale(32)  # lr_scaling="adascale" asks at every step
+    assert policy.stats_every == adaptive.MEASURE_EVERY
+
+
+def test_branches_are_due_at_the_paced_steps_with_the_current_size_its_double_and_half():
+    from batchtrain.batching.branched import BRANCH_OVERHEAD
+    policy = branching()  # the start's branches cost 0.3 s: due after 0.3 / BRANCH_OVERHEAD s
+    assert policy.branches_due() is None
+    step_s = 0.3 / BRANCH_OVERHEAD / 12
+    drive(policy, [80.0] * 10, timing=(0.0, step_s / 128))  # 10 steps: not yet
+    assert policy.branches_due() is None
+    drive(policy, [80.0] * 3, timing=(0.0, step_s / 128))
+    assert policy.branches_due() == ([128, 256], 1)  # 64 is under the floor (the start's 128)
+
+
+def test_branches_during_training_move_the_batch_and_pace_the_next():
+    from batchtrain.training.branch import Branches
+    policy = branching()
+    drive(policy, [80.0] * 40, timing=(0.0, 0.25 / 128))  # 10 s: due (0.3 s of start branches)
+    sizes, _ = policy.branches_due()
+    # 256 improves as much as 128 on the same samples, at a higher rate (RISING): taken
+    policy.observe_branches(Branches(sizes, 1.0, {128: 0.2, 256: 0.2}, {128: 1.0, 256: 0.7},
+                                     4096, 0.5))
+    assert policy.batch_size() == 256 and policy.last_decision["reason"] == "branched"
+    assert policy.branches_due() is None  # paced again by these branches' 0.5 s
+    assert policy.calibration["branched"]["sizes"] == [64, 128]  # the start's record is kept
+    restored = Adaptive(min_batch=32, max_batch=1024)
+    restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    assert restored.branching and restored.stats_every == 0
+    assert restored.branches.state_dict() == policy.branches.state_dict()

@@ -18,6 +18,8 @@ rank = trainer.dist_.rank
 record = {"rank": rank, "world": trainer.dist_.world_size,
           "sizes": [step["batch_size"] for step in history.steps],
           "noise": [step.get("noise_scale") for step in history.steps],
+          "comm_hooks": [hook.__name__ for hook, _ in getattr(trainer.built_.network,
+                                                              "_comm_hooks", [])],
           "history": [{k: v for k, v in logs.items() if k not in ("time_s", "samples_per_s")}
                       for logs in history]}
 (out_dir / f"rank{rank}.json").write_text(json.dumps(record))

@@ -70,6 +70,9 @@ def test_adaptive_decisions_agree_and_noise_scale_matches_micro_batches(tmp_path
     _, history = single_process(mode)
     assert ranks[0]["sizes"] == ranks[1]["sizes"]  # rank 0 decides for all
     assert len(set(ranks[0]["sizes"])) > 1
+    assert history.steps and [step["batch_size"] for step in history.steps] == ranks[0]["sizes"]
+    # the local norms are taken in DDP's comm hook: its bucketed all-reduce is kept
+    assert ranks[0]["comm_hooks"] == ranks[1]["comm_hooks"] == ["local_norms_hook"]
     # local-vs-all-reduced gradients (2 ranks) estimate what micro-batches do in one process
     distributed = [n for n in ranks[0]["noise"] if n is not None][:20]
     alone = [step["noise_scale"] for step in history.steps if "noise_scale" in step][:20]

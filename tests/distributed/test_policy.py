@@ -90,6 +90,29 @@ def test_batch_size_asks_the_wrapped_policy_every_time():
     assert wrapped.batch_size() == 96
 
 
+def test_a_policy_that_counts_its_decisions_is_broadcast_only_when_it_decided():
+    policy, group = Recording(), FakeGroup()
+    policy.decisions = 0
+    wrapped = RankZeroDecides(policy, group, CPU)
+    assert [wrapped.batch_size() for _ in range(3)] == [RANK_ZERO_SAYS] * 3
+    assert len(group.sent) == 1  # the first call only
+    group.answer, policy.decisions = 96, 1  # a decision (at the same step on every rank)
+    assert [wrapped.batch_size() for _ in range(2)] == [96, 96] and len(group.sent) == 2
+    wrapped.load_state_dict({"theirs": 3})  # a restored run: broadcast at the next call
+    group.answer = 48
+    assert wrapped.batch_size() == 48 and len(group.sent) == 3
+
+
+def test_adaptive_counts_its_decisions():
+    policy = Adaptive(rule="noise-scale", min_batch=8, initial=16, update_every=1)
+    policy.observe(StepStats(0, 0, 10_000, 0))
+    before = policy.decisions
+    for step in range(1, 12):
+        policy.observe(StepStats(16 * step, 0, 10_000, 16, gradient={"noise_scale": 64.0,
+                                                                    "confidence": 1.0}))
+    assert policy.decisions == before + 1  # the 10th step decided (MIN_STEPS_PER_DECISION)
+
+
 def test_everything_else_delegates_to_the_wrapped_policy():
     policy, group = Recording(), FakeGroup()
     wrapped = RankZeroDecides(policy, group, CPU)

@@ -88,3 +88,90 @@ def test_branching_changes_nothing_of_the_run():
     again = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [16, 64, 256],
                    lr_factor=lambda size: size / 16)
     assert again.improvement == measured.improvement
+
+
+# -- during training (Brancher): the trainer runs the branches the policy asks for after a step
+
+class Asking:
+    """A policy stand-in that asks for branches at fixed sizes and records what it was told."""
+
+    def __init__(self, sizes, length=1, current=64):
+        self.sizes, self.length, self.current, self.told = sizes, length, current, []
+
+    def branches_due(self):
+        return (self.sizes, self.length) if self.sizes else None
+
+    def batch_size(self):
+        return self.current
+
+    def observe_branches(self, branches):
+        self.told.append(branches)
+
+
+def brancher(max_physical=256, samples=10_000):
+    from batchtrain.training.branch import Brancher
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    x, y = torch.randn(samples, 4), torch.randn(samples, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    drawn = []
+
+    def draw(n, seed):
+        drawn.append((n, seed))
+        return x[:n], y[:n]
+
+    factors = []
+
+    def lr_factor(size, current):
+        factors.append((size, current))
+        return math.sqrt(size / current)
+
+    return Brancher(model, F.mse_loss, optimizer, draw, samples, max_physical, lr_factor), drawn, factors
+
+
+def test_the_brancher_runs_what_the_policy_asks_within_the_memory_ceiling():
+    run, drawn, factors = brancher(max_physical=128)
+    policy = Asking([32, 64, 128, 256], length=2)
+    branches = run(policy, seed=5)
+    assert branches.sizes == [32, 64, 128] and policy.told == [branches]  # 256 > the ceiling
+    assert branches.samples == 8 * 128 * 2 and drawn == [(8 * 128 * 2 + 2048, 5)]
+    assert sorted(set(factors)) == [(32, 64), (64, 64), (128, 64)]  # the lr moving there takes
+    assert run(Asking([]), seed=6) is None and run(Asking([256]), seed=6) is None
+    assert len(drawn) == 1  # nothing drawn when there is nothing to branch
+
+
+def test_branches_are_at_most_half_the_training_samples():
+    run, drawn, _ = brancher(samples=3000)
+    branches = run(Asking([64, 128], length=64), seed=0)
+    assert branches.samples == 1500 and drawn == [(1500 + 750, 0)]  # probe: a quarter
+
+
+def test_a_run_whose_branches_never_move_is_bitwise_the_fixed_run(monkeypatch):
+    """auto with branches during training (every move refused) trains exactly as Fixed(32): the
+    branches leave the weights, the optimizer, BatchNorm's statistics, dropout's RNG and the data
+    order as they were, and no step is measured."""
+    from batchtrain import Trainer
+    from batchtrain.batching import branched
+    from batchtrain.batching.adaptive import Adaptive
+    monkeypatch.setattr(branched, "MIN_BRANCH_GAIN", math.inf)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 8, generator=generator)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+
+    def model():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.2),
+                             nn.Linear(32, 2))
+
+    results = {}
+    for name, batch_size in [("fixed", 32), ("auto", Adaptive(min_batch=32, initial=32))]:
+        trainer = Trainer(model(), optimizer="adam", lr=1e-3, seed=1, max_physical_batch=512)
+        trainer.fit(x, y, batch_size=batch_size, epochs=2)
+        results[name] = trainer
+    auto = results["auto"].state_.policy
+    assert auto.branching and auto.last_decision["reason"].startswith("branched")
+    assert auto.branches.cost_s > 0  # branches ran
+    assert all("noise_scale" not in step for step in results["auto"].history_.steps)
+    for ours, theirs in zip(results["auto"].model_.state_dict().values(),
+                            results["fixed"].model_.state_dict().values()):
+        assert torch.equal(ours, theirs)

@@ -11,6 +11,7 @@ from torch import nn
 from batchtrain import Callback, Trainer
 from helpers import noisy_linear_regression as linear_regression
 from batchtrain.batching.adaptive import Adaptive
+from batchtrain.batching.branched import BranchDecisions
 from batchtrain.training.calibrate import Calibration, calibrate, calibrate_policy, noise_from_norms
 
 
@@ -144,7 +145,7 @@ def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
     seconds = {64: 0.01, 128: 0.015, 256: 0.025, 512: 0.05}  # 6400 .. 10240 samples/s
     long_run = _branch_plan([64, 128, 256, 512], seconds, 60_000, 60_000 * 50)
     assert long_run[0] == [64, 128, 256, 512] and long_run[1] % (BRANCH_STEPS * 512) == 0
-    short_run = _branch_plan([64, 128, 256, 512], seconds, 60_000, 60_000 * 2)
+    short_run = _branch_plan([64, 128, 256, 512], seconds, 60_000, 60_000 * 5)
     assert short_run is not None and short_run[0] == [64, 128]  # a smaller budget: fewer sizes
     assert _branch_plan([64, 128], seconds, 60_000, 1000) is None  # nothing fits
     assert _branch_plan([64, 128, 256], seconds, 3000, 60_000 * 50)[0] == [64, 128]  # 2 x 8 x 128
@@ -164,14 +165,34 @@ def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back():
             trainer.stop_training = True
 
     trainer = Trainer("mlp", seed=0)
-    trainer.fit(x, y, batch_size="auto", epochs=50, callbacks=[AtBegin()])
+    trainer.fit(x, y, batch_size="auto", epochs=200, callbacks=[AtBegin()])  # a long budget
     calibration = trainer.state_.calibration
     branches = calibration.branches
     assert branches is not None and len(branches.sizes) >= 2 and branches.fastest is not None
-    assert f"fastest {branches.fastest}" in calibration.describe()
+    assert f"branched at {', '.join(map(str, branches.sizes))}" in calibration.describe()
+    assert "probe loss decrease per s" in calibration.describe()
     policy = trainer.state_.policy
-    assert policy.floor == policy.batch_size() == branches.fastest
+    assert policy.floor == policy.batch_size() == BranchDecisions().first(branches)
     initial = Trainer("mlp", seed=0).prepare(x, y)  # the same initialisation, never branched
     for ours, theirs in zip(seen["weights"], initial.model_.parameters()):
         assert torch.equal(ours, theirs)
     assert seen["moments"] == {}  # Adam's state as before any step
+
+
+def test_a_start_over_the_branch_budget_runs_no_branches_and_paces_the_later_ones():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 20)).astype(np.float32)
+    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    trainer = Trainer("mlp", seed=0)
+    trainer.fit(x, y, batch_size="auto", epochs=1, callbacks=[StopAtBegin()])  # a short run
+    policy = trainer.state_.policy
+    assert trainer.state_.calibration.branches is None
+    assert policy.calibration["branched"]["sizes"] == []  # skipped, recorded as such
+    assert policy.branches.cost_s > 0 and policy.floor == 32  # the next ones paced by their cost
+
+
+class StopAtBegin(Callback):
+    """Stops fit() before its first step: what the start measured is all there is."""
+
+    def on_fit_begin(self, trainer, info):
+        trainer.stop_training = True

@@ -1,56 +1,55 @@
-"""Adaptive(rule): the logical batch follows the gradient noise scale, measured during training.
+"""Adaptive(rule): the logical batch from measurements taken during training.
 
-phi, the noise scale, is B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8): Sigma the
-per-sample gradient covariance, G the true gradient. The trainer estimates it from micro-batches
-and passes it in StepStats.gradient = {"noise_scale", "grad_sq", "trace", "confidence"}. Rules:
-- "goodput" (Pollux, Qiao et al. 2021): the candidate size with the most goodput, measured
-  throughput T(B) (samples/s, ThroughputModel) times statistical efficiency
-  E(B) = (phi + B0) / (phi + B), the progress per sample relative to the base batch B0.
+Rules:
+- "goodput" (Pollux, Qiao et al. 2021; `auto`): the size with the most goodput, throughput T(B)
+  (samples/s, ThroughputModel) times statistical efficiency. In one process the efficiency is
+  measured directly, by branches (training/branch.py: short runs at a few sizes from the current
+  weights, undone; Merrill et al. 2025): at the start the calibrated size and its doublings, later
+  the current size, its double and its half (batching/branched.py paces them at 5 % of the
+  training time and moves only on a clear, significant gain). Under DDP, where every rank would
+  branch on its own clock, the efficiency is predicted from the gradient noise scale phi
+  instead: E(B) = (phi + B0) / (phi + B), relative to the base batch B0.
 - "noise-scale": B = noise_multiplier * phi, the critical batch B_crit ~ B_noise (McCandlish).
 - "norm-test": B = phi / theta^2, the smallest batch whose gradient passes the norm test
   E|g_B - G|^2 <= theta^2 |G|^2 (Byrd et al. 2012; De et al. 2017), as tr(Sigma)/B = E|g_B - G|^2.
 Every answer is clamped to [min_batch, max_batch].
 
-The noise is measured on raw gradients, for Adam and RMSprop too. Their preconditioned gradients
-(divided by sqrt(v) + eps, the geometry they step in; stats/precondition.py) gave a noise scale
-that depends on the batch it is measured at, because v is the second moment of that batch's
-gradients: on the suite's MLP (Fashion-MNIST, Adam) it read 38 at batch 128, 270 at 256 and 624 at
-512 over the first epoch, while the raw estimate read 105-160 at both 128 and 512 (README "Batch
-size"). An estimate that falls with the batch feeds back into the decision (a smaller batch
-measures a smaller noise scale, which asks for a smaller batch): the freeze at the smallest batch
-seen before. `geometry="preconditioned"` keeps the other measurement, for comparison.
+phi is B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8), estimated by the trainer
+from micro-batches on every MEASURE_EVERY-th step (StepStats.gradient: "noise_scale", "grad_sq",
+"trace", "confidence"), on raw gradients for Adam and RMSprop too: their preconditioned gradients
+gave a noise scale that falls with the batch it is measured at (v is the second moment of that
+batch's gradients), which asks for a smaller batch, which measures a smaller noise: the freeze at
+the smallest batch seen before (README "Batch size"). `geometry="preconditioned"` keeps it, for
+comparison. While branches decide, nothing reads phi and it is not measured (stats_every 0),
+unless AdaScale's lr rule asks for it (lr_scale).
 
 Start: unless the user gave `initial`, the trainer calibrates before the first step (training/
 calibrate.py): forward and backward passes at powers of two from min_batch give the throughput
-curve and the noise scale at the initial weights, and the first batch is the goodput choice from
-those (calibrate()). Under "goodput" the trainer then branches (training/branch.py): from the
-initial weights, that size and its doublings train on the same samples, and the one that lowers a
-probe loss the most per second becomes the first batch, and the floor of every later decision
-(observe_branches()). The suite measured why: the noise scale's goodput picks cost 1.25-1.74x
-the best fixed size's time to target, the branched picks 1.00-1.04x (benchmarks/
-critical_batch.py, README "Batch size"); the floor because the critical batch grows as training
-goes on (Merrill et al. 2025), while the noise estimate during training reads low for Adam on
-these tasks. The calibration's cost, the branches' included, is in `calibration` and the log.
+curve and phi at the initial weights, and the first batch is the goodput choice from those; the
+start's branches then pick among it and its doublings, and their choice is the floor of every
+later decision (the critical batch grows as training goes on: Merrill et al. 2025). On the suite
+the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched ones
+1.00-1.04x (benchmarks/critical_batch.py). What the start cost is in `calibration` and the log.
 
-Decisions act on a robust estimate, the median of the last ROBUST_WINDOW estimates seen at
+Noise decisions act on a robust estimate, the median of the last ROBUST_WINDOW estimates seen at
 decisions (one wild estimate moves nothing), and each moves the batch by at most MAX_STEP (2x up
 or down), or LOW_CONFIDENCE_STEP (1.5x) while the estimator's confidence is below
 `min_confidence`: an estimate that never becomes confident still moves the batch, in small steps,
-rather than freezing it where it started. To keep the size from flapping on a noisy
-estimate it changes only at a decision (every `update_every`, at least MIN_STEPS_PER_DECISION
-steps apart), only by more than `margin`, and under "goodput" only
-for a gain of more than MIN_GOODPUT_GAIN: adjacent candidates are 1.33-1.5x apart, more than any
-size margin, and near the optimum their goodputs differ by a few percent, so a size margin alone
-would let noise in phi swap them back and forth. The margin alone holds the size still while phi
-wanders within +-e of its level with 2e / (1 - e) <= margin: e <= 9 % for the default 0.2; the
-estimator's smoothing (an EMA in stats/) is what keeps phi's step-to-step noise that small.
+rather than freezing it where it started. To keep the size from flapping it changes only at a
+decision (every `update_every`, at least MIN_STEPS_PER_DECISION steps apart), only by more than
+`margin`, and under "goodput" only for a gain of more than MIN_GOODPUT_GAIN: adjacent candidates
+are 1.33-1.5x apart and near the optimum their goodputs differ by a few percent, so a size margin
+alone would let noise in phi swap them back and forth. The margin alone holds the size still
+while phi wanders within +-e of its level with 2e / (1 - e) <= margin: e <= 9 % for the default
+0.2; the estimator's smoothing (an EMA in stats/) keeps phi's step-to-step noise that small.
 """
 import math
 import numbers
 import statistics
-from collections.abc import Callable, Iterable
 
 from batchtrain.batching.base import Policy, StepStats
+from batchtrain.batching.branched import BranchDecisions
+from batchtrain.batching.goodput import candidate_sizes, goodput_choice
 from batchtrain.batching.throughput import ThroughputModel
 from batchtrain.errors import ConfigError, check_batch_size
 from batchtrain.durations import Duration, to_samples
@@ -69,62 +68,29 @@ ROBUST_WINDOW = 5  # decisions act on the median of this many latest estimates
 MAX_STEP, LOW_CONFIDENCE_STEP = 2.0, 1.5  # the most a decision multiplies or divides the batch by
 
 
-def statistical_efficiency(batch: int, noise_scale: float, base_batch: int) -> float:
-    """Progress per sample at `batch` relative to `base_batch` (Pollux: (phi + B0) / (phi + B))."""
-    if math.isinf(noise_scale):
-        return 1.0  # all noise: every sample counts fully at any batch
-    return (noise_scale + base_batch) / (noise_scale + batch)
-
-
-def goodput_choice(noise_scale: float, base_batch: int, candidates: Iterable[int],
-                   samples_per_s: Callable[[int], float]) -> tuple[int, dict]:
-    """The candidate with the most goodput T(B) * E(B), and {"goodput": {size: samples/s}}.
-
-    goodput is in base-batch-equivalent samples per second; ties go to the smaller batch. B0 only
-    scales every goodput by the same factor (phi + B0): it never changes the choice.
-    """
-    goodput = {int(size): samples_per_s(int(size)) *
-               statistical_efficiency(int(size), noise_scale, base_batch)
-               for size in sorted(set(candidates))}
-    top = max(goodput.values())
-    best = min(size for size, value in goodput.items() if value >= top * (1 - 1e-12))
-    return best, {"goodput": goodput}
-
-
-def candidate_sizes(lower: int, upper: int) -> list[int]:
-    """Powers of two and the 1.5x steps between them (32, 48, 64, 96, ...), plus both bounds."""
-    sizes, power = {lower, upper}, 1
-    while power <= upper:
-        sizes.update(size for size in (power, power * 3 // 2) if lower <= size <= upper)
-        power *= 2
-    return sorted(sizes)
-
-
 class Adaptive(Policy):
-    """Chooses the logical batch from the gradient noise scale (and, for goodput, throughput).
+    """Chooses the logical batch from branches or the gradient noise scale (module docstring).
 
     rule: "goodput" (default), "noise-scale" or "norm-test" (module docstring).
     min_batch, max_batch: bounds in samples; max_batch None: the memory ceiling, which the
         trainer gives with set_limit() when fit begins.
     initial: the first batch, and the base batch B0 of the efficiency; None (default): B0 is
         min_batch and the first batch comes from the start-up calibration (module docstring).
-    margin: the size changes only when the rule's answer differs by more than this fraction.
+    margin, update_every, min_confidence: of the noise decisions: the size changes only when the
+        rule's answer differs by more than margin; update_every: a duration between decisions,
+        samples (5000) or epochs ("0.1e", the default); below min_confidence (the estimator's
+        own, in [0, 1]) a decision moves the batch by LOW_CONFIDENCE_STEP at most.
     noise_multiplier: c in B = c * phi ("noise-scale"). theta: in B = phi / theta^2 ("norm-test";
         0.5 asks for a gradient error at most half the gradient's norm, B = 4 phi).
-    update_every: a duration between decisions, samples (5000) or epochs ("0.1e", the default:
-        ten looks an epoch). min_confidence: below it (the estimator's own confidence in [0, 1])
-        a decision moves the batch by LOW_CONFIDENCE_STEP at most; 0.5 by default.
     geometry: the gradients the noise is measured on: "raw" (default) or "preconditioned" (Adam's
         and RMSprop's, divided by sqrt(v) + eps; module docstring says why raw is the default).
     Under "goodput" the calibration (or, without one, a second size, double the first) gives the
-    throughput curve; the policy trusts it up to TRUST_FACTOR x the largest micro-batch timed, so
-    it climbs a rising curve in steps it can measure. Without step times (time_s 0) throughput counts
-    as flat, and goodput keeps to the smallest batch.
+    throughput curve, trusted up to TRUST_FACTOR x the largest micro-batch timed (it climbs a
+    rising curve in steps it can measure); without step times (time_s 0) it counts as flat.
     """
 
     wants_gradient_stats = True
     gives_lr_scale = True  # the trainer then passes noise-scale estimates in StepStats
-    stats_every = MEASURE_EVERY
 
     def __init__(self, rule: str = "goodput", min_batch: int = 32, max_batch: int | None = None,
                  initial: int | None = None, margin: float = 0.2, noise_multiplier: float = 1.0,
@@ -147,6 +113,7 @@ class Adaptive(Policy):
         """The state of a new run (fit() calls observe with batch_size 0 when it begins)."""
         self.current = self._clamp(self.initial)
         self.samples_seen = self.samples_per_epoch = self.decided_at = self.steps_since_decision = 0
+        self.decisions = 0  # _decide calls: at the same steps on every rank (distributed/policy.py)
         self.grad_sq: float | None = None
         self.trace: float | None = None
         self.throughput = ThroughputModel(min_micro_batches=1)  # 3 in 4 steps run unsplit
@@ -154,6 +121,15 @@ class Adaptive(Policy):
         self.last_decision: dict | None = None  # for logs and plots
         self.calibration: dict | None = None  # what the start-up calibration measured and cost
         self.floor = self.min_batch  # no decision goes below it: the branched start's size
+        self.branching = False  # decisions come from branches (allow_branches)
+        self.branches = BranchDecisions()
+        self.lr_reads_noise = False  # lr_scale was asked (AdaScale): keep measuring the noise
+
+    @property
+    def stats_every(self) -> int:
+        """Measure the noise on every MEASURE_EVERY-th step; not at all (0) while branches decide
+        and no lr rule reads the estimate: a measured step costs more (training/measure.py)."""
+        return 0 if self.branching and not self.lr_reads_noise else MEASURE_EVERY
 
     def set_limit(self, max_batch: int) -> None:
         """The memory ceiling (largest physical batch): the upper bound when max_batch is None."""
@@ -169,19 +145,12 @@ class Adaptive(Policy):
         top = max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples))
         if not self.calibration_timed:  # the noise line only: four small sizes, every run alike
             top = min(top, UNTIMED_SIZES * self.min_batch)
-        return sorted({self._physical(size) for size in self._calibration_batches(top)})
+        return sorted({self._physical(size) for size in _doublings(self.min_batch, top)})
 
     @property
     def calibration_timed(self) -> bool:
         """Only goodput reads the calibration's clock; the other rules take its noise alone."""
         return self.rule == "goodput"
-
-    def _calibration_batches(self, top: int) -> list[int]:
-        sizes, size = [], self.min_batch
-        while size <= top:
-            sizes.append(size)
-            size *= 2
-        return sizes
 
     def _physical(self, batch: int) -> int:
         return math.ceil(batch / self.throughput.micro_batches(batch, self.limit))
@@ -210,6 +179,11 @@ class Adaptive(Policy):
                               "current": self.initial, "chosen": self.current,
                               "reason": "calibrated"}
 
+    def allow_branches(self) -> None:
+        """The trainer can branch (one process): under "goodput", decisions come from branches
+        (branches_due) instead of the noise scale, which is then not measured (stats_every)."""
+        self.branching = self.rule == "goodput"
+
     def branch_sizes(self, samples: int) -> list[int]:
         """The logical batches to branch at from the initial weights (training/branch.py): the
         calibrated choice and its doublings up to CALIBRATION_MAX_BATCH, the bound and a quarter
@@ -217,29 +191,51 @@ class Adaptive(Policy):
         if self.rule != "goodput" or not self.calibrates:
             return []
         top = min(self.upper, CALIBRATION_MAX_BATCH, max(samples // 4, self.min_batch))
-        sizes, size = [], self.current
-        while size <= top:
-            sizes.append(size)
-            size *= 2
+        sizes = _doublings(self.current, top)
         return sizes if len(sizes) > 1 else []
 
     def observe_branches(self, branches) -> None:
         """The first batch, and the floor of later decisions, from the branched measurement
-        (training/branch.py Branches): the size that lowered the probe loss the most per second;
-        nothing changes when no branch lowered it."""
-        fastest = branches.fastest
+        (training/branch.py Branches): the size that lowered the probe loss fastest, by a clear
+        margin (batching/branched.py first); nothing changes when no branch lowered it, or when
+        none ran (no sizes: over the start's budget; their cost paces the next). Later branches
+        (branches_due) decide the size during training (_decide_from_branches)."""
+        if self.samples_seen > 0:
+            return self._decide_from_branches(branches)
+        chosen = self.branches.first(branches)
         record = {"sizes": list(branches.sizes), "samples": branches.samples,
-                  "cost_s": branches.cost_s, "fastest": fastest,
+                  "cost_s": branches.cost_s, "fastest": branches.fastest, "chosen": chosen,
                   "improvement": [[size, gain] for size, gain in branches.improvement.items()],
                   "seconds": [[size, seconds] for size, seconds in branches.seconds.items()]}
         if self.calibration is not None:
             self.calibration["branched"] = record
-        if fastest is None:
+        if chosen is None:
             return
-        previous, self.current = self.current, self._clamp(fastest)
+        previous, self.current = self.current, self._clamp(chosen)
         self.floor = self.current
         self.last_decision = {"samples_seen": 0, "rule": self.rule, "current": previous,
                               "chosen": self.current, "reason": "branched"}
+
+    def branches_due(self) -> tuple[list[int], int] | None:
+        """While branches decide (allow_branches): the sizes to branch at now (the trainer runs
+        them: training/branch.py Brancher), the current one, its double and, down to the floor,
+        its half, and the branches' length; None until they are due (batching/branched.py) and
+        MIN_STEPS_PER_DECISION steps after the last decision."""
+        if (not self.branching or self.steps_since_decision < MIN_STEPS_PER_DECISION
+                or not self.branches.due()):
+            return None
+        top = min(self.upper, self._cap) if self._cap is not None else self.upper
+        sizes = self.branches.sizes(self.current, self.floor, top)
+        return (sizes, self.branches.length) if len(sizes) > 1 else None
+
+    def _decide_from_branches(self, branches) -> None:
+        """The size the branches (training/branch.py Branches) show fastest (batching/branched.py)."""
+        previous = self.current
+        chosen, details = self.branches.decide(branches, self.current, self._samples_per_s)
+        self.current = self._clamp(chosen)
+        self.last_decision = {"samples_seen": self.samples_seen, "rule": self.rule,
+                              "current": previous, "chosen": self.current, **details}
+        self.decided_at, self.steps_since_decision = self.samples_seen, 0
 
     @property
     def upper(self) -> int:
@@ -263,6 +259,9 @@ class Adaptive(Policy):
             self.trace, self.grad_sq = trace, grad_sq
         self.throughput.observe(step.batch_size, step.physical_batch, step.time_s)
         self.steps_since_decision += 1
+        if self.branching:  # decisions come from the branches (branches_due)
+            self.branches.observe(step.time_s)
+            return
         every = to_samples(self.update_every, max(self.samples_per_epoch, 1))
         if (self.steps_since_decision >= MIN_STEPS_PER_DECISION
                 and self.samples_seen - self.decided_at >= every):
@@ -271,6 +270,7 @@ class Adaptive(Policy):
     def _decide(self, gradient: dict) -> None:
         """Apply the rule to the robust estimate (module docstring); without an estimate, retried
         at the next step."""
+        self.decisions += 1
         phi = _finite(gradient.get("noise_scale"))
         confidence = _finite(gradient.get("confidence")) or 0.0  # missing: not confident
         record = {"samples_seen": self.samples_seen, "rule": self.rule, "phi": phi,
@@ -333,6 +333,7 @@ class Adaptive(Policy):
     def lr_scale(self, base_batch: int) -> float:
         """AdaScale's lr multiplier for the current batch against base_batch (adascale_gain), from
         the latest estimate; the sqrt rule before any estimate."""
+        self.lr_reads_noise = True
         if self.trace is None or self.grad_sq is None or max(self.trace, 0) + max(self.grad_sq, 0) == 0:
             return math.sqrt(self.current / base_batch)
         return adascale_gain(self.trace, self.grad_sq, self.current / base_batch,
@@ -344,7 +345,8 @@ class Adaptive(Policy):
                 "steps_since_decision": self.steps_since_decision, "grad_sq": self.grad_sq,
                 "trace": self.trace, "throughput": self.throughput.state_dict(),
                 "recent_phi": list(self.recent_phi), "calibration": self.calibration,
-                "floor": self.floor}
+                "floor": self.floor, "branching": self.branching,
+                "branches": self.branches.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores a run; the memory ceiling is not state (set_limit gives this machine's)."""
@@ -359,10 +361,19 @@ class Adaptive(Policy):
         self.recent_phi = [float(phi) for phi in state.get("recent_phi", [])]  # absent: older runs
         self.calibration = state.get("calibration")
         self.floor = int(state.get("floor", self.min_batch))  # absent: runs before branching
+        self.branching = bool(state.get("branching", False))  # absent: noise-driven decisions
+        self.branches = BranchDecisions()
+        if "branches" in state:
+            self.branches.load_state_dict(state["branches"])
 
     def __repr__(self) -> str:
         return (f"Adaptive({self.rule!r}, min_batch={self.min_batch}, max_batch={self.max_batch}, "
                 f"initial={self.initial})")
+
+
+def _doublings(start: int, top: int) -> list[int]:
+    """start, 2 x start, 4 x start, ... up to top."""
+    return [start << k for k in range(max(0, (top // start).bit_length()))]
 
 
 def _finite(value: object) -> float | None:

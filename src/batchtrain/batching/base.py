@@ -66,7 +66,8 @@ class Policy(BatchSizePolicy):
     # under DDP, rank 0 decides for every rank, since the measurements are local).
     wants_gradient_stats: bool = False
     # With wants_gradient_stats: the noise is measured on every stats_every-th step only (a
-    # measured step costs more: training/measure.py); StepStats.gradient keeps the latest estimate.
+    # measured step costs more: training/measure.py; read at every step, 0 measures none);
+    # StepStats.gradient keeps the latest estimate.
     stats_every: int = 1
     # The geometry of the measured gradients: "raw" (as they are), or "preconditioned" (Adam's and
     # RMSprop's divided by sqrt(v) + eps, the geometry they step in; stats/precondition.py).
@@ -93,6 +94,23 @@ class Policy(BatchSizePolicy):
 
     def calibrate(self, calibration) -> None:
         """Told what those start-up passes measured (training/calibrate.py Calibration)."""
+
+    def allow_branches(self) -> None:
+        """Told when fit begins, in one process (not under DDP), that the trainer will run the
+        branches this policy asks for (branch_sizes, branches_due); ignored by default."""
+
+    def branch_sizes(self, samples: int) -> list[int]:
+        """Logical batches to branch at after the calibration, from the initial weights
+        (training/branch.py: short runs at each size, undone); none by default."""
+        return []
+
+    def branches_due(self) -> tuple[list[int], int] | None:
+        """Logical batches to branch at now, and the branches' length (a multiple of the
+        trainer's default samples), asked after every step (one process only); None by default."""
+        return None
+
+    def observe_branches(self, branches) -> None:
+        """Told what the branches it asked for measured (training/branch.py Branches)."""
 
 
 def declared(policy: BatchSizePolicy) -> Policy:
@@ -138,3 +156,5 @@ class _Declared(Wrapping):
         self.calibration_sizes = getattr(policy, "calibration_sizes", super().calibration_sizes)
         self.calibration_timed = bool(getattr(policy, "calibration_timed", True))
         self.calibrate = getattr(policy, "calibrate", super().calibrate)
+        for name in ("allow_branches", "branch_sizes", "branches_due", "observe_branches"):
+            setattr(self, name, getattr(policy, name, getattr(super(), name)))

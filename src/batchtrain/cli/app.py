@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--model", default="seed-cnn", help="seed-cnn, mlp or package.module:factory")
     probe.add_argument("--hidden", help="mlp hidden sizes, e.g. 128,64")
     probe.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "adamw", "rmsprop"))
-    probe.add_argument("--lr", type=float, help="learning rate, taken as tuned for batch 128")
+    probe.add_argument("--lr", type=float, help="learning rate the branches train at (default: the optimizer's)")
     probe.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     probe.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     probe.add_argument("--memory-budget", help="memory for the physical batch (8GiB, 0.5 ...)")

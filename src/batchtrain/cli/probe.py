@@ -1,9 +1,14 @@
-"""`batchtrain probe`: measure before training, then recommend a batch size and learning rate.
+"""`batchtrain probe`: measure before training, then recommend a batch size.
 
 It measures the hardware curve (samples/s and estimated memory per physical batch), the memory
-ceiling, and the gradient noise scale B_simple at initialisation and after a short warm-up; then
-it picks the batch with the most goodput, throughput x statistical efficiency (Pollux, Qiao et
-al. 2021: E(B) = (phi + B0) / (phi + B)), and scales the learning rate with the optimizer's rule.
+ceiling, and the gradient noise scale B_simple at initialisation and after a short warm-up. The
+recommendation comes from branches (training/branch.py, as `--batch-size auto` starts): from the
+initial weights each size trains on the same samples at the given learning rate, and the size
+that lowers a probe loss fastest per second, by a clear margin over the smaller ones
+(batching/branched.py BranchDecisions.first), is recommended with that learning rate. On the
+benchmark suite this picks the grid's best fixed size or its neighbour, where the noise scale's
+goodput pick (Pollux, Qiao et al. 2021: throughput x (phi + B0) / (phi + B)) was off by up to
+1.7x in time to target (README "Batch size"); the report shows both.
 """
 import copy
 import statistics
@@ -17,7 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from batchtrain.batching.adaptive import goodput_choice, statistical_efficiency  # noqa: E402
+from batchtrain.batching.branched import MIN_BRANCH_GAIN as BRANCH_MARGIN  # noqa: E402
+from batchtrain.batching.branched import BranchDecisions  # noqa: E402
+from batchtrain.batching.goodput import goodput_choice, statistical_efficiency  # noqa: E402
 from batchtrain.batching.coupling import default_lr_scaling, lr_scale  # noqa: E402
 from batchtrain.batching.memory import memory_ceiling  # noqa: E402
 from batchtrain.data.arrays import as_features, as_tensor  # noqa: E402
@@ -26,6 +33,7 @@ from batchtrain.stats import (MicroBatchGradients, NoiseEstimate, NoiseScaleTrac
                               Preconditioner)
 from batchtrain.tasks.kinds import prepare_targets  # noqa: E402
 from batchtrain.trainer import Trainer  # noqa: E402
+from batchtrain.training.branch import BRANCH_STEPS, PROBE_SAMPLES, Branches, branch  # noqa: E402
 
 REFERENCE_BATCH = 128  # the batch the given learning rate is taken to be tuned for
 
@@ -44,6 +52,8 @@ class ProbeResult:
     lr_rule: str
     goodput: dict[int, float]
     preconditioned: bool = False  # noise after warm-up measured in Adam's/RMSprop's geometry
+    branches: Branches | None = None  # at the initial weights, at the given lr
+    goodput_batch: int = 0  # the noise scale's goodput pick, for comparison
 
 
 def probe(trainer: Trainer, x, y, sizes: list[int], warmup_samples: int, repeats: int = 5,
@@ -58,16 +68,37 @@ def probe(trainer: Trainer, x, y, sizes: list[int], warmup_samples: int, repeats
     curve = {size: size / time_step(trainer, inputs, targets, size, repeats) for size in sizes}
     generator = torch.Generator().manual_seed(trainer.seed_)
     at_init = measure_noise(trainer, inputs, targets, generator)
+    branches = branch_sizes(trainer, inputs, targets, sizes, generator)
+    base_lr = trainer.optimizer_.param_groups[0].get("initial_lr", trainer.optimizer_.param_groups[0]["lr"])
     trainer.fit(x[:warmup_samples], y[:warmup_samples], batch_size=REFERENCE_BATCH, epochs=1)
     after = measure_noise(trainer, inputs, targets, generator)
     phi = after.noise_scale if after is not None else float("inf")
-    best, details = goodput_choice(phi, REFERENCE_BATCH, sizes, curve.__getitem__)
+    by_noise, details = goodput_choice(phi, REFERENCE_BATCH, sizes, curve.__getitem__)
     rule = default_lr_scaling(trainer.optimizer_)
-    base_lr = trainer.optimizer_.param_groups[0].get("initial_lr", trainer.optimizer_.param_groups[0]["lr"])
+    branched = BranchDecisions().first(branches) if branches is not None else None
+    best, lr = ((branched, base_lr) if branched is not None
+                else (by_noise, base_lr * lr_scale(rule, by_noise, REFERENCE_BATCH)))
     return ProbeResult(sizes, curve, {size: memory.bytes_for(size) for size in sizes},
-                       memory.describe(), at_init, after, warmup_samples, best,
-                       base_lr * lr_scale(rule, best, REFERENCE_BATCH), rule, details["goodput"],
-                       Preconditioner(trainer.optimizer_).adaptive)
+                       memory.describe(), at_init, after, warmup_samples, best, lr,
+                       "branched" if branched is not None else rule, details["goodput"],
+                       Preconditioner(trainer.optimizer_).adaptive, branches, by_noise)
+
+
+def branch_sizes(trainer: Trainer, inputs, targets, sizes: list[int],
+                 generator: torch.Generator) -> Branches | None:
+    """Branches at every size from the current (initial) weights, each on the same BRANCH_STEPS x
+    the largest size's samples (at most half the data), the probe loss on up to PROBE_SAMPLES
+    others, at the optimizer's lr; None under two sizes. Undone afterwards."""
+    if len(sizes) < 2:
+        return None
+    samples = min(BRANCH_STEPS * max(sizes), len(inputs) // 2)
+    probe_samples = min(PROBE_SAMPLES, len(inputs) // 4, samples)
+    order = torch.randperm(len(inputs), generator=generator)[:samples + probe_samples]
+    order = order.to(inputs.device)
+    x, y = inputs[order], targets[order]
+    return branch(trainer.model_, trainer.task_.loss_fn, trainer.optimizer_, x[probe_samples:],
+                  y[probe_samples:], x[:probe_samples], y[:probe_samples], sizes,
+                  seed=trainer.seed_)
 
 
 def time_step(trainer: Trainer, inputs, targets, size: int, repeats: int) -> float:
@@ -143,15 +174,31 @@ def _noise_line(name: str, estimate: NoiseEstimate | None) -> str:
 
 
 def _markdown(result: ProbeResult, efficiency: dict[int, float]) -> str:
+    branches = result.branches
+    rates = ({size: gain / branches.seconds[size] for size, gain in branches.improvement.items()
+              if branches.seconds[size] > 0} if branches is not None else {})
     rows = "\n".join(
         f"| {size} | {result.samples_per_s[size]:.0f} | {result.memory_bytes[size] / 2**20:.1f} | "
-        f"{efficiency[size]:.3f} | {result.goodput[size]:.0f} |" for size in result.sizes)
+        f"{_rate(rates.get(size))} | {efficiency[size]:.3f} | {result.goodput[size]:.0f} |"
+        for size in result.sizes)
+    if result.lr_rule == "branched":
+        why = f"""The batch lowered the loss on {branches.samples} training
+samples fastest per second (loss {branches.loss_before:.4g} before), at the given learning rate,
+by more than {int(100 * BRANCH_MARGIN)} % over every smaller size: branches from the initial
+weights (Merrill et al. 2025), undone, as `--batch-size auto` starts. The noise scale's goodput
+pick, for comparison: batch {result.goodput_batch}. `--batch-size auto` goes on branching
+during training: the batch that trains fastest grows as training goes on."""
+    else:
+        why = f"""No branch lowered the loss, so the batch maximises goodput = throughput x
+statistical efficiency (phi + {REFERENCE_BATCH}) / (phi + B) with phi the noise scale after
+warm-up (Pollux, Qiao et al. 2021). The learning rate is the given one (taken as tuned for batch
+{REFERENCE_BATCH}) scaled by the '{result.lr_rule}' rule for this optimizer."""
     return f"""# batchtrain probe
 
 {result.memory_line}
 
-| batch | samples/s | memory (MiB, estimate) | efficiency | goodput |
-|---|---|---|---|---|
+| batch | samples/s | memory (MiB, estimate) | branch: loss decrease per s | efficiency | goodput |
+|---|---|---|---|---|---|
 {rows}
 
 Gradient noise scale (McCandlish et al. 2018){_geometry(result.preconditioned)}:
@@ -159,13 +206,12 @@ Gradient noise scale (McCandlish et al. 2018){_geometry(result.preconditioned)}:
 {_noise_line(f"after {result.warmup_samples} samples of warm-up", result.noise_after_warmup)}
 
 **Recommendation: batch {result.recommended_batch}, learning rate {result.recommended_lr:.3g}.**
-The batch maximises goodput = throughput x statistical efficiency (phi + {REFERENCE_BATCH}) /
-(phi + B) with phi the noise scale after warm-up (Pollux, Qiao et al. 2021): below the noise
-scale a larger batch wastes few samples, above it most of its extra samples only average noise.
-The learning rate is the given one (taken as tuned for batch {REFERENCE_BATCH}) scaled by the
-'{result.lr_rule}' rule for this optimizer. The noise scale grows as training progresses, so
-`--batch-size auto` (which re-measures it) usually ends above this starting point.
+{why}
 """
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _geometry(preconditioned: bool) -> str:

@@ -95,34 +95,77 @@ def wrap_for_ddp(model: nn.Module, group: Distributed | None, device: torch.devi
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def all_reduce_with_stats(parameters: list[torch.Tensor], group: Distributed, local_samples: int,
-                          global_batch: int, factors: list[torch.Tensor] | None = None) -> dict:
-    """All-reduce the gradients (as DDP would: the mean over ranks) after measuring each rank's
-    own gradient, and return the noise statistics of the step (stats/noise.py's input).
+class LocalNorms:
+    """The state of local_norms_hook, DDP's communication hook for the noise measurement: on a
+    measured step (begin() to take()), each gradient bucket's squared norm on this rank, summed
+    on the device before the bucket is all-reduced. The ranks' own gradients are the noise
+    estimator's small batches and their mean the big one (McCandlish et al. 2018, appendix A.1),
+    so the measurement keeps DDP's bucketed all-reduce overlapped with backward; the one extra
+    communication is a tiny all-gather of the norms after it (statistics_after_reduce)."""
 
-    Under DDP the ranks' gradients are the 'small batches' of the noise-scale estimator and their
-    average is the big one (McCandlish et al. 2018, appendix A.1): no extra backward pass, one
-    gradient-sized all-reduce as always, plus one tiny all-gather. The caller ran every backward
-    under no_sync(), so .grad holds this rank's share, local_samples * world / global_batch times
-    its mean gradient. factors: an adaptive optimizer's preconditioner, one tensor per parameter
-    (stats/precondition.py), applied before the norms; None measures raw gradients.
-    """
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self.active = False
+        self.factors: dict[int, Tensor] | None = None  # by id(parameter): a preconditioner's
+        self.sq_norm: Tensor | None = None
+
+    def begin(self, parameters: list[Tensor], factors: list[Tensor] | None) -> None:
+        self.active, self.sq_norm = True, None
+        self.factors = ({id(p): f for p, f in zip(parameters, factors)}
+                        if factors is not None else None)
+
+    def take(self) -> float:
+        """This rank's squared gradient norm since begin() (0 if no bucket was reduced)."""
+        value = float(self.sq_norm) if self.sq_norm is not None else 0.0
+        self.active, self.sq_norm = False, None
+        return value
+
+    def add(self, bucket: dist.GradBucket) -> None:
+        if self.factors is None:
+            part = bucket.buffer().double().square().sum()
+        else:
+            part = sum((grad * self.factors[id(param)]).double().square().sum()
+                       for param, grad in zip(bucket.parameters(), bucket.gradients()))
+        self.sq_norm = part if self.sq_norm is None else self.sq_norm + part
+
+
+def local_norms_hook(state: LocalNorms, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP's all-reduce of one bucket (the mean over ranks, as its default hook), after adding
+    the bucket's local squared norm to `state` when a measurement is active."""
+    if state.active:
+        state.add(bucket)
+    buffer = bucket.buffer().div_(state.world_size)
+    return dist.all_reduce(buffer, async_op=True).get_future().then(lambda done: done.value()[0])
+
+
+def measure_local_norms(network: nn.Module, group: "Distributed") -> LocalNorms:
+    """The LocalNorms of a DDP-wrapped `network`, its hook registered on first use (DDP takes
+    one communication hook per model, for good: a second fit() reuses it)."""
+    norms = getattr(network, "_batchtrain_local_norms", None)
+    if norms is None:
+        norms = LocalNorms(group.world_size)
+        network.register_comm_hook(state=norms, hook=local_norms_hook)
+        network._batchtrain_local_norms = norms
+    return norms
+
+
+def statistics_after_reduce(parameters: list[Tensor], group: "Distributed", local_samples: int,
+                            global_batch: int, local_sq: float,
+                            factors: list[Tensor] | None = None) -> dict:
+    """The noise statistics of a step (stats/noise.py's input) after DDP's all-reduce: local_sq is
+    this rank's squared gradient norm before it (LocalNorms), of its share, local_samples * world
+    / global_batch times its mean gradient; .grad now holds the mean over ranks. factors: an
+    adaptive optimizer's preconditioner, one tensor per parameter (stats/precondition.py), applied
+    before the norms, as they were to local_sq; None: raw gradients."""
     with_grad = [index for index, p in enumerate(parameters) if p.grad is not None]
     grads = [parameters[index].grad for index in with_grad]
     weights = [factors[index] for index in with_grad] if factors is not None else [1.0] * len(grads)
-
-    def sq_norm(tensors: list[torch.Tensor]) -> float:
-        return float(sum((g * w).double().square().sum() for g, w in zip(tensors, weights)))
-
     share = local_samples * group.world_size / global_batch
-    local_sq = sq_norm(grads) / share**2 if local_samples else 0.0
-    for grad in grads:
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        grad.div_(group.world_size)
+    local = local_sq / share**2 if local_samples else 0.0
     device = grads[0].device if grads else torch.device("cpu")
-    gathered = group.gather_floats([float(local_samples), local_sq], device)
+    gathered = group.gather_floats([float(local_samples), local], device)
     sizes, norms = gathered[0::2], gathered[1::2]
-    batch_sq = sq_norm(grads)
+    batch_sq = float(sum((g * w).double().square().sum() for g, w in zip(grads, weights)))
     kept = [(int(size), norm) for size, norm in zip(sizes, norms) if size > 0]
     return {"micro_sizes": [size for size, _ in kept], "micro_sq_norms": [norm for _, norm in kept],
             "batch_sq_norm": batch_sq}

@@ -30,6 +30,9 @@ import torch
 from torch import Tensor, nn
 
 PROBE_BATCH = 1024  # probe-loss evaluation batch (no activations kept: large is cheap)
+# Each branch trains on at least BRANCH_STEPS x the largest size's samples; the probe loss is taken
+# on PROBE_SAMPLES others (at most a quarter of the training samples)
+BRANCH_STEPS, PROBE_SAMPLES = 8, 2048
 
 
 @dataclass
@@ -140,3 +143,38 @@ def _probe_loss(model, loss_fn, inputs, targets, autocast) -> float:
                 total += float(loss_fn(model(x), y).float()) * len(x)
             count += len(x)
     return total / count
+
+
+class Brancher:
+    """Runs the branches a policy asks for during training (Policy.branches_due, asked after
+    every step), from the run's current weights, and tells the policy (observe_branches).
+
+    draw(n, seed): n shuffled training samples and their targets (samples: how many there are);
+    each branch trains on BRANCH_STEPS x the largest size's samples (times the length the policy
+    asks for; at most half the training samples), at the lr the run would take
+    at that size (its coupling `rule` relative to the current batch: what moving there does), and
+    only at sizes up to max_physical_batch (a branch steps without accumulation)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+                 draw: Callable[[int, int], tuple[Tensor, Tensor]], samples: int,
+                 max_physical_batch: int, lr_factor: Callable[[int, int], float],
+                 autocast=nullcontext):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.draw, self.samples, self.max_physical_batch = draw, samples, max_physical_batch
+        self.lr_factor, self.autocast = lr_factor, autocast
+
+    def __call__(self, policy, seed: int) -> Branches | None:
+        """The branches `policy` asks for now, if any (None otherwise); `seed` picks the samples."""
+        due = policy.branches_due()
+        sizes = [size for size in due[0] if size <= self.max_physical_batch] if due else []
+        if len(sizes) < 2:
+            return None
+        current = policy.batch_size()
+        samples = min(BRANCH_STEPS * max(sizes) * max(1, due[1]), self.samples // 2)
+        probe = min(PROBE_SAMPLES, self.samples // 4, samples)
+        inputs, targets = self.draw(samples + probe, seed)
+        branches = branch(self.model, self.loss_fn, self.optimizer, inputs[probe:], targets[probe:],
+                          inputs[:probe], targets[:probe], sizes,
+                          lambda size: self.lr_factor(size, current), self.autocast, seed)
+        policy.observe_branches(branches)
+        return branches

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from batchtrain.training.branch import Branches, branch
+from batchtrain.training.branch import BRANCH_STEPS, PROBE_SAMPLES, Branches, branch
 
 REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
 BUDGET_S = 2.0  # calibrating takes at most this long,
@@ -34,7 +34,7 @@ RUN_FRACTION = 0.02  # and at most 2 % of the run it may train for (at the faste
 MIN_BUDGET_S = 0.1  # unless that is less than this
 # The branches (a policy's branch_sizes): each trains on the same BRANCH_STEPS x the largest size
 # samples (at least; more while within the budget), the probe loss on PROBE_SAMPLES others
-BRANCH_BUDGET_S, BRANCH_RUN_FRACTION, BRANCH_STEPS, PROBE_SAMPLES = 3.0, 0.05, 8, 2048
+BRANCH_BUDGET_S, BRANCH_RUN_FRACTION = 3.0, 0.02
 STEP_COST = 1.5  # a training step's time over its forward+backward pass (the optimizer, the copy)
 
 
@@ -55,9 +55,13 @@ class Calibration:
         line = (f"calibrated in {self.cost_s:.2f} s ({self.samples} samples, not trained on): "
                 f"forward+backward {rates}; noise scale at start {phi}")
         if self.branches is not None:
-            line += (f"; branched at {', '.join(map(str, self.branches.sizes))} on "
-                     f"{self.branches.samples} samples each in {self.branches.cost_s:.2f} s: "
-                     f"fastest {self.branches.fastest}")
+            branches = self.branches
+            rates = ", ".join(f"{size}: {gain / branches.seconds[size]:.3g}"
+                              for size, gain in branches.improvement.items()
+                              if branches.seconds[size] > 0)
+            line += (f"; branched at {', '.join(map(str, branches.sizes))} on "
+                     f"{branches.samples} samples each in {branches.cost_s:.2f} s: probe loss "
+                     f"decrease per s {rates}")
         return line
 
 
@@ -171,12 +175,16 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                             budget_s=BUDGET_S if timed else math.inf,
                             run_samples=run_samples if timed else math.inf, population=samples)
     policy.calibrate(calibration)
-    branch_sizes = policy.branch_sizes(samples) if hasattr(policy, "branch_sizes") else []
-    plan = _branch_plan([size for size in branch_sizes if size <= max_physical_batch],
-                        calibration.seconds, samples, run_samples)
+    branch_sizes = [size for size in policy.branch_sizes(samples) if size <= max_physical_batch]
+    plan = _branch_plan(branch_sizes, calibration.seconds, samples, run_samples)
+    if optimizer is not None and plan is None and len(branch_sizes) >= 2 and calibration.seconds:
+        # over budget for this run: nothing measured, and the branches during training are paced
+        # by what these would have cost (their two smallest sizes), so a short run has none
+        cost = _predicted_s(calibration.seconds, branch_sizes[:2], BRANCH_STEPS * branch_sizes[1])
+        policy.observe_branches(Branches([], math.nan, {}, {}, 0, cost))
     if optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
-        probe = min(PROBE_SAMPLES, samples // 4)
+        probe = min(PROBE_SAMPLES, samples // 4, branch_samples)
         inputs, targets = draw(branch_samples + probe)
         calibration.branches = branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
                                       inputs[:probe], targets[:probe], branch_sizes,
@@ -198,11 +206,7 @@ def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
     budget_s = min(BRANCH_BUDGET_S, BRANCH_RUN_FRACTION * run_samples / fastest_rate)
 
     def predicted_s(branch_sizes, branch_samples):
-        total = 0.0
-        for size in branch_sizes:
-            nearest = min(seconds, key=lambda timed: abs(timed - size))  # its rate, or the nearest
-            total += branch_samples * seconds[nearest] / nearest * STEP_COST
-        return total
+        return _predicted_s(seconds, branch_sizes, branch_samples)
 
     sizes = list(sizes)
     while len(sizes) >= 2:
@@ -215,3 +219,13 @@ def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
             return sizes, branch_samples
         sizes.pop()
     return None
+
+
+def _predicted_s(seconds: dict[int, float], sizes: list[int], samples: int) -> float:
+    """Branches of `samples` at each of `sizes`, predicted from the calibrated pass times (a size's
+    own, or the nearest timed one's rate) x STEP_COST."""
+    total = 0.0
+    for size in sizes:
+        nearest = min(seconds, key=lambda timed: abs(timed - size))
+        total += samples * seconds[nearest] / nearest * STEP_COST
+    return total

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from batchtrain.batching.base import BatchSizePolicy, StepStats
 from batchtrain.batching.budget import resolve_budget
-from batchtrain.batching.coupling import LearningRate
+from batchtrain.batching.coupling import LearningRate, lr_scale
 from batchtrain.batching.memory import MemoryEstimate, memory_ceiling
 from batchtrain.batching.spec import resolve_policy
 from batchtrain.callbacks.base import FitInfo
@@ -18,6 +18,7 @@ from batchtrain.runtime.precision import Precision, resolve_precision
 from batchtrain.state import RunState
 from batchtrain.stats import NoiseScaleTracker
 from batchtrain.tasks.metrics import MetricSet
+from batchtrain.training.branch import Brancher
 from batchtrain.training.calibrate import calibrate_policy
 from batchtrain.training.measure import NoiseMeasurement
 from batchtrain.training.step import TrainStep
@@ -31,21 +32,23 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
               samples_per_epoch: int, epochs: int, max_physical_batch: int, lr_scaling: str,
               lr_schedule: LRSchedule | str | None, previous: RunState | None,
               precision: Precision = FULL, compile: bool = False,
-              draw: Callable[[int, int], tuple[Tensor, Tensor]] | None = None
-              ) -> tuple[RunState, TrainStep]:
+              draw: Callable[[int, int], tuple[Tensor, Tensor]] | None = None,
+              calibrate: bool = True) -> tuple[RunState, TrainStep]:
     """The state of a new run of `epochs` x `samples_per_epoch` samples and its step pipeline.
 
     requested: the parsed batch size (a policy, or "max"); max_physical_batch: the memory
     ceiling (samples), the same on every rank. The step and sample counters carry over from the
     previous run of the same trainer; everything else starts anew. compile: steps go through
     torch.compile (runtime/compile.py). draw(n, seed): n shuffled training samples and targets, to
-    calibrate a policy that asks (training/calibrate.py); None: no calibration (a resumed run).
+    calibrate a policy that asks (training/calibrate.py) when `calibrate` (not on a resumed run),
+    and for the branches it asks for during training (training/branch.py Brancher; one process).
     """
     policy = resolve_policy(requested, max_physical_batch)
     noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
     parameters = list(built.model.parameters())  # walking the module tree: ~50 us, done once
-    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group, policy.stats_every,
-                                    policy.noise_geometry) if noise is not None else None)
+    measurement = (NoiseMeasurement(parameters, optimizer, noise, built.group,
+                                    lambda: policy.stats_every, policy.noise_geometry,
+                                    built.network) if noise is not None else None)
     scaler = precision.scaler()
     network = compiled(built.network, compile)
     pipeline = TrainStep(network, built.task.loss_fn, optimizer, parameters,
@@ -62,10 +65,17 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
                    precision=precision.name, scaler=scaler)
     policy.observe(StepStats(0, 0, samples_per_epoch, 0))  # where training stands
     if draw is not None and built.group is None:  # under DDP each rank would time its own clock
-        run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
-                                           lambda n: draw(n, run.seed), samples_per_epoch,
-                                           precision.autocast, run.total_samples, optimizer,
-                                           max_physical_batch)
+        policy.allow_branches()
+        if calibrate:
+            run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
+                                               lambda n: draw(n, run.seed), samples_per_epoch,
+                                               precision.autocast, run.total_samples, optimizer,
+                                               max_physical_batch)
+        coupling = lr_control.rule if lr_control.rule in ("linear", "sqrt", "none") else "sqrt"
+        run.brancher = Brancher(built.model, built.task.loss_fn, optimizer, draw,
+                                samples_per_epoch, max_physical_batch,
+                                lambda size, current: lr_scale(coupling, size, current),
+                                precision.autocast)
     return run, pipeline
 
 

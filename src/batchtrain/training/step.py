@@ -34,7 +34,7 @@ def accumulate(network: nn.Module, loss_fn, parts: list[tuple[Tensor, Tensor]], 
     Each micro-batch's mean loss is weighted by its share of the logical batch, so the summed
     gradient equals the gradient of the whole batch's mean loss: the same update as one step on
     it. Under DDP the share is multiplied by the world size (DDP averages over ranks), and only the
-    last backward all-reduces (none does when all_reduce_last is False: the measurement reduces).
+    last backward all-reduces (none does when all_reduce_last is False: a caller that reduces).
     counts: False for a padding sample (weight 0). autocast: the context forward and loss run
     in (runtime/precision.py); backward runs outside it, as torch.amp recommends. scaler: float16's
     GradScaler, which scales each loss up before backward (the gradients are unscaled later).
@@ -101,10 +101,9 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if measurement is not None:
             measurement.begin()
-        by_rank = measurement is not None and measurement.by_rank
-        try:
+        try:  # the last backward all-reduces, measured or not (measure.py: DDP's comm hook)
             results = accumulate(self.network, self.loss_fn, parts, logical, counts, self.sync,
-                                 not by_rank, measurement, self.autocast, self.scaler)
+                                 True, measurement, self.autocast, self.scaler)
         finally:
             self.sync.after_step()
         local = sum(len(targets) for _, targets in parts) if counts else 0

@@ -1,0 +1,92 @@
+"""Batch-size decisions from branches during training (Adaptive under "goodput", one process).
+
+A branch (training/branch.py) trains a few steps at a candidate batch from the run's current
+weights and is undone; the size whose branch lowered a probe loss the most per second is the
+goodput (Qiao et al. 2021, Pollux) measured directly, instead of predicted from the gradient
+noise scale (Merrill et al. 2025 measure the critical batch this way). Here the candidates are
+the current batch, its double and (down to the policy's floor) its half, and:
+- pace: branches run again once the steps trained since the last ones took 1 / BRANCH_OVERHEAD
+  times their cost, so they cost at most BRANCH_OVERHEAD (5 %) of the training time (they get
+  rarer as they get longer).
+- move: to the fastest size when it beats the current one by MIN_BRANCH_GAIN (no flapping
+  between sizes whose rates differ by noise); the seconds are the throughput model's for the
+  branches' samples (many step times, steadier than one branch's clock).
+- significance: when no branch lowered the probe loss by SIGNIFICANT_IMPROVEMENT of it, the
+  branches measured noise, not progress: nothing moves, and the next ones train on twice the
+  samples (the loss falls more slowly as training goes on).
+"""
+from collections.abc import Callable
+
+BRANCH_OVERHEAD = 0.05  # branches take at most 5 % of the time trained between them
+MIN_BRANCH_GAIN = 0.1  # a size must lower the probe loss 10 % faster than the current one
+SIGNIFICANT_IMPROVEMENT = 0.01  # of the probe loss, by the best branch
+MAX_LENGTH = 64  # the longest branches, in units of the trainer's default (training/branch.py)
+
+
+class BranchDecisions:
+    """The pacing, length and outcome of branch decisions; its state is plain numbers."""
+
+    def __init__(self):
+        self.trained_s = 0.0  # step time since the last branches
+        self.cost_s = 0.0  # what the last branches cost
+        self.length = 1  # the next branches' samples, in units of the trainer's default
+
+    def observe(self, time_s: float) -> None:
+        self.trained_s += time_s
+
+    def due(self) -> bool:
+        return self.trained_s * BRANCH_OVERHEAD >= self.cost_s
+
+    def sizes(self, current: int, floor: int, top: int) -> list[int]:
+        """The candidates: current, its double up to top, its half down to floor."""
+        return sorted({current, *(size for size in (2 * current, current // 2)
+                                  if floor <= size <= top)})
+
+    def started(self, cost_s: float) -> None:
+        """Branches that cost cost_s just ran: pace the next ones."""
+        self.trained_s, self.cost_s = 0.0, cost_s
+
+    def first(self, branches) -> int | None:
+        """The first batch from the start's branches (Adaptive.branch_sizes: the calibrated size
+        and its doublings): from the smallest up, a larger size replaces the choice only when it
+        lowered the probe loss MIN_BRANCH_GAIN faster per second (the branches' own clock: no step
+        times yet), as during training; None when no branch improved."""
+        rates = {size: gain / branches.seconds[size] for size, gain in branches.improvement.items()
+                 if gain > 0 and branches.seconds[size] > 0}
+        chosen = None
+        for size in sorted(rates):
+            if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:
+                chosen = size
+        self.started(branches.cost_s)
+        return chosen
+
+    def decide(self, branches, current: int, samples_per_s: Callable[[int], float]
+               ) -> tuple[int, dict]:
+        """The size to train at after `branches` (training/branch.py Branches), and a record."""
+        rates = {}
+        for size, gain in branches.improvement.items():
+            speed = samples_per_s(size)
+            seconds = branches.samples / speed if speed > 0 else branches.seconds[size]
+            if gain > 0 and seconds > 0:
+                rates[size] = gain / seconds
+        best = max(rates, key=rates.get) if rates else current
+        significant = max(branches.improvement.values(), default=0.0) > (
+            SIGNIFICANT_IMPROVEMENT * abs(branches.loss_before))
+        move = significant and best != current and (
+            rates[best] > (1 + MIN_BRANCH_GAIN) * rates.get(current, 0.0))
+        reason = ("branched" if move else "branched: current is fastest" if significant
+                  else f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}, longer next")
+        if not significant:
+            self.length = min(2 * self.length, MAX_LENGTH)
+        self.started(branches.cost_s)
+        return (best if move else current), {
+            "improvement_per_s": [[size, rate] for size, rate in rates.items()],
+            "branch_samples": branches.samples, "reason": reason}
+
+    def state_dict(self) -> dict:
+        return {"trained_s": self.trained_s, "cost_s": self.cost_s, "length": self.length}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trained_s = float(state["trained_s"])
+        self.cost_s = float(state["cost_s"])
+        self.length = int(state["length"])

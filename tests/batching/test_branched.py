@@ -1,0 +1,121 @@
+"""Batch-size decisions from branches (batching/branched.py): pacing, candidates, moves, length."""
+import json
+
+import numpy as np
+import pytest
+
+from batchtrain.batching.branched import (BRANCH_OVERHEAD, MAX_LENGTH, MIN_BRANCH_GAIN,
+                                          SIGNIFICANT_IMPROVEMENT, BranchDecisions)
+from batchtrain.training.branch import Branches
+
+SAMPLES = 4096  # each branch's samples
+
+
+def measured(improvement: dict, loss_before: float = 1.0, cost_s: float = 0.2) -> Branches:
+    seconds = {size: 1.0 for size in improvement}  # unused where a throughput is known
+    return Branches(sorted(improvement), loss_before, improvement, seconds, SAMPLES, cost_s)
+
+
+def rising(size: int) -> float:
+    """samples/s of a rising throughput curve: 1000 at 64, 1600 at 128, 2286 at 256."""
+    return size / (0.032 + size / 4000)
+
+
+def test_branches_are_due_once_training_took_ten_times_their_cost():
+    decisions = BranchDecisions()
+    assert decisions.due()  # nothing has cost anything yet
+    decisions.started(0.5)
+    decisions.observe(0.5 / BRANCH_OVERHEAD - 0.01)
+    assert not decisions.due()
+    decisions.observe(0.02)
+    assert decisions.due()
+
+
+def test_the_candidates_are_the_current_size_its_double_and_its_half_within_bounds():
+    decisions = BranchDecisions()
+    assert decisions.sizes(128, 32, 1024) == [64, 128, 256]
+    assert decisions.sizes(128, 128, 1024) == [128, 256]  # not below the floor
+    assert decisions.sizes(128, 32, 128) == [64, 128]  # not above the top (memory ceiling)
+    assert decisions.sizes(128, 128, 128) == [128]
+
+
+def test_a_clearly_faster_size_is_taken():
+    # per second (improvement x samples/s / samples): 64: 0.10 x 1000, 128: 0.09 x 1600 = 1.44x
+    size, record = BranchDecisions().decide(measured({64: 0.10, 128: 0.09}), 64, rising)
+    assert size == 128 and record["reason"] == "branched"
+    rates = dict(record["improvement_per_s"])
+    assert rates[128] / rates[64] == pytest.approx(0.09 * rising(128) / (0.10 * rising(64)))
+
+
+def test_a_size_within_the_margin_is_not_taken():
+    # 128 is (1 + MIN_BRANCH_GAIN / 2) x as fast as 64 per second: not enough to move
+    gain = 0.10 * rising(64) / rising(128) * (1 + MIN_BRANCH_GAIN / 2)
+    size, record = BranchDecisions().decide(measured({64: 0.10, 128: gain}), 64, rising)
+    assert size == 64 and record["reason"] == "branched: current is fastest"
+
+
+def test_a_smaller_size_is_taken_when_it_is_faster():
+    size, _ = BranchDecisions().decide(measured({64: 0.10, 128: 0.03, 256: 0.01}), 128, rising)
+    assert size == 64
+
+
+def test_the_branch_clock_is_used_where_there_is_no_throughput():
+    branches = Branches([64, 128], 1.0, {64: 0.1, 128: 0.1}, {64: 2.0, 128: 1.0}, SAMPLES, 0.2)
+    assert BranchDecisions().decide(branches, 64, lambda size: 0.0)[0] == 128
+
+
+def test_insignificant_improvements_move_nothing_and_lengthen_the_next_branches():
+    decisions = BranchDecisions()
+    tiny = SIGNIFICANT_IMPROVEMENT * 0.5  # of a probe loss of 1
+    size, record = decisions.decide(measured({64: tiny / 10, 128: tiny}), 64, rising)
+    assert size == 64 and "longer next" in record["reason"] and decisions.length == 2
+    for _ in range(20):
+        decisions.decide(measured({64: tiny / 10, 128: tiny}), 64, rising)
+    assert decisions.length == MAX_LENGTH  # bounded
+    decisions.decide(measured({64: 0.1, 128: 0.05}), 64, rising)
+    assert decisions.length == MAX_LENGTH  # a significant result keeps the length
+
+
+def test_no_branch_improved_keeps_the_size():
+    size, record = BranchDecisions().decide(measured({64: -0.1, 128: -0.2}), 64, rising)
+    assert size == 64 and record["improvement_per_s"] == []
+
+
+def test_noisy_branches_of_equal_sizes_do_not_flap_and_a_real_gain_is_always_found():
+    """Two sizes whose true rates are equal, measured with 4 % noise: the size never moves. The
+    double truly 1.5x faster, measured with the same noise: it is taken every time."""
+    rng = np.random.default_rng(0)
+    decisions, moves, size = BranchDecisions(), 0, 64
+    for _ in range(200):
+        true = {64: 0.10, 128: 0.10 * rising(64) / rising(128)}
+        noisy = {s: gain * (1 + 0.04 * rng.uniform(-1, 1)) for s, gain in true.items()}
+        chosen, _ = decisions.decide(measured(noisy), size, rising)
+        moves += chosen != size
+    assert moves == 0
+    for _ in range(200):
+        true = {64: 0.10, 128: 0.15 * rising(64) / rising(128)}
+        noisy = {s: gain * (1 + 0.04 * rng.uniform(-1, 1)) for s, gain in true.items()}
+        assert decisions.decide(measured(noisy), 64, rising)[0] == 128
+
+
+def test_decisions_state_round_trips_through_json():
+    decisions = BranchDecisions()
+    decisions.started(0.3)
+    decisions.observe(1.25)
+    decisions.decide(measured({64: 1e-5, 128: 1e-5}), 64, rising)  # insignificant: length 2
+    decisions.observe(0.5)
+    restored = BranchDecisions()
+    restored.load_state_dict(json.loads(json.dumps(decisions.state_dict())))
+    assert restored.state_dict() == decisions.state_dict() == {
+        "trained_s": 0.5, "cost_s": 0.2, "length": 2}
+
+
+def test_the_first_batch_is_the_smallest_size_no_larger_one_clearly_beats():
+    decisions = BranchDecisions()
+    clock = {32: 1.0, 64: 0.9, 128: 0.5}  # the branches' own seconds
+    # per second: 32: 0.30, 64: 0.32 (within the margin of 32), 128: 0.50 (clearly faster)
+    start = Branches([32, 64, 128], 1.0, {32: 0.30, 64: 0.288, 128: 0.25}, clock, SAMPLES, 0.4)
+    assert decisions.first(start) == 128 and decisions.cost_s == 0.4
+    close = Branches([32, 64], 1.0, {32: 0.30, 64: 0.288}, clock, SAMPLES, 0.4)
+    assert close.fastest == 64 and decisions.first(close) == 32  # 7 % faster: not enough
+    assert decisions.first(Branches([32, 64], 1.0, {32: -0.1, 64: 0.0}, clock, SAMPLES, 0.4)) is None
