@@ -22,6 +22,8 @@ Tasks (--tasks, comma-separated; the default is every task but cnn, `all` adds i
               batch grows the lr much faster.
   cnn         the reference job (seed-cnn, Adam 1e-3, Fashion-MNIST, to 90 %); about a minute a
               run, so only with --tasks cnn or all.
+  rmsprop     the mlp task with RMSprop (lr 1e-3), to 86 %: for the lr coupling of a third
+              optimizer (batchtrain couples it by sqrt, as Adam); only with --tasks rmsprop or all.
 
 Contestants: each size of --grid, with the task's lr unchanged (lr_scaling="none"), and each policy
 (a batchtrain batch-size spec; --policies separates them with ';' because specs hold commas, or give
@@ -157,6 +159,8 @@ TASKS = {task.name: task for task in [
          optimizer_options={"momentum": 0.9}),
     Task("cnn", fashion_mnist, "seed-cnn", target=0.90, max_epochs=20, eval_every=6000,
          quick=(0.85, 2), in_default=False),
+    Task("rmsprop", fashion_mnist, "mlp", target=0.86, max_epochs=15, eval_every=7500,
+         quick=(0.83, 3), model_options=MLP, optimizer="rmsprop", lr=1e-3, in_default=False),
 ]}
 
 

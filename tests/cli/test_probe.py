@@ -29,3 +29,23 @@ def test_probe_writes_a_report_and_recommends_a_measured_size(capsys, tmp_path):
 def test_probe_rejects_bad_sizes(capsys, tmp_path):
     code, _, err = run_cli(capsys, "probe", "--sizes", "0,16")
     assert code == 2 and "--sizes must be positive integers" in err
+
+
+def test_probe_recommends_the_branches_choice_at_the_given_lr(tmp_path):
+    from batchtrain import Trainer
+    from batchtrain.batching.branched import BranchDecisions
+    from batchtrain.cli.probe import probe, write_report
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(4000) % 3
+    features = rng.normal(0.0, 1.0, (4000, 6)).astype(np.float32)
+    features[np.arange(4000), labels] += 1.0
+    trainer = Trainer("mlp", optimizer="adam", lr=3e-3, seed=0, model_options={"hidden": [16]})
+    result = probe(trainer, features, labels, [16, 64, 256], warmup_samples=256, repeats=1)
+    assert result.branches is not None and result.branches.sizes == [16, 64, 256]
+    assert result.lr_rule == "branched"
+    assert result.recommended_batch == BranchDecisions().first(result.branches)
+    assert result.recommended_lr == 3e-3  # what the branches trained at, as the suite's grid
+    assert result.goodput_batch in (16, 64, 256)  # the noise scale's pick, kept for comparison
+    report = write_report(result, tmp_path).read_text()
+    assert "branch: loss decrease per s" in report and "noise scale's goodput" in report

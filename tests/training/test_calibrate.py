@@ -150,6 +150,8 @@ def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
     assert _branch_plan([64, 128], seconds, 60_000, 1000) is None  # nothing fits
     assert _branch_plan([64, 128, 256], seconds, 3000, 60_000 * 50)[0] == [64, 128]  # 2 x 8 x 128
     assert _branch_plan([64], seconds, 60_000, 60_000 * 50) is None  # one size: no comparison
+    fast = {64: 1e-4, 128: 1.5e-4}  # 2 % of this short run is 0.2 ms; 0.1 s is always allowed
+    assert _branch_plan([64, 128], fast, 60_000, 10_000)[0] == [64, 128]
 
 
 def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back():
@@ -179,7 +181,9 @@ def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back():
     assert seen["moments"] == {}  # Adam's state as before any step
 
 
-def test_a_start_over_the_branch_budget_runs_no_branches_and_paces_the_later_ones():
+def test_a_start_over_the_branch_budget_runs_no_branches_and_paces_the_later_ones(monkeypatch):
+    from batchtrain.training import calibrate as calibrate_module
+    monkeypatch.setattr(calibrate_module, "BRANCH_MIN_BUDGET_S", 0.0)  # 2 % of a short run only
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, 20)).astype(np.float32)
     y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)

@@ -106,6 +106,7 @@ class Adaptive(Policy):
         self.initial = int(initial) if initial is not None else self.min_batch
         self.margin, self.noise_multiplier, self.theta = margin, noise_multiplier, theta
         self.update_every, self.min_confidence = update_every, min_confidence
+        self.measure_every = MEASURE_EVERY
         self.limit: int | None = None
         self._reset()
 
@@ -114,8 +115,7 @@ class Adaptive(Policy):
         self.current = self._clamp(self.initial)
         self.samples_seen = self.samples_per_epoch = self.decided_at = self.steps_since_decision = 0
         self.decisions = 0  # _decide calls: at the same steps on every rank (distributed/policy.py)
-        self.grad_sq: float | None = None
-        self.trace: float | None = None
+        self.grad_sq = self.trace = None  # |G|^2, tr(Sigma) of the latest estimate (or None)
         self.throughput = ThroughputModel(min_micro_batches=1)  # 3 in 4 steps run unsplit
         self.recent_phi: list[float] = []  # the estimates of the last ROBUST_WINDOW decisions
         self.last_decision: dict | None = None  # for logs and plots
@@ -127,9 +127,13 @@ class Adaptive(Policy):
 
     @property
     def stats_every(self) -> int:
-        """Measure the noise on every MEASURE_EVERY-th step; not at all (0) while branches decide
-        and no lr rule reads the estimate: a measured step costs more (training/measure.py)."""
-        return 0 if self.branching and not self.lr_reads_noise else MEASURE_EVERY
+        """Measure the noise on every measure_every-th step (MEASURE_EVERY unless set); not at
+        all (0) while branches decide and no lr rule reads it (measured steps cost more)."""
+        return 0 if self.branching and not self.lr_reads_noise else self.measure_every
+
+    @stats_every.setter
+    def stats_every(self, every: int) -> None:
+        self.measure_every = int(every)
 
     def set_limit(self, max_batch: int) -> None:
         """The memory ceiling (largest physical batch): the upper bound when max_batch is None."""
@@ -362,9 +366,8 @@ class Adaptive(Policy):
         self.calibration = state.get("calibration")
         self.floor = int(state.get("floor", self.min_batch))  # absent: runs before branching
         self.branching = bool(state.get("branching", False))  # absent: noise-driven decisions
-        self.branches = BranchDecisions()
-        if "branches" in state:
-            self.branches.load_state_dict(state["branches"])
+        self.branches = BranchDecisions()  # its state absent: a run from before branching
+        self.branches.load_state_dict(state.get("branches", self.branches.state_dict()))
 
     def __repr__(self) -> str:
         return (f"Adaptive({self.rule!r}, min_batch={self.min_batch}, max_batch={self.max_batch}, "

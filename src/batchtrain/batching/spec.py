@@ -7,8 +7,8 @@ Grammar of a batch-size spec (the CLI's --batch-size, or fit(batch_size="...")):
                            (a duration is epochs with "e", samples otherwise: 256@60000)
   ramp:64,512,3e           Ramp: linear from 64 to 512 over 3 epochs, then 512
   double:64,1e,1024        Doubling: 64, doubled every epoch, at most 1024
-  auto                     Adaptive(rule="goodput"): from the measured gradient noise scale and
-                           throughput, capped by the memory ceiling
+  auto                     Adaptive(rule="goodput"): from branches at nearby sizes (the noise
+                           scale under DDP) and throughput, capped by the memory ceiling
   adaptive:noise-scale     Adaptive(rule="noise-scale"); also adaptive:norm-test, adaptive:goodput
 """
 from batchtrain.batching.adaptive import Adaptive

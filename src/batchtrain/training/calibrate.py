@@ -35,6 +35,7 @@ MIN_BUDGET_S = 0.1  # unless that is less than this
 # The branches (a policy's branch_sizes): each trains on the same BRANCH_STEPS x the largest size
 # samples (at least; more while within the budget), the probe loss on PROBE_SAMPLES others
 BRANCH_BUDGET_S, BRANCH_RUN_FRACTION = 3.0, 0.02
+BRANCH_MIN_BUDGET_S = 0.1  # always allowed: less than the start-up's other costs
 STEP_COST = 1.5  # a training step's time over its forward+backward pass (the optimizer, the copy)
 
 
@@ -198,12 +199,14 @@ def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
     """(sizes, samples per branch) that the branch budget allows: the most samples (a multiple of
     BRANCH_STEPS x the largest size, within half the training set) whose predicted time (each
     size's steps at its calibrated pass time, x STEP_COST) fits in min(BRANCH_BUDGET_S,
-    BRANCH_RUN_FRACTION of the run at the fastest calibrated rate); the largest sizes dropped
+    BRANCH_RUN_FRACTION of the run at the fastest calibrated rate, but at least
+    BRANCH_MIN_BUDGET_S); the largest sizes dropped
     while even the least does not fit; None under two sizes or without timings."""
     if not seconds:
         return None
     fastest_rate = max(size / elapsed for size, elapsed in seconds.items())
-    budget_s = min(BRANCH_BUDGET_S, BRANCH_RUN_FRACTION * run_samples / fastest_rate)
+    budget_s = min(BRANCH_BUDGET_S, max(BRANCH_MIN_BUDGET_S,
+                                        BRANCH_RUN_FRACTION * run_samples / fastest_rate))
 
     def predicted_s(branch_sizes, branch_samples):
         return _predicted_s(seconds, branch_sizes, branch_samples)
