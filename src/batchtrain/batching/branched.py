@@ -51,8 +51,7 @@ class BranchDecisions:
         and its doublings): from the smallest up, a larger size replaces the choice only when it
         lowered the probe loss MIN_BRANCH_GAIN faster per second (the branches' own clock: no step
         times yet), as during training; None when no branch improved."""
-        rates = {size: gain / branches.seconds[size] for size, gain in branches.improvement.items()
-                 if gain > 0 and branches.seconds[size] > 0}
+        rates = {size: rate for size, rate in branches.per_second.items() if rate > 0}
         chosen = None
         for size in sorted(rates):
             if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:

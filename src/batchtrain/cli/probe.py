@@ -175,8 +175,7 @@ def _noise_line(name: str, estimate: NoiseEstimate | None) -> str:
 
 def _markdown(result: ProbeResult, efficiency: dict[int, float]) -> str:
     branches = result.branches
-    rates = ({size: gain / branches.seconds[size] for size, gain in branches.improvement.items()
-              if branches.seconds[size] > 0} if branches is not None else {})
+    rates = branches.per_second if branches is not None else {}
     rows = "\n".join(
         f"| {size} | {result.samples_per_s[size]:.0f} | {result.memory_bytes[size] / 2**20:.1f} | "
         f"{_rate(rates.get(size))} | {efficiency[size]:.3f} | {result.goodput[size]:.0f} |"

@@ -53,10 +53,15 @@ class Branches:
         return critical_batch(self.improvement)
 
     @property
+    def per_second(self) -> dict[int, float]:
+        """Each batch's improvement per second of its branch's own clock (timed branches only)."""
+        return {size: gain / self.seconds[size] for size, gain in self.improvement.items()
+                if self.seconds[size] > 0}
+
+    @property
     def fastest(self) -> int | None:
         """The batch with the largest improvement per second (None when no branch improved)."""
-        rates = {size: gain / self.seconds[size] for size, gain in self.improvement.items()
-                 if gain > 0 and self.seconds[size] > 0}
+        rates = {size: rate for size, rate in self.per_second.items() if rate > 0}
         return max(rates, key=rates.get) if rates else None
 
 

@@ -57,9 +57,7 @@ class Calibration:
                 f"forward+backward {rates}; noise scale at start {phi}")
         if self.branches is not None:
             branches = self.branches
-            rates = ", ".join(f"{size}: {gain / branches.seconds[size]:.3g}"
-                              for size, gain in branches.improvement.items()
-                              if branches.seconds[size] > 0)
+            rates = ", ".join(f"{size}: {rate:.3g}" for size, rate in branches.per_second.items())
             line += (f"; branched at {', '.join(map(str, branches.sizes))} on "
                      f"{branches.samples} samples each in {branches.cost_s:.2f} s: probe loss "
                      f"decrease per s {rates}")
