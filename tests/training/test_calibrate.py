@@ -154,7 +154,25 @@ def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
     assert _branch_plan([64, 128], fast, 60_000, 10_000)[0] == [64, 128]
 
 
-def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back():
+def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = True):
+    """The start's timings replaced by a flat throughput curve, so the calibrated first size is
+    the smallest (goodput = rate x efficiency, which falls with the batch) on any machine: what
+    the start then branches at does not depend on this machine's speed. noise False also drops
+    the measured noise scale."""
+    from batchtrain.training import calibrate as calibrate_module
+    measured = calibrate_module.calibrate
+
+    def calibrate_flat(*args, **options):
+        calibration = measured(*args, **options)
+        calibration.seconds = {size: size / samples_per_s for size in calibration.seconds}
+        calibration.noise = calibration.noise if noise else None
+        return calibration
+
+    monkeypatch.setattr(calibrate_module, "calibrate", calibrate_flat)
+
+
+def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back(monkeypatch):
+    flat_throughput(monkeypatch)  # first size 32, so the start has sizes to branch at
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 20)).astype(np.float32)
     y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
@@ -184,6 +202,7 @@ def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back():
 def test_a_start_over_the_branch_budget_runs_no_branches_and_paces_the_later_ones(monkeypatch):
     from batchtrain.training import calibrate as calibrate_module
     monkeypatch.setattr(calibrate_module, "BRANCH_MIN_BUDGET_S", 0.0)  # 2 % of a short run only
+    flat_throughput(monkeypatch, noise=False)  # first size 32: sizes to branch at, on any machine
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, 20)).astype(np.float32)
     y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
