@@ -3,6 +3,7 @@
     python benchmarks/batch_suite.py --quick              # smoke check, about 2 min (below)
     python benchmarks/batch_suite.py                      # default tasks, 32..512, auto, seeds 0,1
     python benchmarks/batch_suite.py --tasks mlp,sgd --grid 32,128,512 --seeds 0,1,2
+    python benchmarks/batch_suite.py --seeds 0,1 --repeats 3  # medians of 3 runs per seed
     python benchmarks/batch_suite.py --policies "auto;adaptive:noise-scale;double:64,1e,1024"
     python benchmarks/batch_suite.py --tasks all --policy auto --policy double:64,1e,1024
     python benchmarks/batch_suite.py --policies "auto;auto lr=none;auto lr=linear"  # lr coupling
@@ -25,13 +26,18 @@ Tasks (--tasks, comma-separated; the default is every task but cnn, `all` adds i
   rmsprop     the mlp task with RMSprop (lr 1e-3), to 86 %: for the lr coupling of a third
               optimizer (batchtrain couples it by sqrt, as Adam); only with --tasks rmsprop or all.
 
+Repeats (--repeats N, default 1): every contestant runs N times per seed (N rounds over the seeds),
+and a seed's time (start-up, training, samples) is the median of its N runs: identical runs on a
+shared machine differ by 10-30 %, more than the differences the suite is after.
+
 Contestants: each size of --grid, with the task's lr unchanged (lr_scaling="none"), and each policy
 (a batchtrain batch-size spec; --policies separates them with ';' because specs hold commas, or give
 --policy once per spec), with batchtrain's default lr coupling (the task's lr applies to the
 policy's first batch). A seed gives every contestant the same initialisation and data order
-(Trainer(seed=...)). Per task and seed, every contestant runs once, in an order rotated from one
-seed to the next, so drifting machine load meets all contestants alike; torch keeps its default
-threads, and one short untimed fit per task takes the process's one-time costs first.
+(Trainer(seed=...)). Per task, seed and repeat, every contestant runs once, in an order
+rotated from one seed (and repeat) to the next, so drifting machine load meets all contestants
+alike; torch keeps its default threads, and one short untimed fit per task takes the process's
+one-time costs first.
 
 Time: the held-out metric is evaluated every task-specific number of samples with the clock
 paused; a run stops at the first evaluation that meets the target. Time to target = start-up
@@ -231,7 +237,7 @@ def batch_changes(steps: list[dict]) -> list[tuple[int, int]]:
 
 
 def run_one(task: Task, contestant: Contestant, seed: int, data: Data,
-            threads: int | str | None) -> dict:
+            threads: int | str | None, repeat: int = 0) -> dict:
     """One fit to the target (or the budget); a JSON-ready record of it."""
     trainer = task.trainer(seed, contestant.lr_scaling if contestant.is_policy else "none", threads)
     probe = TimeToTarget(task, data, fit_called=time.perf_counter())
@@ -242,7 +248,7 @@ def run_one(task: Task, contestant: Contestant, seed: int, data: Data,
     # Reported by trainers that calibrate a policy at start-up; None where there is no such report.
     calibration_s = getattr(getattr(trainer.state_, "calibration", None), "cost_s", None)
     return {"task": task.name, "contestant": contestant.name, "policy": contestant.is_policy,
-            "seed": seed, "reached": probe.reached is not None,
+            "seed": seed, "repeat": repeat, "reached": probe.reached is not None,
             "time_s": probe.startup_s + train_s, "train_s": train_s, "startup_s": probe.startup_s,
             "calibration_s": calibration_s, "samples": samples, "eval_s": probe.eval_s,
             "best": (max if task.higher_is_better else min)(values) if values else None,
@@ -258,16 +264,18 @@ def warm_up(task: Task, data: Data, threads: int | str | None) -> None:
 
 
 def run_task(task: Task, contestants: list[Contestant], seeds: list[int],
-             threads: int | str | None) -> list[dict]:
-    """Every contestant once per seed, the order rotated by one place from seed to seed."""
+             threads: int | str | None, repeats: int = 1) -> list[dict]:
+    """Every contestant `repeats` times per seed: rounds of every seed, the order of the
+    contestants rotated by one place from each seed (and round) to the next."""
     data = task.data()
     warm_up(task, data, threads)
     runs = []
-    for index, seed in enumerate(seeds):
-        shift = index % len(contestants)
-        for contestant in contestants[shift:] + contestants[:shift]:
-            runs.append(run_one(task, contestant, seed, data, threads))
-            print(progress_line(task, runs[-1]), flush=True)
+    for repeat in range(repeats):
+        for index, seed in enumerate(seeds):
+            shift = (repeat * len(seeds) + index) % len(contestants)
+            for contestant in contestants[shift:] + contestants[:shift]:
+                runs.append(run_one(task, contestant, seed, data, threads, repeat))
+                print(progress_line(task, runs[-1]), flush=True)
     return runs
 
 
@@ -278,7 +286,8 @@ def progress_line(task: Task, run: dict) -> str:
     outcome = (f"{run['time_s']:.1f} s, {run['samples']} samples" if run["reached"] else
                f"not reached in {run['samples_seen']} samples ({run['stop_reason'] or 'budget'})")
     calibration = f", calibration {run['calibration_s']:.2f} s" if run["calibration_s"] else ""
-    return (f"  {task.name} seed {run['seed']} {run['contestant']}: {outcome}; best "
+    return (f"  {task.name} seed {run['seed']} repeat {run['repeat']} {run['contestant']}: "
+            f"{outcome}; best "
             f"{task.metric_label} {run['best']:.4f}; start-up {run['startup_s']:.2f} s"
             f"{calibration}; {batch}")
 
@@ -311,6 +320,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--policies", help="batch-size specs separated by ';' (default auto)")
     parser.add_argument("--policy", action="append", default=[], help="one more policy spec")
     parser.add_argument("--seeds", type=integers, help="default 0,1 (0 with --quick)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per contestant and seed; a seed's figure is their median "
+                             "(default 1)")
     parser.add_argument("--threads", type=lambda text: text if text == "auto" else int(text),
                         help="Trainer(threads=...): N or auto (default: torch's, one per core)")
     parser.add_argument("--json", type=Path, default=HERE / "batch_suite.json")
@@ -322,6 +334,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown := [name for name in names if name not in TASKS]:
         parser.error(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)} or all")
     args.tasks = [TASKS[name].quick_version() if args.quick else TASKS[name] for name in names]
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     args.grid = args.grid or ([64, 256] if args.quick else [32, 64, 128, 256, 512])
     args.seeds = args.seeds or ([0] if args.quick else [0, 1])
     specs = [spec.strip() for spec in (args.policies or "").split(";")] + args.policy
@@ -346,11 +360,12 @@ def main(argv=None) -> None:
     print(f"CPU {env['cpu']} (avx512 {'yes' if env['avx512'] else 'no'}, amx "
           f"{'yes' if env['amx'] else 'no'}); torch {env['torch']}, {env['threads']} threads"
           f"{f' (Trainer threads={args.threads})' if args.threads else ''}")
-    print(f"grid {args.grid}; policies {args.policies}; seeds {args.seeds}"
+    print(f"grid {args.grid}; policies {args.policies}; seeds {args.seeds}; "
+          f"{args.repeats} run(s) per seed"
           f"{'; --quick: easier targets, shorter budgets' if args.quick else ''}", flush=True)
     runs = []
     for task in args.tasks:
-        runs += run_task(task, contestants, args.seeds, args.threads)
+        runs += run_task(task, contestants, args.seeds, args.threads, args.repeats)
     comparisons = {}
     for task in args.tasks:
         own = [run for run in runs if run["task"] == task.name]
@@ -361,7 +376,7 @@ def main(argv=None) -> None:
                          if item.name != "data"} for task in args.tasks}
     args.json.write_text(json.dumps(  # inf and nan are written as JSON's Infinity and NaN
         {"environment": env, "threads": args.threads, "grid": args.grid, "policies": args.policies,
-         "seeds": args.seeds, "quick": args.quick, "tasks": tasks, "runs": runs,
+         "seeds": args.seeds, "repeats": args.repeats, "quick": args.quick, "tasks": tasks, "runs": runs,
          "comparisons": comparisons, "summary": summary}, indent=1))
     plot(args.tasks, runs, args.grid, args.plot)
     print(f"\nraw results: {args.json}; plot: {args.plot}")

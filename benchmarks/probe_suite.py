@@ -18,19 +18,19 @@ import time
 from pathlib import Path
 
 from batch_suite import TASKS, environment, integers  # benchmarks/batch_suite.py
+from suite_report import by_contestant  # benchmarks/suite_report.py
 from batchtrain.cli.probe import probe
 
 HERE = Path(__file__).parent
 
 
 def fixed_times(suite: dict, task: str) -> dict[int, dict[int, float]]:
-    """{size: {seed: seconds to target}} of the suite's grid runs of `task` (inf: not reached)."""
-    times: dict[int, dict[int, float]] = {}
-    for run in suite["runs"]:
-        if run["task"] == task and not run["policy"]:
-            size = int(run["contestant"].split()[-1])
-            times.setdefault(size, {})[run["seed"]] = run["time_s"] if run["reached"] else float("inf")
-    return times
+    """{size: {seed: seconds to target}} of the suite's grid runs of `task` (inf: not reached; the
+    median where a seed was repeated)."""
+    runs = [dict(run, contestant=int(run["contestant"].split()[-1]),
+                 time_s=run["time_s"] if run["reached"] else float("inf"))
+            for run in suite["runs"] if run["task"] == task and not run["policy"]]
+    return by_contestant(runs, "time_s")  # the median of a seed's repeats
 
 
 def score(times: dict[int, dict[int, float]], size: int, seed: int, best: int) -> float:

@@ -37,11 +37,14 @@ def geometric_mean(values) -> float:
 
 
 def by_contestant(runs: list[dict], key: str) -> dict[str, dict[int, float]]:
-    """{contestant: {seed: run[key]}}, contestants in the order of the first seed's runs."""
-    table: dict[str, dict[int, float]] = {}
+    """{contestant: {seed: run[key]}}, contestants in the order of the first seed's runs; where a
+    seed was run more than once (--repeats), the median of its runs' values (None if any is None:
+    a repeat that missed the target has no samples to target)."""
+    values: dict[str, dict[int, list]] = {}
     for run in runs:
-        table.setdefault(run["contestant"], {})[run["seed"]] = run[key]
-    return table
+        values.setdefault(run["contestant"], {}).setdefault(run["seed"], []).append(run[key])
+    return {name: {seed: None if None in repeats else median(repeats)
+                   for seed, repeats in seeds.items()} for name, seeds in values.items()}
 
 
 def compare(runs: list[dict], seeds: list[int]) -> dict:
@@ -76,8 +79,9 @@ def times_x(value: float) -> str:
 def print_task(task, runs: list[dict], seeds: list[int], comparison: dict) -> None:
     goal = ">=" if task.higher_is_better else "<="
     print(f"\n{task.name}: test {task.metric_label} {goal} {task.target} within "
-          f"{task.max_epochs} epochs, evaluated every {task.eval_every} samples; medians over "
-          f"seeds; seconds to target = start-up + training")
+          f"{task.max_epochs} epochs, evaluated every {task.eval_every} samples; a seed's figure "
+          f"is the median of its repeats, a column's the median over seeds; seconds to target = "
+          f"start-up + training")
     print(f"{'contestant':24} {'reached':>7} {'seconds':>8} {'start-up':>8} {'training':>8} "
           f"{'samples':>8}  seconds per seed ({', '.join(map(str, seeds))})")
     columns = {key: by_contestant(runs, key)
@@ -126,10 +130,11 @@ def print_summary(comparisons: dict[str, dict]) -> dict:
 # -- plot -----------------------------------------------------------------------------------------
 
 def plot(tasks: list, runs: list[dict], grid: list[int], path: Path) -> None:
-    """One column per task: the metric over training time (first seed), the policies' batch."""
+    """One column per task: the metric over training time (first seed), the policies' batch; the
+    first repeat of each run where there are several."""
     figure, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 7.5), squeeze=False)
     for column, task in enumerate(tasks):
-        own = [run for run in runs if run["task"] == task.name]
+        own = [run for run in runs if run["task"] == task.name and run.get("repeat", 0) == 0]
         plot_metric(axes[0][column], task, [run for run in own if run["seed"] == own[0]["seed"]])
         plot_batch_sizes(axes[1][column], [run for run in own if run["policy"]], grid)
     figure.tight_layout()
