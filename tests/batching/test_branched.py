@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from batchtrain.batching.branched import (BRANCH_OVERHEAD, MAX_LENGTH, MIN_BRANCH_GAIN,
-                                          SIGNIFICANT_IMPROVEMENT, BranchDecisions)
+from batchtrain.batching.branched import (BRANCH_OVERHEAD, MAX_BACKOFF, MAX_LENGTH,
+                                          MIN_BRANCH_GAIN, SIGNIFICANT_IMPROVEMENT,
+                                          BranchDecisions)
 from batchtrain.training.branch import Branches
 
 SAMPLES = 4096  # each branch's samples
@@ -107,7 +108,35 @@ def test_decisions_state_round_trips_through_json():
     restored = BranchDecisions()
     restored.load_state_dict(json.loads(json.dumps(decisions.state_dict())))
     assert restored.state_dict() == decisions.state_dict() == {
-        "trained_s": 0.5, "cost_s": 0.2, "length": 2}
+        "trained_s": 0.5, "cost_s": 0.2, "length": 2, "kept": 1}
+    older = BranchDecisions()  # a checkpoint from before the back-off has no "kept"
+    older.load_state_dict({"trained_s": 0.5, "cost_s": 0.2, "length": 2})
+    assert older.kept == 0
+
+
+def trained_until_due(decisions: BranchDecisions, step_s: float = 0.01) -> float:
+    """Training time observed until branches are due again."""
+    trained = 0.0
+    while not decisions.due():
+        decisions.observe(step_s)
+        trained += step_s
+    return trained
+
+
+def test_each_kept_size_halves_how_often_branches_run_and_a_move_restores_it():
+    decisions, cost = BranchDecisions(), 0.2
+    decisions.started(cost)
+    first = trained_until_due(decisions)
+    assert first == pytest.approx(cost / BRANCH_OVERHEAD, abs=0.011)
+    waits = []
+    for _ in range(MAX_BACKOFF + 2):  # the current size is fastest every time
+        size, _ = decisions.decide(measured({64: 0.10, 128: 0.01}, cost_s=cost), 64, rising)
+        assert size == 64
+        waits.append(trained_until_due(decisions))
+    expected = [first * 2 ** min(k, MAX_BACKOFF) for k in range(1, MAX_BACKOFF + 3)]
+    assert waits == pytest.approx(expected, rel=0.01)  # 2x, 4x, 8x, then no rarer
+    size, _ = decisions.decide(measured({64: 0.01, 128: 0.10}, cost_s=cost), 64, rising)
+    assert size == 128 and trained_until_due(decisions) == pytest.approx(first, abs=0.011)
 
 
 def test_the_first_batch_is_the_smallest_size_no_larger_one_clearly_beats():

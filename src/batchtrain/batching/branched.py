@@ -7,7 +7,10 @@ noise scale (Merrill et al. 2025 measure the critical batch this way). Here the 
 the current batch, its double and (down to the policy's floor) its half, and:
 - pace: branches run again once the steps trained since the last ones took 1 / BRANCH_OVERHEAD
   times their cost, so they cost at most BRANCH_OVERHEAD (5 %) of the training time (they get
-  rarer as they get longer).
+  rarer as they get longer); each decision in a row that keeps the size halves that share, down
+  to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the critical batch grows fast early
+  and then plateaus (Merrill et al. 2025), so a size the branches keep confirming is checked less
+  and less often, and a run that settles pays little for the checks.
 - move: to the fastest size when it beats the current one by MIN_BRANCH_GAIN (no flapping
   between sizes whose rates differ by noise); the seconds are the throughput model's for the
   branches' samples (many step times, steadier than one branch's clock).
@@ -21,6 +24,7 @@ BRANCH_OVERHEAD = 0.05  # branches take at most 5 % of the time trained between 
 MIN_BRANCH_GAIN = 0.1  # a size must lower the probe loss 10 % faster than the current one
 SIGNIFICANT_IMPROVEMENT = 0.01  # of the probe loss, by the best branch
 MAX_LENGTH = 64  # the longest branches, in units of the trainer's default (training/branch.py)
+MAX_BACKOFF = 3  # kept sizes in a row make branches at most 2^3 = 8 x rarer
 
 
 class BranchDecisions:
@@ -30,12 +34,13 @@ class BranchDecisions:
         self.trained_s = 0.0  # step time since the last branches
         self.cost_s = 0.0  # what the last branches cost
         self.length = 1  # the next branches' samples, in units of the trainer's default
+        self.kept = 0  # decisions in a row that kept the size (the pace's back-off)
 
     def observe(self, time_s: float) -> None:
         self.trained_s += time_s
 
     def due(self) -> bool:
-        return self.trained_s * BRANCH_OVERHEAD >= self.cost_s
+        return self.trained_s * BRANCH_OVERHEAD >= self.cost_s * 2 ** min(self.kept, MAX_BACKOFF)
 
     def sizes(self, current: int, floor: int, top: int) -> list[int]:
         """The candidates: current, its double up to top, its half down to floor."""
@@ -77,15 +82,18 @@ class BranchDecisions:
                   else f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}, longer next")
         if not significant:
             self.length = min(2 * self.length, MAX_LENGTH)
+        self.kept = 0 if move else self.kept + 1
         self.started(branches.cost_s)
         return (best if move else current), {
             "improvement_per_s": [[size, rate] for size, rate in rates.items()],
             "branch_samples": branches.samples, "reason": reason}
 
     def state_dict(self) -> dict:
-        return {"trained_s": self.trained_s, "cost_s": self.cost_s, "length": self.length}
+        return {"trained_s": self.trained_s, "cost_s": self.cost_s, "length": self.length,
+                "kept": self.kept}
 
     def load_state_dict(self, state: dict) -> None:
         self.trained_s = float(state["trained_s"])
         self.cost_s = float(state["cost_s"])
         self.length = int(state["length"])
+        self.kept = int(state.get("kept", 0))  # absent: a run from before the back-off
