@@ -104,6 +104,7 @@ def test_decisions_state_round_trips_through_json():
     decisions.started(0.3)
     decisions.observe(1.25)
     decisions.decide(measured({64: 1e-5, 128: 1e-5}), 64, rising)  # insignificant: length 2
+    decisions.decide(measured({64: 0.1, 128: 0.01}), 64, rising)  # 64 fastest: kept once
     decisions.observe(0.5)
     restored = BranchDecisions()
     restored.load_state_dict(json.loads(json.dumps(decisions.state_dict())))
@@ -137,6 +138,15 @@ def test_each_kept_size_halves_how_often_branches_run_and_a_move_restores_it():
     assert waits == pytest.approx(expected, rel=0.01)  # 2x, 4x, 8x, then no rarer
     size, _ = decisions.decide(measured({64: 0.01, 128: 0.10}, cost_s=cost), 64, rising)
     assert size == 128 and trained_until_due(decisions) == pytest.approx(first, abs=0.011)
+
+
+def test_insignificant_branches_confirm_nothing_and_do_not_back_off():
+    decisions, cost = BranchDecisions(), 0.2
+    tiny = SIGNIFICANT_IMPROVEMENT * 0.5  # of a probe loss of 1
+    for _ in range(3):
+        decisions.decide(measured({64: tiny, 128: tiny / 10}, cost_s=cost), 64, rising)
+    assert decisions.kept == 0  # longer branches (the length doubles), paced as before
+    assert trained_until_due(decisions) == pytest.approx(cost / BRANCH_OVERHEAD, abs=0.011)
 
 
 def test_the_first_batch_is_the_smallest_size_no_larger_one_clearly_beats():

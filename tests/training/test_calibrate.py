@@ -220,26 +220,3 @@ class StopAtBegin(Callback):
     def on_fit_begin(self, trainer, info):
         trainer.stop_training = True
 
-
-@pytest.mark.parametrize("epochs, counted", [(2, 2), (200, 5)])
-def test_the_start_s_budgets_count_at_most_start_epochs_of_the_run(monkeypatch, epochs, counted):
-    from batchtrain.training import calibrate as calibrate_module
-    assert calibrate_module.START_EPOCHS == 5
-    seen = {}
-    measured, plan = calibrate_module.calibrate, calibrate_module._branch_plan
-
-    def calibrate_seen(*args, run_samples, **options):
-        seen["calibration"] = run_samples
-        return measured(*args, run_samples=run_samples, **options)
-
-    def plan_seen(sizes, seconds, samples, run_samples):
-        seen["branches"], seen["samples"] = run_samples, samples
-        return plan(sizes, seconds, samples, run_samples)
-
-    monkeypatch.setattr(calibrate_module, "calibrate", calibrate_seen)
-    monkeypatch.setattr(calibrate_module, "_branch_plan", plan_seen)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 20)).astype(np.float32)
-    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
-    Trainer("mlp", seed=0).fit(x, y, batch_size="auto", epochs=epochs, callbacks=[StopAtBegin()])
-    assert seen["calibration"] == seen["branches"] == counted * seen["samples"] > 0

@@ -7,8 +7,8 @@ noise scale (Merrill et al. 2025 measure the critical batch this way). Here the 
 the current batch, its double and (down to the policy's floor) its half, and:
 - pace: branches run again once the steps trained since the last ones took 1 / BRANCH_OVERHEAD
   times their cost, so they cost at most BRANCH_OVERHEAD (5 %) of the training time (they get
-  rarer as they get longer); each decision in a row that keeps the size halves that share, down
-  to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the critical batch grows fast early
+  rarer as they get longer); each decision in a row that keeps the size on a significant result
+  halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the critical batch grows fast early
   and then plateaus (Merrill et al. 2025), so a size the branches keep confirming is checked less
   and less often, and a run that settles pays little for the checks.
 - move: to the fastest size when it beats the current one by MIN_BRANCH_GAIN (no flapping
@@ -34,7 +34,7 @@ class BranchDecisions:
         self.trained_s = 0.0  # step time since the last branches
         self.cost_s = 0.0  # what the last branches cost
         self.length = 1  # the next branches' samples, in units of the trainer's default
-        self.kept = 0  # decisions in a row that kept the size (the pace's back-off)
+        self.kept = 0  # significant decisions in a row that kept the size (the pace's back-off)
 
     def observe(self, time_s: float) -> None:
         self.trained_s += time_s
@@ -82,7 +82,8 @@ class BranchDecisions:
                   else f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}, longer next")
         if not significant:
             self.length = min(2 * self.length, MAX_LENGTH)
-        self.kept = 0 if move else self.kept + 1
+        if move or significant:  # an insignificant result confirms nothing: no back-off
+            self.kept = 0 if move else self.kept + 1
         self.started(branches.cost_s)
         return (best if move else current), {
             "improvement_per_s": [[size, rate] for size, rate in rates.items()],

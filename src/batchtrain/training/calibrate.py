@@ -37,10 +37,6 @@ MIN_BUDGET_S = 0.1  # unless that is less than this
 BRANCH_BUDGET_S, BRANCH_RUN_FRACTION = 3.0, 0.02
 BRANCH_MIN_BUDGET_S = 0.1  # always allowed: less than the start-up's other costs
 STEP_COST = 1.5  # a training step's time over its forward+backward pass (the optimizer, the copy)
-# The run the budgets above are fractions of counts at most this many epochs: an epoch count is
-# often an upper bound (early stopping, a target, Keras's epochs=100), and a start paid for out of
-# 30 epochs would be a large share of a run that ends after 4 (2 % of 5 epochs: 0.1 epoch each)
-START_EPOCHS = 5
 
 
 @dataclass
@@ -163,8 +159,7 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                      max_physical_batch: float = math.inf) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
     gives n shuffled training samples and their targets; `samples`: how many there are;
-    run_samples: how many the run will train on (epochs x samples), which bounds the cost (at
-    most START_EPOCHS x samples count). A
+    run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
     (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
     branches a policy asks for (branch_sizes, observe_branches): within their own budget
@@ -173,7 +168,6 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     sizes = policy.calibration_sizes(samples)
     if not sizes:
         return None
-    run_samples = min(run_samples, START_EPOCHS * samples)
     inputs, targets = draw(min(samples, (REPEATS + 1) * max(sizes)))
     timed = getattr(policy, "calibration_timed", True)
     calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast,
