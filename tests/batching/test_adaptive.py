@@ -337,7 +337,9 @@ def test_calibrated_sizes_are_scaled_by_the_overhead_real_steps_show():
 def test_a_user_given_initial_batch_is_not_calibrated():
     assert Adaptive(initial=64).calibration_sizes(EPOCH) == []
     assert Adaptive(min_batch=32, max_batch=256).calibration_sizes(EPOCH) == [32, 64, 128, 256]
-    assert Adaptive(min_batch=32, max_batch=4096).calibration_sizes(100) == [32, 64]  # 100 samples
+    assert Adaptive(min_batch=32, max_batch=4096).calibration_sizes(100) == [32]  # 100 samples
+    # up to a quarter of the samples: a batch of 1024 or 2048 would be an epoch of 1 or 2 steps
+    assert Adaptive(min_batch=32).calibration_sizes(2400) == [32, 64, 128, 256, 512]
 
 
 def test_the_noise_is_measured_on_raw_gradients_unless_asked():

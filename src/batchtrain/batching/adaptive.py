@@ -142,11 +142,11 @@ class Adaptive(Policy):
         self.current = self._clamp(self.current)
 
     def calibration_sizes(self, samples: int) -> list[int]:
-        """The physical batches of the logical powers of two from min_batch up to
-        CALIBRATION_MAX_BATCH (and the training samples there are); none when initial was given."""
+        """The physical batches of the logical powers of two from min_batch up to CALIBRATION_MAX_
+        BATCH and a quarter of the samples (as branch_sizes); none when initial was given."""
         if not self.calibrates:
             return []
-        top = max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples))
+        top = max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples // 4))
         if not self.calibration_timed:  # the noise line only: four small sizes, every run alike
             top = min(top, UNTIMED_SIZES * self.min_batch)
         return sorted({self._physical(size) for size in _doublings(self.min_batch, top)})
