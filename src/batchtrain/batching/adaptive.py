@@ -5,10 +5,10 @@ Rules:
   (samples/s, ThroughputModel) times statistical efficiency. In one process the efficiency is
   measured directly, by branches (training/branch.py: short runs at a few sizes from the current
   weights, undone; Merrill et al. 2025): at the start the calibrated size and its doublings, later
-  the current size, its double and its half (batching/branched.py paces them at 5 % of the
-  training time, less while they keep the size, and moves only on a clear, significant gain). Under DDP, where every rank would
-  branch on its own clock, the efficiency is predicted from the gradient noise scale phi
-  instead: E(B) = (phi + B0) / (phi + B), relative to the base batch B0.
+  the current size, its double and its half (batching/branched.py: at most 5 % of the training
+  time, less while they keep the size; a move needs a clear, significant gain). Under DDP, where
+  every rank would branch on its own clock, the efficiency is predicted from the gradient noise
+  scale phi instead: E(B) = (phi + B0) / (phi + B), relative to the base batch B0.
 - "noise-scale": B = noise_multiplier * phi, the critical batch B_crit ~ B_noise (McCandlish).
 - "norm-test": B = phi / theta^2, the smallest batch whose gradient passes the norm test
   E|g_B - G|^2 <= theta^2 |G|^2 (Byrd et al. 2012; De et al. 2017), as tr(Sigma)/B = E|g_B - G|^2.

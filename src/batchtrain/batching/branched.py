@@ -8,9 +8,9 @@ the current batch, its double and (down to the policy's floor) its half, and:
 - pace: branches run again once the steps trained since the last ones took 1 / BRANCH_OVERHEAD
   times their cost, so they cost at most BRANCH_OVERHEAD (5 %) of the training time (they get
   rarer as they get longer); each decision in a row that keeps the size on a significant result
-  halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the critical batch grows fast early
-  and then plateaus (Merrill et al. 2025), so a size the branches keep confirming is checked less
-  and less often, and a run that settles pays little for the checks.
+  halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the
+  critical batch grows fast early and then plateaus (Merrill et al. 2025), so a size the
+  branches keep confirming is checked less and less often, and a settled run pays little.
 - move: to the fastest size when it beats the current one by MIN_BRANCH_GAIN (no flapping
   between sizes whose rates differ by noise); the seconds are the throughput model's for the
   branches' samples (many step times, steadier than one branch's clock).
@@ -82,7 +82,7 @@ class BranchDecisions:
                   else f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}, longer next")
         if not significant:
             self.length = min(2 * self.length, MAX_LENGTH)
-        if move or significant:  # an insignificant result confirms nothing: no back-off
+        if significant:  # an insignificant result confirms nothing: no back-off
             self.kept = 0 if move else self.kept + 1
         self.started(branches.cost_s)
         return (best if move else current), {
