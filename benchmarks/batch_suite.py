@@ -377,8 +377,7 @@ def main(argv=None) -> None:
     args.json.write_text(json.dumps(  # inf and nan are written as JSON's Infinity and NaN
         {"environment": env, "threads": args.threads, "grid": args.grid, "policies": args.policies,
          "seeds": args.seeds, "repeats": args.repeats, "quick": args.quick, "tasks": tasks,
-         "runs": runs,
-         "comparisons": comparisons, "summary": summary}, indent=1))
+         "runs": runs, "comparisons": comparisons, "summary": summary}, indent=1))
     plot(args.tasks, runs, args.grid, args.plot)
     print(f"\nraw results: {args.json}; plot: {args.plot}")
 
