@@ -142,14 +142,17 @@ class Adaptive(Policy):
         self.current = self._clamp(self.current)
 
     def calibration_sizes(self, samples: int) -> list[int]:
-        """The physical batches of the logical powers of two from min_batch up to CALIBRATION_MAX_
-        BATCH and a quarter of the samples (as branch_sizes); none when initial was given."""
+        """Physical batches of the logical doublings of min_batch to _start_top (none: initial)."""
         if not self.calibrates:
             return []
-        top = max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples // 4))
+        top = self._start_top(samples)
         if not self.calibration_timed:  # the noise line only: four small sizes, every run alike
             top = min(top, UNTIMED_SIZES * self.min_batch)
         return sorted({self._physical(size) for size in _doublings(self.min_batch, top)})
+
+    def _start_top(self, samples: int) -> int:
+        """The start's largest batch: min(bound, CALIBRATION_MAX_BATCH, samples/4) >= min_batch."""
+        return max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples // 4))
 
     @property
     def calibration_timed(self) -> bool:
@@ -190,12 +193,10 @@ class Adaptive(Policy):
 
     def branch_sizes(self, samples: int) -> list[int]:
         """The logical batches to branch at from the initial weights (training/branch.py): the
-        calibrated choice and its doublings up to CALIBRATION_MAX_BATCH, the bound and a quarter
-        of the training samples; none unless the rule is goodput and the start is measured."""
+        calibrated choice and its doublings up to _start_top; none unless goodput calibrates."""
         if self.rule != "goodput" or not self.calibrates:
             return []
-        top = min(self.upper, CALIBRATION_MAX_BATCH, max(samples // 4, self.min_batch))
-        sizes = _doublings(self.current, top)
+        sizes = _doublings(self.current, self._start_top(samples))
         return sizes if len(sizes) > 1 else []
 
     def observe_branches(self, branches) -> None:
