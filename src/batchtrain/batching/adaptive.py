@@ -150,8 +150,7 @@ class Adaptive(Policy):
             top = min(top, UNTIMED_SIZES * self.min_batch)
         return sorted({self._physical(size) for size in _doublings(self.min_batch, top)})
 
-    def _start_top(self, samples: int) -> int:
-        """The start's largest batch: min(bound, CALIBRATION_MAX_BATCH, samples/4) >= min_batch."""
+    def _start_top(self, samples: int) -> int:  # the start's largest batch: an epoch of 4 steps
         return max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples // 4))
 
     @property
