@@ -439,3 +439,23 @@ def test_branches_during_training_move_the_batch_and_pace_the_next():
     restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
     assert restored.branching and restored.stats_every == 0
     assert restored.branches.state_dict() == policy.branches.state_dict()
+
+
+@pytest.mark.parametrize("improvement", [{128: 0.2, 256: 0.2}, {128: 0.2, 256: 0.05},
+                                         {128: 0.001, 256: 0.001}])
+def test_the_branch_the_run_keeps_is_the_size_the_policy_then_trains_at(improvement):
+    """branch_choice (what training/branch.py keeps) agrees with observe_branches, at the start
+    and during training."""
+    from batchtrain.training.branch import Branches
+    start = calibrated(RISING, 80.0)
+    start_branches = Branches([64, 128], 2.0, {64: 0.30, 128: 0.30}, {64: 1.0, 128: 0.6}, 4096, 0.3)
+    named = start.branch_choice(start_branches)
+    start.observe_branches(start_branches)
+    assert named == start.batch_size() == 128
+    policy = branching()
+    drive(policy, [80.0] * 40, timing=(0.0, 0.25 / 128))
+    sizes, _ = policy.branches_due()
+    later = Branches(sizes, 1.0, improvement, {128: 1.0, 256: 0.7}, 4096, 0.5)
+    named = policy.branch_choice(later)
+    policy.observe_branches(later)
+    assert named == policy.batch_size()

@@ -6,7 +6,7 @@ import pytest
 
 from batchtrain.batching.branched import (BRANCH_OVERHEAD, MAX_BACKOFF, MAX_LENGTH,
                                           MIN_BRANCH_GAIN, SIGNIFICANT_IMPROVEMENT,
-                                          BranchDecisions)
+                                          BranchDecisions, choice, first_choice)
 from batchtrain.training.branch import Branches
 
 SAMPLES = 4096  # each branch's samples
@@ -158,3 +158,42 @@ def test_the_first_batch_is_the_smallest_size_no_larger_one_clearly_beats():
     close = Branches([32, 64], 1.0, {32: 0.30, 64: 0.288}, clock, SAMPLES, 0.4)
     assert close.fastest == 64 and decisions.first(close) == 32  # 7 % faster: not enough
     assert decisions.first(Branches([32, 64], 1.0, {32: -0.1, 64: 0.0}, clock, SAMPLES, 0.4)) is None
+
+
+@pytest.mark.parametrize("improvement", [
+    {32: 0.30, 64: 0.288, 128: 0.25}, {32: 0.30, 64: 0.50, 128: 0.20}, {32: 0.1, 64: -0.2, 128: 0.3},
+    {32: -0.1, 64: 0.0, 128: -0.3}])
+def test_the_start_choice_read_branch_by_branch_names_the_branch_just_run_or_an_earlier_one(
+        improvement):
+    """What training/branch.py branch relies on to keep the chosen branch with one copy held."""
+    clock = {32: 1.0, 64: 0.9, 128: 0.5}
+    sizes = sorted(improvement)
+    final = first_choice(Branches(sizes, 1.0, improvement, clock, SAMPLES, 0.4))
+    named = []
+    for index in range(len(sizes)):
+        part = {size: improvement[size] for size in sizes[:index + 1]}
+        named.append(first_choice(Branches(sizes[:index + 1], 1.0, part, clock, SAMPLES, 0.4)))
+        assert named[-1] in (None, *sizes[:index + 1])
+    assert named[-1] == final
+    assert final is None or final == max(index_size for index_size, name in zip(sizes, named)
+                                         if name == index_size)  # the last one it named
+
+
+def test_during_training_the_choice_without_the_current_size_names_the_best_other():
+    """Brancher runs the current size last: before it, the best other size counts as a move."""
+    part = measured({64: 0.10, 256: 0.02})
+    assert choice(part, 128, rising)[0] == 64
+    assert choice(measured({64: 0.10, 256: 0.02, 128: 0.09}), 128, rising)[0] == 128
+    assert choice(measured({64: 0.004, 256: 0.002}), 128, rising)[0] == 128  # insignificant
+    decisions = BranchDecisions()
+    full = measured({64: 0.10, 256: 0.02, 128: 0.03})
+    assert decisions.decide(full, 128, rising)[0] == choice(full, 128, rising)[0] == 64
+
+
+def test_a_kept_branch_paces_the_next_by_what_it_cost_beyond_training():
+    decisions = BranchDecisions()
+    kept = Branches([64, 128], 1.0, {64: 0.10, 128: 0.01}, {64: 0.15, 128: 0.05}, SAMPLES, 0.25,
+                    kept=64)
+    size, record = decisions.decide(kept, 64, rising)
+    assert size == 64 and record["kept"] == 64
+    assert decisions.cost_s == pytest.approx(0.10)  # 0.25 s, less the kept branch's 0.15 s

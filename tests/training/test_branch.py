@@ -1,6 +1,7 @@
 """The branched measurement (training/branch.py): against noisy linear regression, whose critical
 batch is known in closed form; the fit on exact improvements; the goodput pick; and that
 branching changes nothing of the run."""
+import copy
 import math
 
 import pytest
@@ -90,6 +91,56 @@ def test_branching_changes_nothing_of_the_run():
     assert again.improvement == measured.improvement
 
 
+def keep_test_setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(16, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x = torch.randn(512, 8)
+    y = (x[:, 0] > x[:, 1]).long() + (x[:, 2] > 1).long()
+    return model, optimizer, x, y
+
+
+@pytest.mark.parametrize("kept", [16, 64, 256])  # held (a copy), held, the last (the model's own)
+def test_the_kept_branch_is_the_run_trained_at_that_size(kept):
+    """keep names one size: the model and optimizer end as a hand-written loop of that size over
+    the same samples, with the same lr and dropout draws, from the same start."""
+    model, optimizer, x, y = keep_test_setup()
+    reference = copy.deepcopy((model, optimizer))
+    measured = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [16, 64, 256],
+                      lr_factor=lambda size: size / 64, seed=7,
+                      keep=lambda so_far: kept if kept in so_far.sizes else None)
+    assert measured.kept == kept and measured.improvement[kept] > 0
+    assert measured.overhead_s == pytest.approx(measured.cost_s - measured.seconds[kept])
+    hand_model, hand_optimizer = reference
+    hand_optimizer.param_groups[0]["lr"] = 0.01 * kept / 64
+    torch.manual_seed(7)
+    hand_model.train()
+    for start in range(0, len(x), kept):
+        hand_optimizer.zero_grad()
+        F.cross_entropy(hand_model(x[start:start + kept]), y[start:start + kept]).backward()
+        hand_optimizer.step()
+    for ours, theirs in zip(model.state_dict().values(), hand_model.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    for ours, theirs in zip(optimizer.state.values(), hand_optimizer.state.values()):
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    assert optimizer.param_groups[0]["lr"] == 0.01  # the run's lr, as before the branches
+
+
+def test_a_branch_that_did_not_lower_the_loss_or_was_not_held_is_undone():
+    model, optimizer, x, y = keep_test_setup()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    worse = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [16, 64],
+                   lr_factor=lambda size: -1.0, keep=lambda so_far: 16)  # ascent: loss rises
+    assert worse.improvement[16] < 0 and worse.kept is None
+    late = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [16, 64, 256],
+                  keep=lambda so_far: 16 if len(so_far.sizes) == 3 else None)  # never held
+    assert late.kept is None and late.overhead_s == late.cost_s
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert optimizer.state == {} or all(not state for state in optimizer.state.values())
+
+
 # -- during training (Brancher): the trainer runs the branches the policy asks for after a step
 
 class Asking:
@@ -133,7 +184,9 @@ def test_the_brancher_runs_what_the_policy_asks_within_the_memory_ceiling():
     run, drawn, factors = brancher(max_physical=128)
     policy = Asking([32, 64, 128, 256], length=2)
     branches = run(policy, seed=5)
-    assert branches.sizes == [32, 64, 128] and policy.told == [branches]  # 256 > the ceiling
+    # 256 is over the ceiling; the current size (64) runs last
+    assert branches.sizes == [32, 128, 64] and policy.told == [branches]
+    assert branches.kept is None  # a policy without branch_choice keeps nothing
     assert branches.samples == 8 * 128 * 2 and drawn == [(8 * 128 * 2 + 2048, 5)]
     assert sorted(set(factors)) == [(32, 64), (64, 64), (128, 64)]  # the lr moving there takes
     assert run(Asking([]), seed=6) is None and run(Asking([256]), seed=6) is None
@@ -147,13 +200,14 @@ def test_branches_are_at_most_half_the_training_samples():
 
 
 def test_a_run_whose_branches_never_move_is_bitwise_the_fixed_run(monkeypatch):
-    """auto with branches during training (every move refused) trains exactly as Fixed(32): the
-    branches leave the weights, the optimizer, BatchNorm's statistics, dropout's RNG and the data
-    order as they were, and no step is measured."""
+    """auto with branches during training (every move refused, no branch kept) trains exactly as
+    Fixed(32): undone branches leave the weights, the optimizer, BatchNorm's statistics, dropout's
+    RNG and the data order as they were, and no step is measured."""
     from batchtrain import Trainer
     from batchtrain.batching import branched
     from batchtrain.batching.adaptive import Adaptive
     monkeypatch.setattr(branched, "MIN_BRANCH_GAIN", math.inf)
+    monkeypatch.setattr(Adaptive, "branch_choice", lambda self, branches: None)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 8, generator=generator)
     y = (x[:, 0] - x[:, 1] > 0).long()

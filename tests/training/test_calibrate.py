@@ -173,7 +173,7 @@ def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = 
     monkeypatch.setattr(calibrate_module, "calibrate", calibrate_flat)
 
 
-def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back(monkeypatch):
+def test_fit_with_auto_branches_from_the_start_and_keeps_the_chosen_branch(monkeypatch):
     flat_throughput(monkeypatch)  # first size 32, so the start has sizes to branch at
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 20)).astype(np.float32)
@@ -195,10 +195,13 @@ def test_fit_with_auto_branches_from_the_start_and_puts_the_weights_back(monkeyp
     assert "probe loss decrease per s" in calibration.describe()
     policy = trainer.state_.policy
     assert policy.floor == policy.batch_size() == BranchDecisions().first(branches)
+    assert branches.kept == policy.batch_size()  # the run goes on from the chosen branch
+    assert f"kept the branch at {branches.kept}" in calibration.describe()
     initial = Trainer("mlp", seed=0).prepare(x, y)  # the same initialisation, never branched
-    for ours, theirs in zip(seen["weights"], initial.model_.parameters()):
-        assert torch.equal(ours, theirs)
-    assert seen["moments"] == {}  # Adam's state as before any step
+    assert any(not torch.equal(ours, theirs)
+               for ours, theirs in zip(seen["weights"], initial.model_.parameters()))
+    steps = -(-branches.samples // branches.kept)  # Adam stepped as often as that branch did
+    assert {int(state["step"]) for state in seen["moments"].values()} == {steps}
 
 
 def test_a_start_over_the_branch_budget_runs_no_branches_and_paces_the_later_ones(monkeypatch):

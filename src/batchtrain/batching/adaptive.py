@@ -4,9 +4,10 @@ Rules:
 - "goodput" (Pollux, Qiao et al. 2021; `auto`): the size with the most goodput, throughput T(B)
   (samples/s, ThroughputModel) times statistical efficiency. In one process the efficiency is
   measured directly, by branches (training/branch.py: short runs at a few sizes from the current
-  weights, undone; Merrill et al. 2025): at the start the calibrated size and its doublings, later
-  the current size, its double and its half (batching/branched.py: at most 5 % of the training
-  time, less while they keep the size; a move needs a clear, significant gain). Under DDP, where
+  weights; Merrill et al. 2025; the chosen size's kept, the others undone): at the start the
+  calibrated size and its doublings, later the current size, its double and its half (batching/
+  branched.py: at most 5 % of the training time, less while they keep the size; a move needs a
+  clear, significant gain). Under DDP, where
   every rank would branch on its own clock, the efficiency is predicted from the gradient noise
   scale phi instead: E(B) = (phi + B0) / (phi + B), relative to the base batch B0.
 - "noise-scale": B = noise_multiplier * phi, the critical batch B_crit ~ B_noise (McCandlish).
@@ -48,8 +49,8 @@ import numbers
 import statistics
 
 from batchtrain.batching.base import Policy, StepStats
-from batchtrain.batching.branched import BranchDecisions
-from batchtrain.batching.goodput import candidate_sizes, goodput_choice
+from batchtrain.batching.branched import BranchDecisions, choice, first_choice
+from batchtrain.batching.goodput import candidate_sizes, doublings, goodput_choice
 from batchtrain.batching.throughput import ThroughputModel
 from batchtrain.errors import ConfigError, check_batch_size
 from batchtrain.durations import Duration, to_samples
@@ -148,7 +149,7 @@ class Adaptive(Policy):
         top = self._start_top(samples)
         if not self.calibration_timed:  # the noise line only: four small sizes, every run alike
             top = min(top, UNTIMED_SIZES * self.min_batch)
-        return sorted({self._physical(size) for size in _doublings(self.min_batch, top)})
+        return sorted({self._physical(size) for size in doublings(self.min_batch, top)})
 
     def _start_top(self, samples: int) -> int:  # the start's largest batch: an epoch of 4 steps
         return max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples // 4))
@@ -195,15 +196,13 @@ class Adaptive(Policy):
         calibrated choice and its doublings up to _start_top; none unless goodput calibrates."""
         if self.rule != "goodput" or not self.calibrates:
             return []
-        sizes = _doublings(self.current, self._start_top(samples))
+        sizes = doublings(self.current, self._start_top(samples))
         return sizes if len(sizes) > 1 else []
 
     def observe_branches(self, branches) -> None:
-        """The first batch, and the floor of later decisions, from the branched measurement
-        (training/branch.py Branches): the size that lowered the probe loss fastest, by a clear
-        margin (batching/branched.py first); nothing changes when no branch lowered it, or when
-        none ran (no sizes: over the start's budget; their cost paces the next). Later branches
-        (branches_due) decide the size during training (_decide_from_branches)."""
+        """The first batch, and the floor of later decisions, from the start's branches
+        (batching/branched.py first_choice); unchanged when none improved or none ran (over
+        budget: their cost paces the next). Later ones decide during training (branches_due)."""
         if self.samples_seen > 0:
             return self._decide_from_branches(branches)
         chosen = self.branches.first(branches)
@@ -220,11 +219,17 @@ class Adaptive(Policy):
         self.last_decision = {"samples_seen": 0, "rule": self.rule, "current": previous,
                               "chosen": self.current, "reason": "branched"}
 
+    def branch_choice(self, branches) -> int | None:
+        """The size observe_branches would train at after `branches` (their start or a decision
+        during training): the run keeps that branch's progress (training/branch.py branch)."""
+        if self.samples_seen == 0:
+            return first_choice(branches)
+        return choice(branches, self.current, self._samples_per_s)[0]
+
     def branches_due(self) -> tuple[list[int], int] | None:
-        """While branches decide (allow_branches): the sizes to branch at now (the trainer runs
-        them: training/branch.py Brancher), the current one, its double and, down to the floor,
-        its half, and the branches' length; None until they are due (batching/branched.py) and
-        MIN_STEPS_PER_DECISION steps after the last decision."""
+        """While branches decide (allow_branches): the sizes to branch at now (training/branch.py
+        Brancher), the current one, its double and (down to the floor) its half, and the length;
+        None until due (batching/branched.py) and MIN_STEPS_PER_DECISION after the last one."""
         if (not self.branching or self.steps_since_decision < MIN_STEPS_PER_DECISION
                 or not self.branches.due()):
             return None
@@ -372,11 +377,6 @@ class Adaptive(Policy):
     def __repr__(self) -> str:
         return (f"Adaptive({self.rule!r}, min_batch={self.min_batch}, max_batch={self.max_batch}, "
                 f"initial={self.initial})")
-
-
-def _doublings(start: int, top: int) -> list[int]:
-    """start, 2 x start, 4 x start, ... up to top."""
-    return [start << k for k in range(max(0, (top // start).bit_length()))]
 
 
 def _finite(value: object) -> float | None:

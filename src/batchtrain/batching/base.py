@@ -112,6 +112,11 @@ class Policy(BatchSizePolicy):
     def observe_branches(self, branches) -> None:
         """Told what the branches it asked for measured (training/branch.py Branches)."""
 
+    def branch_choice(self, branches) -> int | None:
+        """The size whose branch the run should keep, from branches so far (training/branch.py
+        branch's keep): the size observe_branches would then train at; None (default): undo all."""
+        return None
+
 
 def declared(policy: BatchSizePolicy) -> Policy:
     """The policy with every optional capability present: itself when it subclasses Policy,

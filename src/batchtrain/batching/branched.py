@@ -53,41 +53,27 @@ class BranchDecisions:
 
     def first(self, branches) -> int | None:
         """The first batch from the start's branches (Adaptive.branch_sizes: the calibrated size
-        and its doublings): from the smallest up, a larger size replaces the choice only when it
-        lowered the probe loss MIN_BRANCH_GAIN faster per second (the branches' own clock: no step
-        times yet), as during training; None when no branch improved."""
-        rates = {size: rate for size, rate in branches.per_second.items() if rate > 0}
-        chosen = None
-        for size in sorted(rates):
-            if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:
-                chosen = size
-        self.started(branches.cost_s)
-        return chosen
+        and its doublings): first_choice; the branches' cost paces the next ones."""
+        self.started(branches.overhead_s)
+        return first_choice(branches)
 
     def decide(self, branches, current: int, samples_per_s: Callable[[int], float]
                ) -> tuple[int, dict]:
         """The size to train at after `branches` (training/branch.py Branches), and a record."""
-        rates = {}
-        for size, gain in branches.improvement.items():
-            speed = samples_per_s(size)
-            seconds = branches.samples / speed if speed > 0 else branches.seconds[size]
-            if gain > 0 and seconds > 0:
-                rates[size] = gain / seconds
-        best = max(rates, key=rates.get) if rates else current
-        significant = max(branches.improvement.values(), default=0.0) > (
-            SIGNIFICANT_IMPROVEMENT * abs(branches.loss_before))
-        move = significant and best != current and (
-            rates[best] > (1 + MIN_BRANCH_GAIN) * rates.get(current, 0.0))
+        chosen, rates, significant = choice(branches, current, samples_per_s)
+        move = chosen != current
         reason = ("branched" if move else "branched: current is fastest" if significant
                   else f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}, longer next")
         if not significant:
             self.length = min(2 * self.length, MAX_LENGTH)
         if significant:  # an insignificant result confirms nothing: no back-off
             self.kept = 0 if move else self.kept + 1
-        self.started(branches.cost_s)
-        return (best if move else current), {
-            "improvement_per_s": [[size, rate] for size, rate in rates.items()],
-            "branch_samples": branches.samples, "reason": reason}
+        self.started(branches.overhead_s)
+        record = {"improvement_per_s": [[size, rate] for size, rate in rates.items()],
+                  "branch_samples": branches.samples, "reason": reason}
+        if branches.kept is not None:
+            record["kept"] = branches.kept  # its branch's steps trained the run
+        return chosen, record
 
     def state_dict(self) -> dict:
         return {"trained_s": self.trained_s, "cost_s": self.cost_s, "length": self.length,
@@ -98,3 +84,35 @@ class BranchDecisions:
         self.cost_s = float(state["cost_s"])
         self.length = int(state["length"])
         self.kept = int(state.get("kept", 0))  # absent: a run from before the back-off
+
+
+def first_choice(branches) -> int | None:
+    """The start's choice (BranchDecisions.first): from the smallest size up, a larger one
+    replaces the choice only when it lowered the probe loss MIN_BRANCH_GAIN faster per second
+    (the branches' own clock: no step times yet), as during training; None when none improved.
+    Read in that order, the choice after each branch is either that branch or an earlier one."""
+    rates = {size: rate for size, rate in branches.per_second.items() if rate > 0}
+    chosen = None
+    for size in sorted(rates):
+        if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:
+            chosen = size
+    return chosen
+
+
+def choice(branches, current: int, samples_per_s: Callable[[int], float]
+           ) -> tuple[int, dict[int, float], bool]:
+    """The decision during training (BranchDecisions.decide) without its bookkeeping: (the size
+    to train at, each size's probe loss decrease per second, whether the result is significant).
+    Over branches that leave out the current size, the best one counts as a move."""
+    rates = {}
+    for size, gain in branches.improvement.items():
+        speed = samples_per_s(size)
+        seconds = branches.samples / speed if speed > 0 else branches.seconds[size]
+        if gain > 0 and seconds > 0:
+            rates[size] = gain / seconds
+    best = max(rates, key=rates.get) if rates else current
+    significant = max(branches.improvement.values(), default=0.0) > (
+        SIGNIFICANT_IMPROVEMENT * abs(branches.loss_before))
+    move = significant and best != current and (
+        rates[best] > (1 + MIN_BRANCH_GAIN) * rates.get(current, 0.0))
+    return (best if move else current), rates, significant

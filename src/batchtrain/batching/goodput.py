@@ -34,3 +34,8 @@ def candidate_sizes(lower: int, upper: int) -> list[int]:
         sizes.update(size for size in (power, power * 3 // 2) if lower <= size <= upper)
         power *= 2
     return sorted(sizes)
+
+
+def doublings(start: int, top: int) -> list[int]:
+    """start, 2 x start, 4 x start, ... up to top (the start's calibrated and branched sizes)."""
+    return [start << k for k in range(max(0, (top // start).bit_length()))]

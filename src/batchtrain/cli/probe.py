@@ -5,7 +5,7 @@ ceiling, and the gradient noise scale B_simple at initialisation and after a sho
 recommendation comes from branches (training/branch.py, as `--batch-size auto` starts): from the
 initial weights each size trains on the same samples at the given learning rate, and the size
 that lowers a probe loss fastest per second, by a clear margin over the smaller ones
-(batching/branched.py BranchDecisions.first), is recommended with that learning rate. On the
+(batching/branched.py first_choice), is recommended with that learning rate. On the
 benchmark suite this picks the grid's best fixed size or its neighbour, where the noise scale's
 goodput pick (Pollux, Qiao et al. 2021: throughput x (phi + B0) / (phi + B)) was off by up to
 1.7x in time to target (README "Batch size"); the report shows both.
@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from batchtrain.batching.branched import MIN_BRANCH_GAIN as BRANCH_MARGIN  # noqa: E402
-from batchtrain.batching.branched import BranchDecisions  # noqa: E402
+from batchtrain.batching.branched import first_choice  # noqa: E402
 from batchtrain.batching.goodput import goodput_choice, statistical_efficiency  # noqa: E402
 from batchtrain.batching.coupling import default_lr_scaling, lr_scale  # noqa: E402
 from batchtrain.batching.memory import memory_ceiling  # noqa: E402
@@ -75,7 +75,7 @@ def probe(trainer: Trainer, x, y, sizes: list[int], warmup_samples: int, repeats
     phi = after.noise_scale if after is not None else float("inf")
     by_noise, details = goodput_choice(phi, REFERENCE_BATCH, sizes, curve.__getitem__)
     rule = default_lr_scaling(trainer.optimizer_)
-    branched = BranchDecisions().first(branches) if branches is not None else None
+    branched = first_choice(branches) if branches is not None else None
     best, lr = ((branched, base_lr) if branched is not None
                 else (by_noise, base_lr * lr_scale(rule, by_noise, REFERENCE_BATCH)))
     return ProbeResult(sizes, curve, {size: memory.bytes_for(size) for size in sizes},

@@ -39,7 +39,8 @@ BRANCH_STEPS, PROBE_SAMPLES = 8, 2048
 class Branches:
     """What the branches measured. improvement[B]: probe loss before minus after N samples at
     batch B; seconds[B]: the branch's training time; samples: N; cost_s: everything, the probe
-    evaluations and the restores included."""
+    evaluations and the restores included; kept: the size whose branch the run kept (None: every
+branch undone)."""
 
     sizes: list[int]
     loss_before: float
@@ -47,6 +48,12 @@ class Branches:
     seconds: dict[int, float]
     samples: int
     cost_s: float
+    kept: int | None = None
+
+    @property
+    def overhead_s(self) -> float:
+        """What the branches cost beyond training: the kept branch's steps trained the run."""
+        return self.cost_s - (self.seconds[self.kept] if self.kept is not None else 0.0)
 
     @property
     def critical_batch(self) -> float | None:
@@ -86,20 +93,28 @@ def critical_batch(improvement: dict[int, float]) -> float | None:
 def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
            inputs: Tensor, targets: Tensor, probe_inputs: Tensor, probe_targets: Tensor,
            sizes: Sequence[int], lr_factor: Callable[[int], float] = lambda size: 1.0,
-           autocast=nullcontext, seed: int = 0) -> Branches:
+           autocast=nullcontext, seed: int = 0,
+           keep: Callable[[Branches], int | None] | None = None) -> Branches:
     """Train a branch at each of `sizes` on inputs/targets (all N of them, in order, N / B steps
     of B; a last step of N mod B), each from the same snapshot, and measure the probe loss
-    (module docstring). lr_factor(B): the multiplier of every param group's lr in B's branch."""
+    (module docstring). lr_factor(B): the multiplier of every param group's lr in B's branch.
+
+    keep(results so far): the size whose branch the run keeps, or None; without it every branch
+    is undone. It is asked after each branch and the branch it names is held (one at a time, so
+    one extra copy of the model and optimizer), and what it names after the last branch is kept
+    if held and if it lowered the probe loss (a diverged or worsening branch is never kept):
+    its steps are then training the run did instead of being thrown away. A keep that names
+    the last branch it saw when it chose (BranchDecisions' choices do) is always honoured."""
     started = time.perf_counter()
-    model_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    model_state = _snapshot(model, optimizer)
     lrs = [group["lr"] for group in optimizer.param_groups]
     was_training = model.training
     devices = [inputs.device] if inputs.is_cuda else []
     loss_before = _probe_loss(model, loss_fn, probe_inputs, probe_targets, autocast)
     improvement, seconds = {}, {}
+    held, kept = None, None  # held: (size, its end state) of the last branch keep named
     try:
-        for size in sizes:
+        for index, size in enumerate(sizes):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)  # dropout draws alike in every branch
                 for group, lr in zip(optimizer.param_groups, lrs):
@@ -107,17 +122,38 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
                 seconds[size] = _train(model, loss_fn, optimizer, inputs, targets, size, autocast)
             improvement[size] = loss_before - _probe_loss(model, loss_fn, probe_inputs,
                                                           probe_targets, autocast)
-            model.load_state_dict(model_state)
-            optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+            so_far = Branches(list(sizes[:index + 1]), loss_before, improvement, seconds,
+                              len(inputs), time.perf_counter() - started)
+            named = keep(so_far) if keep is not None else None
+            keepable = named == size and improvement[size] > 0  # False for nan
+            if index == len(sizes) - 1:  # the last branch: its state is the model's own
+                kept = size if keepable else (held[0] if held and held[0] == named else None)
+                if kept is not None and kept != size:
+                    _restore(model, optimizer, held[1])
+            elif keepable:
+                held = (size, _snapshot(model, optimizer))
+            if kept is None:
+                _restore(model, optimizer, model_state)
+    except BaseException:
+        _restore(model, optimizer, model_state)
+        raise
     finally:
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
         for group, lr in zip(optimizer.param_groups, lrs):
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
     return Branches(list(sizes), loss_before, improvement, seconds, len(inputs),
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, kept)
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    return ({name: value.detach().clone() for name, value in model.state_dict().items()},
+            copy.deepcopy(optimizer.state_dict()))
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: tuple[dict, dict]) -> None:
+    model.load_state_dict(state[0])
+    optimizer.load_state_dict(copy.deepcopy(state[1]))  # a copy: the snapshot may be loaded again
 
 
 def _train(model, loss_fn, optimizer, inputs, targets, size: int, autocast) -> float:
@@ -152,7 +188,8 @@ def _probe_loss(model, loss_fn, inputs, targets, autocast) -> float:
 
 class Brancher:
     """Runs the branches a policy asks for during training (Policy.branches_due, asked after
-    every step), from the run's current weights, and tells the policy (observe_branches).
+    every step), from the run's current weights, keeps the one it would choose
+    (Policy.branch_choice), and tells the policy (observe_branches).
 
     draw(n, seed): n shuffled training samples and their targets (samples: how many there are);
     each branch trains on BRANCH_STEPS x the largest size's samples (times the length the policy
@@ -175,11 +212,15 @@ class Brancher:
         if len(sizes) < 2:
             return None
         current = policy.batch_size()
+        # the current size last: when the policy keeps it, its branch's end state is the model's
+        # own (training/branch.py branch: no copy)
+        sizes.sort(key=lambda size: size == current)
         samples = min(BRANCH_STEPS * max(sizes) * max(1, due[1]), self.samples // 2)
         probe = min(PROBE_SAMPLES, self.samples // 4, samples)
         inputs, targets = self.draw(samples + probe, seed)
         branches = branch(self.model, self.loss_fn, self.optimizer, inputs[probe:], targets[probe:],
                           inputs[:probe], targets[:probe], sizes,
-                          lambda size: self.lr_factor(size, current), self.autocast, seed)
+                          lambda size: self.lr_factor(size, current), self.autocast, seed,
+                          keep=getattr(policy, "branch_choice", None))
         policy.observe_branches(branches)
         return branches

@@ -61,6 +61,8 @@ class Calibration:
             line += (f"; branched at {', '.join(map(str, branches.sizes))} on "
                      f"{branches.samples} samples each in {branches.cost_s:.2f} s: probe loss "
                      f"decrease per s {rates}")
+            if branches.kept is not None:
+                line += f"; kept the branch at {branches.kept} (its steps trained the run)"
         return line
 
 
@@ -162,7 +164,8 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
     (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
-    branches a policy asks for (branch_sizes, observe_branches): within their own budget
+    branches a policy asks for (branch_sizes, observe_branches; the one it chooses kept,
+    branch_choice): within their own budget
     (BRANCH_*), or not at all; a branch steps without accumulation, so only at sizes up to
     max_physical_batch (the memory ceiling)."""
     sizes = policy.calibration_sizes(samples)
@@ -187,7 +190,7 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         inputs, targets = draw(branch_samples + probe)
         calibration.branches = branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
                                       inputs[:probe], targets[:probe], branch_sizes,
-                                      autocast=autocast)
+                                      autocast=autocast, keep=policy.branch_choice)
         policy.observe_branches(calibration.branches)
     return calibration
 
