@@ -71,6 +71,17 @@ def test_a_new_control_starts_from_the_users_lr_not_the_rescaled_one():
     assert again.apply(4, START) == pytest.approx(0.1)
 
 
+def test_at_base_says_whether_a_first_step_takes_the_lrs_the_groups_hold():
+    assert LearningRate(_optimizer(), "linear").at_base(START)  # constant: the user's lrs
+    assert not LearningRate(_optimizer(), "linear", as_lr_schedule("warmup:1e+constant")).at_base(
+        SampleClock(0, 100, 300))  # a warm-up starts below them
+    optimizer = _optimizer()
+    first = LearningRate(optimizer, "linear")
+    first.apply(4, START)
+    first.apply(16, START)  # the groups now hold 4x the user's lrs
+    assert not LearningRate(optimizer, "linear").at_base(START)
+
+
 def test_none_leaves_the_lr_alone():
     optimizer = _optimizer()
     control = LearningRate(optimizer, "none")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from batchtrain import Trainer
-from batchtrain.data.arrays import as_features, as_tensor
+from batchtrain.data.arrays import as_features, as_tensor, check_finite
 from batchtrain.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -74,3 +74,18 @@ def test_long_double_features_become_float32_and_dates_are_refused():
     assert as_features(X.astype(np.longdouble)).dtype == torch.float32
     with pytest.raises(DataError, match=re.escape("x has dtype datetime64[s], not numbers")):
         as_features(np.zeros((3, 2), "datetime64[s]"), "x")
+
+
+def test_the_finite_check_sees_every_bad_value_and_passes_finite_data_whose_sum_overflows():
+    huge = torch.full((64, 8), 3e38)  # finite, but their float32 sum is inf: the slow path passes
+    assert not torch.isfinite(huge.sum())
+    check_finite(huge, "x")
+    for value, index in [(float("nan"), 5), (float("inf"), 0), (-float("inf"), 63)]:
+        bad = torch.zeros(64, 8)
+        bad[index, 3] = value
+        with pytest.raises(DataError, match=f"1 samples, first at index {index}"):
+            check_finite(bad, "x")
+    both = torch.zeros(64, 8)
+    both[2, 0], both[9, 1] = float("inf"), -float("inf")  # they sum to NaN, still caught
+    with pytest.raises(DataError, match="2 samples, first at index 2"):
+        check_finite(both, "x")

@@ -204,6 +204,28 @@ def test_fit_with_auto_branches_from_the_start_and_keeps_the_chosen_branch(monke
     assert {int(state["step"]) for state in seen["moments"].values()} == {steps}
 
 
+def test_under_a_warm_up_the_start_branches_are_all_undone(monkeypatch):
+    """They train at the optimizer's lr, which a warm-up does not start at: nothing is kept."""
+    flat_throughput(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 20)).astype(np.float32)
+    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    seen = {}
+
+    class AtBegin(Callback):
+        def on_fit_begin(self, trainer, info):
+            seen["weights"] = [p.detach().clone() for p in trainer.model_.parameters()]
+            trainer.stop_training = True
+
+    trainer = Trainer("mlp", seed=0, lr_schedule="warmup:1e+constant")
+    trainer.fit(x, y, batch_size="auto", epochs=200, callbacks=[AtBegin()])
+    branches = trainer.state_.calibration.branches
+    assert branches is not None and branches.fastest is not None and branches.kept is None
+    initial = Trainer("mlp", seed=0).prepare(x, y)
+    for ours, theirs in zip(seen["weights"], initial.model_.parameters()):
+        assert torch.equal(ours, theirs)
+
+
 def test_a_start_over_the_branch_budget_runs_no_branches_and_paces_the_later_ones(monkeypatch):
     from batchtrain.training import calibrate as calibrate_module
     monkeypatch.setattr(calibrate_module, "BRANCH_MIN_BUDGET_S", 0.0)  # 2 % of a short run only

@@ -90,6 +90,13 @@ class LearningRate:
         self.last_lr = lrs[0]
         return lrs[0]
 
+    def at_base(self, clock: SampleClock) -> bool:
+        """Would a step at `clock`, at the first batch of a run (coupling 1), take the lrs the
+        param groups hold now? (The start's branches train at those: training/calibrate.py.)"""
+        factor = self.schedule.factor(clock)
+        return all(self._plateaued(base_lr * factor) == group["lr"]
+                   for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups))
+
     def _plateaued(self, lr: float) -> float:
         return lr if self.plateau == 1.0 else max(lr * self.plateau, min(lr, self.min_lr))
 

@@ -81,8 +81,9 @@ def check_pair(x: Tensor, y: Tensor, prefix: str = "") -> None:
 
 def check_finite(tensor: Tensor, name: str) -> None:
     """Raise DataError naming the first sample with a NaN or infinite value."""
-    if not tensor.is_floating_point():
-        return
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+        return  # a NaN or inf anywhere makes the sum NaN or inf: one fast pass over clean data
+    # (elementwise isfinite is ~20x slower than a sum on the CPU); an overflowing sum lands here too
     bad = ~torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1)
     if bool(bad.any()):
         first = int(bad.nonzero()[0, 0])

@@ -158,14 +158,16 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                      draw: Callable[[int], tuple[Tensor, Tensor]], samples: int,
                      autocast=nullcontext, run_samples: float = math.inf,
                      optimizer: torch.optim.Optimizer | None = None,
-                     max_physical_batch: float = math.inf) -> Calibration | None:
+                     max_physical_batch: float = math.inf, keep_branch: bool = True
+                     ) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
     gives n shuffled training samples and their targets; `samples`: how many there are;
     run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
     (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
     branches a policy asks for (branch_sizes, observe_branches; the one it chooses kept,
-    branch_choice): within their own budget
+    branch_choice, when keep_branch: they train at the optimizer's lrs, so only where the run's
+    first step takes those, not under a warm-up): within their own budget
     (BRANCH_*), or not at all; a branch steps without accumulation, so only at sizes up to
     max_physical_batch (the memory ceiling)."""
     sizes = policy.calibration_sizes(samples)
@@ -190,7 +192,8 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         inputs, targets = draw(branch_samples + probe)
         calibration.branches = branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
                                       inputs[:probe], targets[:probe], branch_sizes,
-                                      autocast=autocast, keep=policy.branch_choice)
+                                      autocast=autocast,
+                                      keep=policy.branch_choice if keep_branch else None)
         policy.observe_branches(calibration.branches)
     return calibration
 

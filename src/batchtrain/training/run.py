@@ -70,7 +70,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
             run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
                                                lambda n: draw(n, run.seed), samples_per_epoch,
                                                precision.autocast, run.total_samples, optimizer,
-                                               max_physical_batch)
+                                               max_physical_batch,
+                                               keep_branch=lr_control.at_base(run.clock()))
         coupling = lr_control.rule if lr_control.rule in ("linear", "sqrt", "none") else "sqrt"
         run.brancher = Brancher(built.model, built.task.loss_fn, optimizer, draw,
                                 samples_per_epoch, max_physical_batch,
