@@ -7,8 +7,9 @@ From a snapshot of the model and the optimizer, each candidate batch B trains on
 samples, in the same order (only their grouping into steps differs), with the lr the caller's
 lr_factor(B) gives (the run's coupling, or one value of an lr sweep); the loss on a fixed probe set
 (eval mode, no gradients) before and after gives B's improvement, the branch's wall clock its
-speed. The snapshot is put back after each branch: the run itself is unchanged (parameters,
-optimizer state, buffers, lrs; dropout draws from a forked RNG, seeded alike in every branch).
+speed. The snapshot is put back after each branch (parameters, optimizer state, buffers, lrs;
+dropout draws from a forked RNG, seeded alike in every branch), except for the one the caller
+keeps (branch's keep: the size the policy then trains at), from which the run goes on.
 
 Two readings of the improvements:
 - critical_batch: McCandlish et al. 2018 (eq. 2.7-2.9): a step of B at its best lr improves the
@@ -99,14 +100,15 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
     of B; a last step of N mod B), each from the same snapshot, and measure the probe loss
     (module docstring). lr_factor(B): the multiplier of every param group's lr in B's branch.
 
-    keep(results so far): the size whose branch the run keeps, or None; without it every branch
-    is undone. It is asked after each branch and the branch it names is held (one at a time, so
-    one extra copy of the model and optimizer), and what it names after the last branch is kept
-    if held and if it lowered the probe loss (a diverged or worsening branch is never kept):
-    its steps are then training the run did instead of being thrown away. A keep that names
-    the last branch it saw when it chose (BranchDecisions' choices do) is always honoured."""
+    keep(results so far): the size whose branch the run goes on from, or None (without keep,
+    every branch is undone). It is asked after each branch; a branch it names that lowered the
+    probe loss (never a diverged or worsening one) is held, one at a time (one extra copy of the
+    model and optimizer; none for the last branch, whose state is the model's own). What it
+    names after the last branch is kept if held: its steps are then training the run did, not
+    thrown away. A keep whose answer after each branch is that branch or an earlier answer
+    (batching/branched.py's choices are) always gets what it names."""
     started = time.perf_counter()
-    model_state = _snapshot(model, optimizer)
+    start_state = _snapshot(model, optimizer)  # the model's and the optimizer's
     lrs = [group["lr"] for group in optimizer.param_groups]
     was_training = model.training
     devices = [inputs.device] if inputs.is_cuda else []
@@ -133,9 +135,9 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
             elif keepable:
                 held = (size, _snapshot(model, optimizer))
             if kept is None:
-                _restore(model, optimizer, model_state)
+                _restore(model, optimizer, start_state)
     except BaseException:
-        _restore(model, optimizer, model_state)
+        _restore(model, optimizer, start_state)
         raise
     finally:
         for group, lr in zip(optimizer.param_groups, lrs):
