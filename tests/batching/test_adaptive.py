@@ -380,6 +380,20 @@ def test_the_fastest_branch_is_the_first_batch_and_the_floor_of_later_decisions(
     assert restored.floor == 256
 
 
+def test_the_start_climbs_while_the_largest_size_branched_wins():
+    policy = branched(calibrated(RISING, 80.0), {64: 0.30, 128: 0.35}, {64: 1.0, 128: 0.6})
+    assert policy.batch_size() == 128  # the largest branched size won: branch again from it
+    assert policy.branch_sizes(EPOCH) == [128, 256, 512, 1024]
+    assert policy.calibration["branched"]["rounds"] == 1
+    branched(policy, {128: 0.35, 256: 0.30}, {128: 1.0, 256: 1.0})  # 128 wins: the climb ends
+    assert policy.batch_size() == policy.floor == 128 and policy.branch_sizes(EPOCH) == []
+    assert policy.calibration["branched"]["rounds"] == 2
+    from batchtrain.training.branch import Branches
+    over_budget = calibrated(RISING, 80.0)
+    over_budget.observe_branches(Branches([], math.nan, {}, {}, 0, 0.2))  # none ran
+    assert over_budget.branch_sizes(EPOCH) == []
+
+
 def test_no_branch_improved_keeps_the_calibrated_start():
     policy = branched(calibrated(RISING, 80.0), {64: -0.1, 128: -0.2}, {64: 1.0, 128: 0.5})
     assert policy.batch_size() == 64 and policy.floor == 32

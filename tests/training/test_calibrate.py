@@ -12,6 +12,7 @@ from batchtrain import Callback, Trainer
 from helpers import noisy_linear_regression as linear_regression
 from batchtrain.batching.adaptive import Adaptive
 from batchtrain.batching.branched import BranchDecisions
+from batchtrain.training.branch import Branches
 from batchtrain.training.calibrate import Calibration, calibrate, calibrate_policy, noise_from_norms
 
 
@@ -247,3 +248,41 @@ class StopAtBegin(Callback):
     def on_fit_begin(self, trainer, info):
         trainer.stop_training = True
 
+
+
+def test_the_start_branches_again_from_the_winner_while_the_largest_size_wins(monkeypatch):
+    """Each round's largest size wins (a fake branch); the climb goes on from it, on other
+    samples, until the start's top or the budget less what the rounds cost beyond kept steps."""
+    from batchtrain.training import calibrate as calibrate_module
+    flat_throughput(monkeypatch)  # the calibrated first size is the smallest
+    model, x, y, _ = noisy_linear_regression(n=1 << 15)
+    rounds, draws = [], []
+
+    def top_wins(model, loss_fn, optimizer, inputs, targets, probe_x, probe_y, sizes, **options):
+        rounds.append(list(sizes))
+        gains = {size: 0.1 * size for size in sizes}  # improvement per second grows with size
+        return Branches(list(sizes), 1.0, gains, {size: 1.0 for size in sizes}, len(inputs),
+                        0.02 * len(sizes), kept=max(sizes))
+
+    def draw(n, offset=0):
+        draws.append(offset)
+        return x[:n], y[:n]
+
+    monkeypatch.setattr(calibrate_module, "branch", top_wins)
+    policy = Adaptive(min_batch=32, max_batch=1024)
+    policy.set_limit(4096)
+    optimizer = torch.optim.Adam(model.parameters())
+    calibration = calibrate_policy(policy, model, F.mse_loss, draw, len(x), optimizer=optimizer,
+                                   run_samples=math.inf)
+    assert rounds[0][0] == policy.calibration["chosen"] and len(rounds) >= 2
+    for before, after in zip(rounds, rounds[1:]):
+        assert after[0] == max(before)  # from the last winner, upwards
+    assert max(rounds[-1]) == 1024  # the top: the budget (3 s) was never near
+    assert policy.batch_size() == policy.floor == max(rounds[-1])
+    assert draws[1:] == [0, *range(1, len(rounds))]  # the pool, then other samples each round
+    assert calibration.branches.sizes == rounds[0]
+    assert [climb.sizes for climb in calibration.climbs] == rounds[1:]
+    assert "the largest won, so branched again at" in calibration.describe()
+    # spent: each round's 0.02 s per size, less the kept one; the budget: BRANCH_BUDGET_S
+    spent = sum(0.02 * (len(sizes) - 1) for sizes in rounds[:-1])
+    assert spent <= calibrate_module.BRANCH_BUDGET_S

@@ -164,10 +164,8 @@ class Adaptive(Policy):
 
     def calibrate(self, calibration) -> None:
         """The first batch from the start-up measurements (training/calibrate.py Calibration):
-        under "goodput" the most goodput among the timed sizes, at the noise scale measured at the
-        initial weights (min_batch where none was measured: efficiency is 2/3 at 2 x
-        min_batch); under the other rules, the rule's size for that noise scale (the timings
-        unused, so such a run starts at the same batch every time)."""
+        "goodput": the most goodput among the timed sizes at the initial noise scale (min_batch
+        where none was measured); other rules: their size for it (no timings: runs start alike)."""
         self.throughput.calibrate(calibration.seconds)
         noise = calibration.noise
         if noise is not None:
@@ -178,13 +176,11 @@ class Adaptive(Policy):
         elif timed := [size for size in candidate_sizes(self.min_batch, self.upper)
                        if self._physical(size) in self.throughput.calibrated]:
             self.current, _ = goodput_choice(phi, self.initial, timed, self._samples_per_s)
+        rates = [[size, size / seconds] for size, seconds in calibration.seconds.items()]
         self.calibration = {"cost_s": calibration.cost_s, "samples": calibration.samples,
-                            "phi": phi, "chosen": self.current,
-                            "samples_per_s": [[size, size / seconds] for size, seconds
-                                              in calibration.seconds.items()]}
-        self.last_decision = {"samples_seen": 0, "rule": self.rule, "phi": phi,
-                              "current": self.initial, "chosen": self.current,
-                              "reason": "calibrated"}
+                            "phi": phi, "chosen": self.current, "samples_per_s": rates}
+        self.last_decision = {"samples_seen": 0, "rule": self.rule, "phi": phi, "reason":
+                              "calibrated", "current": self.initial, "chosen": self.current}
 
     def allow_branches(self) -> None:
         """The trainer can branch (one process): under "goodput", decisions come from branches
@@ -193,8 +189,11 @@ class Adaptive(Policy):
 
     def branch_sizes(self, samples: int) -> list[int]:
         """The logical batches to branch at from the initial weights (training/branch.py): the
-        calibrated choice and its doublings up to _start_top; none unless goodput calibrates."""
-        if self.rule != "goodput" or not self.calibrates:
+        calibrated choice and its doublings up to _start_top; again from the choice while the
+        largest size branched wins (the climb); none unless goodput calibrates."""
+        done = (self.calibration or {}).get("branched")
+        if self.rule != "goodput" or not self.calibrates or (
+                done is not None and done["chosen"] != max(done["sizes"], default=0)):
             return []
         sizes = doublings(self.current, self._start_top(samples))
         return sizes if len(sizes) > 1 else []
@@ -206,7 +205,8 @@ class Adaptive(Policy):
         if self.samples_seen > 0:
             return self._decide_from_branches(branches)
         chosen = self.branches.first(branches)
-        record = {"sizes": list(branches.sizes), "samples": branches.samples,
+        rounds = (self.calibration or {}).get("branched", {}).get("rounds", 0) + 1
+        record = {"sizes": list(branches.sizes), "samples": branches.samples, "rounds": rounds,
                   "cost_s": branches.cost_s, "fastest": branches.fastest, "chosen": chosen,
                   "improvement": [[size, gain] for size, gain in branches.improvement.items()],
                   "seconds": [[size, seconds] for size, seconds in branches.seconds.items()]}

@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,7 @@ class Calibration:
     cost_s: float
     samples: int
     branches: Branches | None = None  # training/branch.py, when the policy asked for them
+    climbs: list[Branches] = field(default_factory=list)  # the rounds after, while the top won
 
     def describe(self) -> str:
         phi = f"{self.noise['noise_scale']:.0f}" if self.noise else "unknown"
@@ -63,6 +64,11 @@ class Calibration:
                      f"decrease per s {rates}")
             if branches.kept is not None:
                 line += f"; kept the branch at {branches.kept} (its steps trained the run)"
+            for climb in self.climbs:
+                rates = ", ".join(f"{size}: {rate:.3g}" for size, rate in climb.per_second.items())
+                line += (f"; the largest won, so branched again at "
+                         f"{', '.join(map(str, climb.sizes))} in {climb.cost_s:.2f} s: {rates}"
+                         + (f", kept {climb.kept}" if climb.kept is not None else ""))
         return line
 
 
@@ -155,13 +161,14 @@ def noise_from_norms(norms: list[tuple[int, float]], pool: float = math.inf
 
 
 def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
-                     draw: Callable[[int], tuple[Tensor, Tensor]], samples: int,
+                     draw: Callable[..., tuple[Tensor, Tensor]], samples: int,
                      autocast=nullcontext, run_samples: float = math.inf,
                      optimizer: torch.optim.Optimizer | None = None,
                      max_physical_batch: float = math.inf, keep_branch: bool = True
                      ) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
-    gives n shuffled training samples and their targets; `samples`: how many there are;
+    gives n shuffled training samples and their targets (draw(n, k): other ones, for the k-th
+    round of branches); `samples`: how many there are;
     run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
     (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
@@ -186,31 +193,38 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         # by what these would have cost (their two smallest sizes), so a short run has none
         cost = _predicted_s(calibration.seconds, branch_sizes[:2], BRANCH_STEPS * branch_sizes[1])
         policy.observe_branches(Branches([], math.nan, {}, {}, 0, cost))
-    if optimizer is not None and plan is not None:
+    rounds, spent_s = [], 0.0
+    while optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
         probe = min(PROBE_SAMPLES, samples // 4, branch_samples)
-        inputs, targets = draw(branch_samples + probe)
-        calibration.branches = branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
-                                      inputs[:probe], targets[:probe], branch_sizes,
-                                      autocast=autocast,
-                                      keep=policy.branch_choice if keep_branch else None)
-        policy.observe_branches(calibration.branches)
+        inputs, targets = draw(branch_samples + probe, *([len(rounds)] if rounds else []))
+        rounds.append(branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
+                             inputs[:probe], targets[:probe], branch_sizes, autocast=autocast,
+                             keep=policy.branch_choice if keep_branch else None))
+        policy.observe_branches(rounds[-1])
+        spent_s += rounds[-1].overhead_s  # a kept branch's steps trained the run: not overhead
+        # the climb: the policy asks again while the largest size wins (Adaptive.branch_sizes)
+        plan = _branch_plan([size for size in policy.branch_sizes(samples)
+                             if size <= max_physical_batch], calibration.seconds, samples,
+                            run_samples, spent_s)
+    calibration.branches, calibration.climbs = (rounds[0], rounds[1:]) if rounds else (None, [])
     return calibration
 
 
 def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
-                 run_samples: float) -> tuple[list[int], int] | None:
+                 run_samples: float, spent_s: float = 0.0) -> tuple[list[int], int] | None:
     """(sizes, samples per branch) that the branch budget allows: the most samples (a multiple of
     BRANCH_STEPS x the largest size, within half the training set) whose predicted time (each
     size's steps at its calibrated pass time, x STEP_COST) fits in min(BRANCH_BUDGET_S,
     BRANCH_RUN_FRACTION of the run at the fastest calibrated rate, but at least
-    BRANCH_MIN_BUDGET_S); the largest sizes dropped
-    while even the least does not fit; None under two sizes or without timings."""
+    BRANCH_MIN_BUDGET_S), less the spent_s earlier rounds cost beyond their kept steps; the
+    largest sizes dropped while even the least does not fit; None under two sizes or without
+    timings."""
     if not seconds:
         return None
     fastest_rate = max(size / elapsed for size, elapsed in seconds.items())
     budget_s = min(BRANCH_BUDGET_S, max(BRANCH_MIN_BUDGET_S,
-                                        BRANCH_RUN_FRACTION * run_samples / fastest_rate))
+                                        BRANCH_RUN_FRACTION * run_samples / fastest_rate)) - spent_s
 
     def predicted_s(branch_sizes, branch_samples):
         return _predicted_s(seconds, branch_sizes, branch_samples)

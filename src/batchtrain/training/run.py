@@ -68,7 +68,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
         policy.allow_branches()
         if calibrate:
             run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
-                                               lambda n: draw(n, run.seed), samples_per_epoch,
+                                               lambda n, offset=0: draw(n, run.seed + offset),
+                                               samples_per_epoch,
                                                precision.autocast, run.total_samples, optimizer,
                                                max_physical_batch,
                                                keep_branch=lr_control.at_base(run.clock()))
