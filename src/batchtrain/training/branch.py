@@ -40,8 +40,8 @@ BRANCH_STEPS, PROBE_SAMPLES = 8, 2048
 class Branches:
     """What the branches measured. improvement[B]: probe loss before minus after N samples at
     batch B; seconds[B]: the branch's training time; samples: N; cost_s: everything, the probe
-    evaluations and the restores included; kept: the size whose branch the run kept (None: every
-branch undone)."""
+    evaluations and the restores included; kept: the size whose branch the run kept (None:
+    every branch undone)."""
 
     sizes: list[int]
     loss_before: float

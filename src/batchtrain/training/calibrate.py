@@ -58,18 +58,22 @@ class Calibration:
                 f"forward+backward {rates}; noise scale at start {phi}")
         if self.branches is not None:
             branches = self.branches
-            rates = ", ".join(f"{size}: {rate:.3g}" for size, rate in branches.per_second.items())
             line += (f"; branched at {', '.join(map(str, branches.sizes))} on "
                      f"{branches.samples} samples each in {branches.cost_s:.2f} s: probe loss "
-                     f"decrease per s {rates}")
+                     f"decrease per s {_rates(branches)}")
             if branches.kept is not None:
                 line += f"; kept the branch at {branches.kept} (its steps trained the run)"
             for climb in self.climbs:
-                rates = ", ".join(f"{size}: {rate:.3g}" for size, rate in climb.per_second.items())
                 line += (f"; the largest won, so branched again at "
-                         f"{', '.join(map(str, climb.sizes))} in {climb.cost_s:.2f} s: {rates}"
+                         f"{', '.join(map(str, climb.sizes))} in {climb.cost_s:.2f} s: "
+                         f"{_rates(climb)}"
                          + (f", kept {climb.kept}" if climb.kept is not None else ""))
         return line
+
+
+def _rates(branches: Branches) -> str:
+    """Each size's probe loss decrease per second, for the log line."""
+    return ", ".join(f"{size}: {rate:.3g}" for size, rate in branches.per_second.items())
 
 
 def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tensor,
@@ -167,8 +171,8 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                      max_physical_batch: float = math.inf, keep_branch: bool = True
                      ) -> Calibration | None:
     """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
-    gives n shuffled training samples and their targets (draw(n, k): other ones, for the k-th
-    round of branches); `samples`: how many there are;
+    gives n shuffled training samples and their targets (draw(n, k): other ones for k > 0, for
+    the k-th round of branches); `samples`: how many there are;
     run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
     (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
@@ -197,7 +201,7 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     while optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
         probe = min(PROBE_SAMPLES, samples // 4, branch_samples)
-        inputs, targets = draw(branch_samples + probe, *([len(rounds)] if rounds else []))
+        inputs, targets = draw(branch_samples + probe, len(rounds))  # other samples each round
         rounds.append(branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
                              inputs[:probe], targets[:probe], branch_sizes, autocast=autocast,
                              keep=policy.branch_choice if keep_branch else None))
