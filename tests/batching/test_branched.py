@@ -1,12 +1,14 @@
 """Batch-size decisions from branches (batching/branched.py): pacing, candidates, moves, length."""
 import json
+import math
 
 import numpy as np
 import pytest
 
 from batchtrain.batching.branched import (BRANCH_OVERHEAD, MAX_BACKOFF, MAX_LENGTH,
                                           MIN_BRANCH_GAIN, SIGNIFICANT_IMPROVEMENT,
-                                          BranchDecisions, choice, first_choice)
+                                          BranchDecisions, choice, first_choice,
+                                          first_enough)
 from batchtrain.training.branch import Branches
 
 SAMPLES = 4096  # each branch's samples
@@ -160,23 +162,52 @@ def test_the_first_batch_is_the_smallest_size_no_larger_one_clearly_beats():
     assert decisions.first(Branches([32, 64], 1.0, {32: -0.1, 64: 0.0}, clock, SAMPLES, 0.4)) is None
 
 
+@pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("improvement", [
     {32: 0.30, 64: 0.288, 128: 0.25}, {32: 0.30, 64: 0.50, 128: 0.20}, {32: 0.1, 64: -0.2, 128: 0.3},
-    {32: -0.1, 64: 0.0, 128: -0.3}])
+    {32: -0.1, 64: 0.0, 128: -0.3}, {32: 0.293, 64: 0.284, 128: 0.1615}])
 def test_the_start_choice_read_branch_by_branch_names_the_branch_just_run_or_an_earlier_one(
-        improvement):
-    """What training/branch.py branch relies on to keep the chosen branch with one copy held."""
+        improvement, descending):
+    """What training/branch.py branch relies on to keep the chosen branch: each answer is the
+    branch just run or an earlier answer, so holding every branch it named is enough (the last
+    case flips back when run from the largest down: 128, then 64, then 128 again)."""
     clock = {32: 1.0, 64: 0.9, 128: 0.5}
-    sizes = sorted(improvement)
+    sizes = sorted(improvement, reverse=descending)
     final = first_choice(Branches(sizes, 1.0, improvement, clock, SAMPLES, 0.4))
     named = []
     for index in range(len(sizes)):
         part = {size: improvement[size] for size in sizes[:index + 1]}
         named.append(first_choice(Branches(sizes[:index + 1], 1.0, part, clock, SAMPLES, 0.4)))
-        assert named[-1] in (None, *sizes[:index + 1])
+        assert named[-1] in (None, *named[:-1], sizes[index])
     assert named[-1] == final
-    assert final is None or final == max(index_size for index_size, name in zip(sizes, named)
-                                         if name == index_size)  # the last one it named
+    assert final is None or final in [size for size, name in zip(sizes, named) if name == size]
+
+
+def rates_branches(sizes: list[int], per_second: dict[int, float]) -> Branches:
+    """Branches run in the order of `sizes`, with these improvements per second (1 s each)."""
+    return Branches(list(sizes), 1.0, {size: per_second[size] for size in sizes},
+                    {size: 1.0 for size in sizes}, SAMPLES, 0.4)
+
+
+def test_the_start_stops_going_down_once_the_smallest_size_clearly_loses():
+    rates = {64: 20.0, 128: 30.0, 256: 40.0}  # each size clearly beats its half
+    assert not first_enough(rates_branches([256], rates))  # one size: nothing to compare
+    assert first_enough(rates_branches([256, 128], rates))  # 256 beats 128 by 33 %: 64 would lose
+    close = {64: 20.0, 128: 30.0, 256: 32.0}  # 7 %: within the margin, 64 may still win
+    assert not first_enough(rates_branches([256, 128], close))
+    assert not first_enough(rates_branches([128, 256], rates))  # upwards: never stops the climb
+    worsening = {128: -1.0, 256: -0.5}  # nothing improved: a smaller size may
+    assert not first_enough(rates_branches([256, 128], worsening))
+    diverged = {128: -1.0, 256: 5.0}
+    assert first_enough(rates_branches([256, 128], diverged))
+    # what it spares never changes the choice on a unimodal curve
+    for peak in (64, 128, 256):
+        unimodal = {size: 100.0 - 30.0 * abs(math.log2(size / peak)) for size in (32, 64, 128, 256)}
+        order = sorted(unimodal, reverse=True)
+        stop = next((k for k in range(1, len(order)) if first_enough(
+            rates_branches(order[:k + 1], unimodal))), len(order) - 1)
+        assert first_choice(rates_branches(order[:stop + 1], unimodal)) == first_choice(
+            rates_branches(order, unimodal)) == peak
 
 
 def test_during_training_the_choice_without_the_current_size_names_the_best_other():

@@ -141,6 +141,39 @@ def test_a_branch_that_did_not_lower_the_loss_or_was_not_held_is_undone():
     assert optimizer.state == {} or all(not state for state in optimizer.state.values())
 
 
+def test_enough_leaves_the_remaining_sizes_out_and_the_last_one_run_is_the_models_own():
+    model, optimizer, x, y = keep_test_setup()
+    asked = []
+
+    def enough(so_far):
+        asked.append(list(so_far.sizes))
+        return len(so_far.sizes) == 2
+
+    measured = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [256, 64, 16],
+                      keep=lambda so_far: so_far.sizes[-1], enough=enough)
+    assert measured.sizes == [256, 64] and set(measured.improvement) == {256, 64}
+    assert asked == [[256], [256, 64]]  # never after the last branch run
+    assert measured.kept == (64 if measured.improvement[64] > 0 else None)
+
+
+def test_a_choice_that_flips_back_to_an_earlier_branch_gets_it():
+    """Held: every branch keep named, not only the latest (the start runs from the largest size
+    down, where first_choice can name 256, then 64, then 256 again)."""
+    model, optimizer, x, y = keep_test_setup()
+    answers = iter([256, 64, 256])
+    reference_model, reference_optimizer = copy.deepcopy(model), None
+    measured = branch(model, F.cross_entropy, optimizer, x, y, x[:64], y[:64], [256, 64, 16],
+                      keep=lambda so_far: next(answers))
+    assert measured.improvement[256] > 0 and measured.kept == 256
+    # the same branch alone, kept: the model ends where it did
+    reference_optimizer = torch.optim.Adam(reference_model.parameters(), lr=0.01)
+    alone = branch(reference_model, F.cross_entropy, reference_optimizer, x, y, x[:64], y[:64],
+                   [256], keep=lambda so_far: 256)
+    assert alone.kept == 256
+    for ours, theirs in zip(model.state_dict().values(), reference_model.state_dict().values()):
+        assert torch.equal(ours, theirs)
+
+
 # -- during training (Brancher): the trainer runs the branches the policy asks for after a step
 
 class Asking:

@@ -98,6 +98,45 @@ def test_sizes_past_the_time_budget_are_not_timed():
     assert calibration.noise is None  # one size: no line
 
 
+def test_calibrating_stops_once_the_policy_has_enough():
+    model, x, y, _ = noisy_linear_regression(n=2048)
+    asked = []
+
+    def enough(seconds, noise):
+        asked.append((sorted(seconds), noise))
+        return max(seconds) >= 64
+
+    calibration = calibrate(model, F.mse_loss, x, y, [8, 16, 32, 64, 128, 256], enough=enough)
+    assert sorted(calibration.seconds) == [8, 16, 32, 64]  # not 128, 256
+    assert [sizes for sizes, _ in asked] == [[8], [8, 16], [8, 16, 32], [8, 16, 32, 64]]
+    assert asked[0][1] is None and asked[-1][1] is not None  # the noise line from two sizes on
+    assert calibration.noise is not None
+
+
+@pytest.mark.parametrize("curve, stops_at", [
+    ("flat", 128),  # the goodput choice is min_batch (32): 4 x 32 timed is enough
+    ("rising", None),  # time per step nearly constant: the choice follows the largest timed
+    ("falling", 128)])  # larger batches slower per sample: the choice is 32
+def test_adaptive_calibrates_up_to_four_times_the_size_it_would_choose(curve, stops_at):
+    from batchtrain.batching.adaptive import START_SPAN
+    policy = Adaptive()
+    policy.set_limit(1 << 16)
+    step_s = {"flat": lambda size: size / 10_000, "rising": lambda size: 0.01 + size * 1e-7,
+              "falling": lambda size: (size / 10_000) * (1 + size / 256)}[curve]
+    noise = {"noise_scale": 50.0, "trace": 50.0, "grad_sq": 1.0}
+    seconds, stopped = {}, None
+    for size in (32, 64, 128, 256, 512, 1024, 2048):
+        seconds[size] = step_s(size)
+        if policy.calibration_enough(dict(seconds), noise):
+            stopped = size
+            break
+    assert stopped == stops_at
+    if stopped is not None:
+        chosen = policy._calibrated_choice(seconds, noise)
+        assert stopped >= START_SPAN * chosen
+    assert not Adaptive(rule="noise-scale").calibration_enough({32: 1.0, 4096: 1.0}, noise)
+
+
 def test_a_short_run_gets_a_short_calibration(monkeypatch):
     from batchtrain.training import calibrate as module
     model, x, y, _ = noisy_linear_regression(n=2048)
@@ -192,7 +231,7 @@ def test_fit_with_auto_branches_from_the_start_and_keeps_the_chosen_branch(monke
     calibration = trainer.state_.calibration
     branches = calibration.branches
     assert branches is not None and len(branches.sizes) >= 2 and branches.fastest is not None
-    assert f"branched at {', '.join(map(str, branches.sizes))}" in calibration.describe()
+    assert f"branched at {', '.join(map(str, sorted(branches.sizes)))}" in calibration.describe()
     assert "probe loss decrease per s" in calibration.describe()
     policy = trainer.state_.policy
     assert policy.floor == policy.batch_size() == BranchDecisions().first(branches)
@@ -274,9 +313,10 @@ def test_the_start_branches_again_from_the_winner_while_the_largest_size_wins(mo
     optimizer = torch.optim.Adam(model.parameters())
     calibration = calibrate_policy(policy, model, F.mse_loss, draw, len(x), optimizer=optimizer,
                                    run_samples=math.inf)
-    assert rounds[0][0] == policy.calibration["chosen"] and len(rounds) >= 2
+    assert min(rounds[0]) == policy.calibration["chosen"] and len(rounds) >= 2
+    assert all(sizes == sorted(sizes, reverse=True) for sizes in rounds)  # the largest first
     for before, after in zip(rounds, rounds[1:]):
-        assert after[0] == max(before)  # from the last winner, upwards
+        assert min(after) == max(before)  # from the last winner, upwards
     assert max(rounds[-1]) == 1024  # the top: the budget (3 s) was never near
     assert policy.batch_size() == policy.floor == max(rounds[-1])
     assert draws[1:] == [0, *range(1, len(rounds))]  # the pool, then other samples each round

@@ -3,13 +3,10 @@
 Rules:
 - "goodput" (Pollux, Qiao et al. 2021; `auto`): the size with the most goodput, throughput T(B)
   (samples/s, ThroughputModel) times statistical efficiency. In one process the efficiency is
-  measured directly, by branches (training/branch.py: short runs at a few sizes from the current
-  weights; Merrill et al. 2025; the chosen size's kept, the others undone): at the start the
-  calibrated size and its doublings, later the current size, its double and its half (batching/
-  branched.py: at most 5 % of the training time, less while they keep the size; a move needs a
-  clear, significant gain). Under DDP, where
-  every rank would branch on its own clock, the efficiency is predicted from the gradient noise
-  scale phi instead: E(B) = (phi + B0) / (phi + B), relative to the base batch B0.
+  measured directly, by branches (training/branch.py, batching/branched.py: short runs at a few
+  sizes from the current weights, Merrill et al. 2025; the chosen size's kept, the others
+  undone). Under DDP, where every rank would branch on its own clock, it is predicted from the
+  gradient noise scale phi instead: E(B) = (phi + B0) / (phi + B), relative to the base batch B0.
 - "noise-scale": B = noise_multiplier * phi, the critical batch B_crit ~ B_noise (McCandlish).
 - "norm-test": B = phi / theta^2, the smallest batch whose gradient passes the norm test
   E|g_B - G|^2 <= theta^2 |G|^2 (Byrd et al. 2012; De et al. 2017), as tr(Sigma)/B = E|g_B - G|^2.
@@ -17,40 +14,36 @@ Every answer is clamped to [min_batch, max_batch].
 
 phi is B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8), estimated by the trainer
 from micro-batches on every MEASURE_EVERY-th step (StepStats.gradient: "noise_scale", "grad_sq",
-"trace", "confidence"), on raw gradients for Adam and RMSprop too: their preconditioned gradients
-gave a noise scale that falls with the batch it is measured at (v is the second moment of that
-batch's gradients), which asks for a smaller batch, which measures a smaller noise: the freeze at
-the smallest batch seen before (README "Batch size"). `geometry="preconditioned"` keeps it, for
-comparison. While branches decide, nothing reads phi and it is not measured (stats_every 0),
-unless AdaScale's lr rule asks for it (lr_scale).
+"trace", "confidence"), on raw gradients for Adam and RMSprop too: their preconditioned ones gave
+a noise scale that falls with the batch it is measured at, which asks for a smaller batch: the
+freeze at the smallest batch seen (README "Batch size"); `geometry="preconditioned"` keeps it,
+for comparison. While branches decide, phi is not measured (stats_every 0) unless AdaScale's lr
+rule reads it (lr_scale).
 
 Start: unless the user gave `initial`, the trainer calibrates before the first step (training/
-calibrate.py): forward and backward passes at powers of two from min_batch give the throughput
-curve and phi at the initial weights, and the first batch is the goodput choice from those; the
-start's branches then pick among it and its doublings, and their choice is the floor of every
-later decision (the critical batch grows as training goes on: Merrill et al. 2025). On the suite
-the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched ones
-1.00-1.04x (benchmarks/critical_batch.py). What the start cost is in `calibration` and the log.
+calibrate.py): forward and backward passes at powers of two from min_batch, up to START_SPAN x
+the goodput choice they give, measure the throughput curve and phi at the initial weights; that
+choice and its doublings are then branched, and the fastest is the first batch and the floor of
+later decisions (the critical batch grows as training goes on: Merrill et al. 2025). On the
+suite the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched
+ones 1.00-1.04x (benchmarks/critical_batch.py). The start's cost is in `calibration` and the log.
 
 Noise decisions act on a robust estimate, the median of the last ROBUST_WINDOW estimates seen at
-decisions (one wild estimate moves nothing), and each moves the batch by at most MAX_STEP (2x up
-or down), or LOW_CONFIDENCE_STEP (1.5x) while the estimator's confidence is below
-`min_confidence`: an estimate that never becomes confident still moves the batch, in small steps,
-rather than freezing it where it started. To keep the size from flapping it changes only at a
-decision (every `update_every`, at least MIN_STEPS_PER_DECISION steps apart), only by more than
-`margin`, and under "goodput" only for a gain of more than MIN_GOODPUT_GAIN: adjacent candidates
-are 1.33-1.5x apart and near the optimum their goodputs differ by a few percent, so a size margin
-alone would let noise in phi swap them back and forth. The margin alone holds the size still
-while phi wanders within +-e of its level with 2e / (1 - e) <= margin: e <= 9 % for the default
-0.2; the estimator's smoothing (an EMA in stats/) keeps phi's step-to-step noise that small.
+decisions (one wild estimate moves nothing), and each moves the batch by at most MAX_STEP (2x), or
+LOW_CONFIDENCE_STEP (1.5x) below `min_confidence`: an estimate that never becomes confident still
+moves the batch, in small steps, rather than freezing it. Against flapping the size changes only
+at a decision (every `update_every`, at least MIN_STEPS_PER_DECISION steps apart), by more than
+`margin` (which holds it while phi wanders within +-9 % for the default 0.2: 2e / (1 - e)), and
+under "goodput" for more than MIN_GOODPUT_GAIN (adjacent candidates' goodputs differ by a few %).
 """
 import math
 import numbers
 import statistics
 
 from batchtrain.batching.base import Policy, StepStats
-from batchtrain.batching.branched import BranchDecisions, choice, first_choice
-from batchtrain.batching.goodput import candidate_sizes, doublings, goodput_choice
+from batchtrain.batching.branched import BranchDecisions, choice, first_choice, first_enough
+from batchtrain.batching.goodput import (calibrated_choice, candidate_sizes, doublings,
+                                         goodput_choice)
 from batchtrain.batching.throughput import ThroughputModel
 from batchtrain.errors import ConfigError, check_batch_size
 from batchtrain.durations import Duration, to_samples
@@ -62,7 +55,8 @@ MIN_GOODPUT_GAIN = 0.05  # a move must promise 5 % more goodput (adjacent sizes 
 MIN_STEPS_PER_DECISION = 10  # the noise estimate and the step times need steps at each size
 TRUST_FACTOR = 2  # goodput trusts the throughput line up to 2x the largest measured micro-batch
 UNBOUNDED_BATCH = 1 << 20  # the upper bound when neither max_batch nor set_limit gave one
-CALIBRATION_MAX_BATCH = 2048  # the largest logical batch timed at start-up
+CALIBRATION_MAX_BATCH = 2048  # the largest logical batch timed at start-up,
+START_SPAN = 4  # or 4 x the size those timed so far choose (the start branches up to there)
 UNTIMED_SIZES = 8  # rules without a clock calibrate min_batch .. 8 x min_batch (4 sizes)
 MEASURE_EVERY = 4  # the noise is measured on every 4th step: the others run unsplit (no overhead)
 ROBUST_WINDOW = 5  # decisions act on the median of this many latest estimates
@@ -85,9 +79,8 @@ class Adaptive(Policy):
         0.5 asks for a gradient error at most half the gradient's norm, B = 4 phi).
     geometry: the gradients the noise is measured on: "raw" (default) or "preconditioned" (Adam's
         and RMSprop's, divided by sqrt(v) + eps; module docstring says why raw is the default).
-    Under "goodput" the calibration (or, without one, a second size, double the first) gives the
-    throughput curve, trusted up to TRUST_FACTOR x the largest micro-batch timed (it climbs a
-    rising curve in steps it can measure); without step times (time_s 0) it counts as flat.
+    Under "goodput" the throughput curve (calibrated, or a second size, double the first) is
+    trusted up to TRUST_FACTOR x the largest micro-batch timed; with no step times it is flat.
     """
 
     wants_gradient_stats = True
@@ -98,9 +91,7 @@ class Adaptive(Policy):
                  theta: float = 0.5, update_every: Duration = "0.1e", min_confidence: float = 0.5,
                  geometry: str = "raw"):
         _check_options(rule, min_batch, max_batch, initial, margin, noise_multiplier, theta,
-                       update_every, min_confidence)
-        if geometry not in GEOMETRIES:
-            raise ConfigError(f"unknown noise geometry {geometry!r}; choose {' or '.join(GEOMETRIES)}")
+                       update_every, min_confidence, geometry)
         self.noise_geometry = geometry
         self.rule, self.min_batch, self.max_batch = rule, int(min_batch), max_batch
         self.calibrates = initial is None  # the user's initial is kept, not measured over
@@ -155,32 +146,40 @@ class Adaptive(Policy):
         return max(self.min_batch, min(self.upper, CALIBRATION_MAX_BATCH, samples // 4))
 
     @property
-    def calibration_timed(self) -> bool:
-        """Only goodput reads the calibration's clock; the other rules take its noise alone."""
+    def calibration_timed(self) -> bool:  # only goodput reads the clock; the others, the noise
         return self.rule == "goodput"
 
     def _physical(self, batch: int) -> int:
         return math.ceil(batch / self.throughput.micro_batches(batch, self.limit))
 
     def calibrate(self, calibration) -> None:
-        """The first batch from the start-up measurements (training/calibrate.py Calibration):
-        "goodput": the most goodput among the timed sizes at the initial noise scale (min_batch
-        where none was measured); other rules: their size for it (no timings: runs start alike)."""
+        """The first batch from the start-up passes (training/calibrate.py Calibration): the most
+        goodput at the initial phi (min_batch if none), or another rule's size for that phi."""
         self.throughput.calibrate(calibration.seconds)
         noise = calibration.noise
         if noise is not None:
             self.trace, self.grad_sq = noise["trace"], noise["grad_sq"]
         phi = noise["noise_scale"] if noise is not None else float(self.min_batch)
-        if self.rule != "goodput":  # no clock in these rules: a run starts alike every time
+        if self.rule != "goodput":  # no clock: a run starts alike every time
             self.current = self._target(phi, self.min_batch, self.upper)[0] if noise else self.current
-        elif timed := [size for size in candidate_sizes(self.min_batch, self.upper)
-                       if self._physical(size) in self.throughput.calibrated]:
-            self.current, _ = goodput_choice(phi, self.initial, timed, self._samples_per_s)
+        elif (chosen := self._calibrated_choice(calibration.seconds, noise)) is not None:
+            self.current = chosen
         rates = [[size, size / seconds] for size, seconds in calibration.seconds.items()]
         self.calibration = {"cost_s": calibration.cost_s, "samples": calibration.samples,
                             "phi": phi, "chosen": self.current, "samples_per_s": rates}
         self.last_decision = {"samples_seen": 0, "rule": self.rule, "phi": phi, "reason":
                               "calibrated", "current": self.initial, "chosen": self.current}
+
+    def calibration_enough(self, seconds: dict[int, float], noise: dict | None) -> bool:
+        """Whether the start-up passes so far suffice (training/calibrate.py): under "goodput",
+        once the largest is START_SPAN x their choice (real steps time larger sizes later)."""
+        chosen = self._calibrated_choice(seconds, noise) if self.rule == "goodput" else None
+        return chosen is not None and max(seconds) >= START_SPAN * self._physical(chosen)
+
+    def _calibrated_choice(self, seconds: dict[int, float], noise: dict | None) -> int | None:
+        phi = noise["noise_scale"] if noise is not None else float(self.min_batch)
+        sizes = candidate_sizes(self.min_batch, self.upper)
+        return calibrated_choice(seconds, phi, self.initial, sizes, self._physical, self._cap)
 
     def allow_branches(self) -> None:
         """The trainer can branch (one process): under "goodput", decisions come from branches
@@ -188,9 +187,8 @@ class Adaptive(Policy):
         self.branching = self.rule == "goodput"
 
     def branch_sizes(self, samples: int) -> list[int]:
-        """The logical batches to branch at from the initial weights (training/branch.py): the
-        calibrated choice and its doublings up to _start_top; again from the choice while the
-        largest size branched wins (the climb); none unless goodput calibrates."""
+        """The start's branches (training/branch.py): the calibrated choice and its doublings up
+        to _start_top; again from the choice while the largest wins (the climb); or none."""
         done = (self.calibration or {}).get("branched")
         if self.rule != "goodput" or not self.calibrates or (
                 done is not None and done["chosen"] != max(done["sizes"], default=0)):
@@ -199,9 +197,8 @@ class Adaptive(Policy):
         return sizes if len(sizes) > 1 else []
 
     def observe_branches(self, branches) -> None:
-        """The first batch, and the floor of later decisions, from the start's branches
-        (batching/branched.py first_choice); unchanged when none improved or none ran (over
-        budget: their cost paces the next). Later ones decide during training (branches_due)."""
+        """The first batch, and the floor of later decisions, from the start's branches (first_
+        choice; unchanged when none improved or none ran); later ones decide (branches_due)."""
         if self.samples_seen > 0:
             return self._decide_from_branches(branches)
         chosen = self.branches.first(branches)
@@ -220,11 +217,12 @@ class Adaptive(Policy):
                               "chosen": self.current, "reason": "branched"}
 
     def branch_choice(self, branches) -> int | None:
-        """The size observe_branches would train at after `branches` (their start or a decision
-        during training): the run keeps that branch's progress (training/branch.py branch)."""
+        """The size observe_branches would train at after `branches`: the run keeps its branch."""
         if self.samples_seen == 0:
             return first_choice(branches)
         return choice(branches, self.current, self._samples_per_s)[0]
+
+    branches_enough = staticmethod(first_enough)  # the start's: smaller sizes that would lose
 
     def branches_due(self) -> tuple[list[int], int] | None:
         """While branches decide (allow_branches): the sizes to branch at now (training/branch.py
@@ -387,9 +385,11 @@ def _finite(value: object) -> float | None:
 
 
 def _check_options(rule, min_batch, max_batch, initial, margin, noise_multiplier, theta,
-                   update_every, min_confidence) -> None:
+                   update_every, min_confidence, geometry) -> None:
     if rule not in RULES:
         raise ConfigError(f"unknown adaptive rule {rule!r}; choose one of {', '.join(RULES)}")
+    if geometry not in GEOMETRIES:
+        raise ConfigError(f"unknown noise geometry {geometry!r}; choose {' or '.join(GEOMETRIES)}")
     for size in (min_batch, *(value for value in (max_batch, initial) if value is not None)):
         check_batch_size(size)
     if max_batch is not None and max_batch < min_batch:

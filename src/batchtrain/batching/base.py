@@ -95,6 +95,11 @@ class Policy(BatchSizePolicy):
     def calibrate(self, calibration) -> None:
         """Told what those start-up passes measured (training/calibrate.py Calibration)."""
 
+    def calibration_enough(self, seconds: dict[int, float], noise: dict | None) -> bool:
+        """Asked after each size the start-up passes time, with the seconds per pass and the noise
+        so far: True stops there. False by default: every size calibration_sizes gave."""
+        return False
+
     def allow_branches(self) -> None:
         """Told when fit begins, in one process (not under DDP), that the trainer will run the
         branches this policy asks for (branch_sizes, branches_due); ignored by default."""
@@ -103,6 +108,11 @@ class Policy(BatchSizePolicy):
         """Logical batches to branch at after the calibration, from the initial weights
         (training/branch.py: short runs at each size, undone); none by default."""
         return []
+
+    def branches_enough(self, branches) -> bool:
+        """Asked after each of the start's branches (branch_sizes, run from the largest down)
+        but the last: True leaves the smaller sizes out. False by default: every size runs."""
+        return False
 
     def branches_due(self) -> tuple[list[int], int] | None:
         """Logical batches to branch at now, and the branches' length (a multiple of the
@@ -161,5 +171,6 @@ class _Declared(Wrapping):
         self.calibration_sizes = getattr(policy, "calibration_sizes", super().calibration_sizes)
         self.calibration_timed = bool(getattr(policy, "calibration_timed", True))
         self.calibrate = getattr(policy, "calibrate", super().calibrate)
-        for name in ("allow_branches", "branch_sizes", "branches_due", "observe_branches"):
+        for name in ("calibration_enough", "allow_branches", "branch_sizes", "branches_enough",
+                     "branches_due", "observe_branches", "branch_choice"):
             setattr(self, name, getattr(policy, name, getattr(super(), name)))

@@ -99,6 +99,20 @@ def first_choice(branches) -> int | None:
     return chosen
 
 
+def first_enough(branches) -> bool:
+    """Whether the start's branches so far settle first_choice, when they run from the largest
+    size down (training/calibrate.py): the one just run is the smallest yet and lost to its next
+    larger by more than MIN_BRANCH_GAIN. The rate is taken as unimodal in the batch (a throughput
+    that flattens times an efficiency that falls; the climb assumes it upward), so every smaller
+    size would lose too, and the costliest branches, those at the smallest sizes, are spared."""
+    rates = branches.per_second
+    last, measured = branches.sizes[-1], sorted(rates)
+    if len(measured) < 2 or last != measured[0]:
+        return False
+    above = measured[1]
+    return rates[above] > 0 and rates[above] > (1 + MIN_BRANCH_GAIN) * rates[last]
+
+
 def choice(branches, current: int, samples_per_s: Callable[[int], float]
            ) -> tuple[int, dict[int, float], bool]:
     """The decision during training (BranchDecisions.decide) without its bookkeeping: (the size

@@ -4,6 +4,8 @@ branches (batching/branched.py) measure it instead."""
 import math
 from collections.abc import Callable, Iterable
 
+from batchtrain.batching.throughput import ThroughputModel
+
 
 def statistical_efficiency(batch: int, noise_scale: float, base_batch: int) -> float:
     """Progress per sample at `batch` relative to `base_batch` (Pollux: (phi + B0) / (phi + B))."""
@@ -25,6 +27,21 @@ def goodput_choice(noise_scale: float, base_batch: int, candidates: Iterable[int
     top = max(goodput.values())
     best = min(size for size, value in goodput.items() if value >= top * (1 - 1e-12))
     return best, {"goodput": goodput}
+
+
+def calibrated_choice(seconds: dict[int, float], noise_scale: float, base_batch: int,
+                      candidates: Iterable[int], physical: Callable[[int], int],
+                      physical_cap: int | None) -> int | None:
+    """The goodput choice among the candidates whose physical batch (physical(size)) the start-up
+    passes timed (seconds: per pass, training/calibrate.py), at their throughput; None when
+    none was timed."""
+    model = ThroughputModel(min_micro_batches=1)  # a step of one micro-batch below the ceiling
+    model.calibrate(seconds)
+    timed = [size for size in candidates if physical(size) in model.calibrated]
+    if not timed:
+        return None
+    return goodput_choice(noise_scale, base_batch, timed,
+                          lambda size: model.samples_per_s(size, physical_cap))[0]
 
 
 def candidate_sizes(lower: int, upper: int) -> list[int]:

@@ -95,18 +95,21 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
            inputs: Tensor, targets: Tensor, probe_inputs: Tensor, probe_targets: Tensor,
            sizes: Sequence[int], lr_factor: Callable[[int], float] = lambda size: 1.0,
            autocast=nullcontext, seed: int = 0,
-           keep: Callable[[Branches], int | None] | None = None) -> Branches:
+           keep: Callable[[Branches], int | None] | None = None,
+           enough: Callable[[Branches], bool] | None = None) -> Branches:
     """Train a branch at each of `sizes` on inputs/targets (all N of them, in order, N / B steps
     of B; a last step of N mod B), each from the same snapshot, and measure the probe loss
     (module docstring). lr_factor(B): the multiplier of every param group's lr in B's branch.
 
     keep(results so far): the size whose branch the run goes on from, or None (without keep,
     every branch is undone). It is asked after each branch; a branch it names that lowered the
-    probe loss (never a diverged or worsening one) is held, one at a time (one extra copy of the
-    model and optimizer; none for the last branch, whose state is the model's own). What it
-    names after the last branch is kept if held: its steps are then training the run did, not
+    probe loss (never a diverged or worsening one) is held (an extra copy of the model and
+    optimizer per branch named; none for the last branch, whose state is the model's own). What
+    it names after the last branch is kept if held: its steps are then training the run did, not
     thrown away. A keep whose answer after each branch is that branch or an earlier answer
-    (batching/branched.py's choices are) always gets what it names."""
+    (batching/branched.py's choices are) always gets what it names. enough(results so far),
+    asked after each branch but the last: True leaves the remaining sizes out (the result lists
+    the sizes run)."""
     started = time.perf_counter()
     start_state = _snapshot(model, optimizer)  # the model's and the optimizer's
     lrs = [group["lr"] for group in optimizer.param_groups]
@@ -114,7 +117,7 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
     devices = [inputs.device] if inputs.is_cuda else []
     loss_before = _probe_loss(model, loss_fn, probe_inputs, probe_targets, autocast)
     improvement, seconds = {}, {}
-    held, kept = None, None  # held: (size, its end state) of the last branch keep named
+    held, kept = {}, None  # held: size -> end state, of the branches keep named
     try:
         for index, size in enumerate(sizes):
             with torch.random.fork_rng(devices=devices):
@@ -128,14 +131,17 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
                               len(inputs), time.perf_counter() - started)
             named = keep(so_far) if keep is not None else None
             keepable = named == size and improvement[size] > 0  # False for nan
-            if index == len(sizes) - 1:  # the last branch: its state is the model's own
-                kept = size if keepable else (held[0] if held and held[0] == named else None)
+            last = index == len(sizes) - 1 or (enough is not None and enough(so_far))
+            if last:  # the last branch: its state is the model's own
+                kept = size if keepable else (named if named in held else None)
                 if kept is not None and kept != size:
-                    _restore(model, optimizer, held[1])
+                    _restore(model, optimizer, held[kept])
             elif keepable:
-                held = (size, _snapshot(model, optimizer))
+                held[size] = _snapshot(model, optimizer)
             if kept is None:
                 _restore(model, optimizer, start_state)
+            if last:
+                break
     except BaseException:
         _restore(model, optimizer, start_state)
         raise
@@ -144,7 +150,7 @@ def branch(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
-    return Branches(list(sizes), loss_before, improvement, seconds, len(inputs),
+    return Branches(list(improvement), loss_before, improvement, seconds, len(inputs),
                     time.perf_counter() - started, kept)
 
 

@@ -58,14 +58,14 @@ class Calibration:
                 f"forward+backward {rates}; noise scale at start {phi}")
         if self.branches is not None:
             branches = self.branches
-            line += (f"; branched at {', '.join(map(str, branches.sizes))} on "
+            line += (f"; branched at {', '.join(map(str, sorted(branches.sizes)))} on "
                      f"{branches.samples} samples each in {branches.cost_s:.2f} s: probe loss "
                      f"decrease per s {_rates(branches)}")
             if branches.kept is not None:
                 line += f"; kept the branch at {branches.kept} (its steps trained the run)"
             for climb in self.climbs:
                 line += (f"; the largest won, so branched again at "
-                         f"{', '.join(map(str, climb.sizes))} in {climb.cost_s:.2f} s: "
+                         f"{', '.join(map(str, sorted(climb.sizes)))} in {climb.cost_s:.2f} s: "
                          f"{_rates(climb)}"
                          + (f", kept {climb.kept}" if climb.kept is not None else ""))
         return line
@@ -73,13 +73,15 @@ class Calibration:
 
 def _rates(branches: Branches) -> str:
     """Each size's probe loss decrease per second, for the log line."""
-    return ", ".join(f"{size}: {rate:.3g}" for size, rate in branches.per_second.items())
+    return ", ".join(f"{size}: {rate:.3g}" for size, rate in sorted(branches.per_second.items()))
 
 
 def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tensor,
               sizes: list[int], autocast=nullcontext, repeats: int = REPEATS,
               budget_s: float = BUDGET_S, run_samples: float = math.inf,
-              population: float | None = None) -> Calibration:
+              population: float | None = None,
+              enough: Callable[[dict[int, float], dict | None], bool] | None = None
+              ) -> Calibration:
     """Time forward+backward at each of `sizes` (physical batches, smallest first) on slices of
     inputs/targets (a shuffled pool of training samples) and estimate the noise (module
     docstring). A size is skipped, with all larger ones, when timing it (predicted from the last
@@ -87,13 +89,16 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
     the run's `run_samples` at the fastest rate measured (but MIN_BUDGET_S is always allowed): a
     slow model, or a short run. population: the training samples the pool was drawn from
     (default: the pool itself), for the noise's finite-population correction. The repeats at a
-    size read disjoint slices of the pool where it holds them (a pool of (repeats + 1) x size)."""
+    size read disjoint slices of the pool where it holds them (a pool of (repeats + 1) x size).
+    enough(seconds, noise), asked after each size with what is measured so far: True stops
+    there (a policy that knows what it needs: Adaptive.calibration_enough)."""
     started = time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
     was_training = model.training
     model.train()
     seconds, norms, samples = {}, [], 0
+    pool = population if population is not None else len(inputs)
     devices = [inputs.device] if inputs.is_cuda else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -112,13 +117,15 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
                         times.append(elapsed)
                         norms.append((size, sq_norm))
                 seconds[size] = statistics.median(times)
+                if enough is not None and enough(dict(seconds), noise_from_norms(norms, pool)):
+                    break
     finally:
         for parameter in parameters:
             parameter.grad = None
         for buffer, saved in zip(model.buffers(), buffers):
             buffer.copy_(saved)
         model.train(was_training)
-    noise = noise_from_norms(norms, population if population is not None else len(inputs))
+    noise = noise_from_norms(norms, pool)
     return Calibration(seconds, noise, time.perf_counter() - started, samples)
 
 
@@ -188,7 +195,8 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     timed = getattr(policy, "calibration_timed", True)
     calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast,
                             budget_s=BUDGET_S if timed else math.inf,
-                            run_samples=run_samples if timed else math.inf, population=samples)
+                            run_samples=run_samples if timed else math.inf, population=samples,
+                            enough=getattr(policy, "calibration_enough", None))
     policy.calibrate(calibration)
     branch_sizes = [size for size in policy.branch_sizes(samples) if size <= max_physical_batch]
     plan = _branch_plan(branch_sizes, calibration.seconds, samples, run_samples)
@@ -203,8 +211,9 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         probe = min(PROBE_SAMPLES, samples // 4, branch_samples)
         inputs, targets = draw(branch_samples + probe, len(rounds))  # other samples each round
         rounds.append(branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
-                             inputs[:probe], targets[:probe], branch_sizes, autocast=autocast,
-                             keep=policy.branch_choice if keep_branch else None))
+                             inputs[:probe], targets[:probe], sorted(branch_sizes, reverse=True),
+                             autocast=autocast, keep=policy.branch_choice if keep_branch else None,
+                             enough=policy.branches_enough))
         policy.observe_branches(rounds[-1])
         spent_s += rounds[-1].overhead_s  # a kept branch's steps trained the run: not overhead
         # the climb: the policy asks again while the largest size wins (Adaptive.branch_sizes)
