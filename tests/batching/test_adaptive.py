@@ -431,18 +431,45 @@ def test_branches_are_due_at_the_paced_steps_with_the_current_size_its_double_an
     from batchtrain.batching.branched import BRANCH_OVERHEAD
     policy = branching()  # the start's branches cost 0.3 s: due after 0.3 / BRANCH_OVERHEAD s
     assert policy.branches_due() is None
-    step_s = 0.3 / BRANCH_OVERHEAD / 12
-    drive(policy, [80.0] * 10, timing=(0.0, step_s / 128))  # 10 steps: not yet
+    per_sample = 1e-5  # fast steps: the next branches would cost less than the last ones
+    steps = math.ceil(0.3 / BRANCH_OVERHEAD / (128 * per_sample))
+    drive(policy, [80.0] * (steps - 2), timing=(0.0, per_sample))
     assert policy.branches_due() is None
-    drive(policy, [80.0] * 3, timing=(0.0, step_s / 128))
+    drive(policy, [80.0] * 3, timing=(0.0, per_sample))
     assert policy.branches_due() == ([128, 256], 1)  # 64 is under the floor (the start's 128)
+
+
+def test_branches_that_would_cost_more_than_the_last_ones_wait_for_their_own_cost():
+    """The first branches during training are paced by what they will cost, not only by the
+    start's cheaper ones: slow steps make 8 steps of 256 dearer than the start's 0.3 s."""
+    from batchtrain.batching.branched import BRANCH_OVERHEAD, predicted_overhead
+    policy = branching()
+    step_s = 0.5  # a step of 128: 256 samples/s
+    drive(policy, [80.0] * 13, timing=(0.0, step_s / 128))  # 6.5 s: past 0.3 s / 5 %
+    predicted = predicted_overhead([128, 256], 128, 1, policy._samples_per_s)
+    assert predicted > 0.3 and policy.branches_due() is None
+    trained = 13 * step_s
+    while policy.branches_due() is None:
+        drive(policy, [80.0], timing=(0.0, step_s / 128))
+        trained += step_s
+        assert trained < 1000
+    predicted = predicted_overhead([128, 256], 128, 1, policy._samples_per_s)
+    assert predicted / BRANCH_OVERHEAD <= trained < predicted / BRANCH_OVERHEAD + step_s
+
+
+def until_due(policy: Adaptive, timing=(0.0, 1e-5)) -> list[int]:
+    """Steps until branches are due; their sizes."""
+    for _ in range(100_000):
+        if (due := policy.branches_due()) is not None:
+            return due[0]
+        drive(policy, [80.0] * 100, timing=timing)
+    raise AssertionError("branches never due")
 
 
 def test_branches_during_training_move_the_batch_and_pace_the_next():
     from batchtrain.training.branch import Branches
     policy = branching()
-    drive(policy, [80.0] * 40, timing=(0.0, 0.25 / 128))  # 10 s: due (0.3 s of start branches)
-    sizes, _ = policy.branches_due()
+    sizes = until_due(policy)
     # 256 improves as much as 128 on the same samples, at a higher rate (RISING): taken
     policy.observe_branches(Branches(sizes, 1.0, {128: 0.2, 256: 0.2}, {128: 1.0, 256: 0.7},
                                      4096, 0.5))
@@ -467,8 +494,7 @@ def test_the_branch_the_run_keeps_is_the_size_the_policy_then_trains_at(improvem
     start.observe_branches(start_branches)
     assert named == start.batch_size() == 128
     policy = branching()
-    drive(policy, [80.0] * 40, timing=(0.0, 0.25 / 128))
-    sizes, _ = policy.branches_due()
+    sizes = until_due(policy)
     later = Branches(sizes, 1.0, improvement, {128: 1.0, 256: 0.7}, 4096, 0.5)
     named = policy.branch_choice(later)
     policy.observe_branches(later)

@@ -8,7 +8,7 @@ import pytest
 from batchtrain.batching.branched import (BRANCH_OVERHEAD, MAX_BACKOFF, MAX_LENGTH,
                                           MIN_BRANCH_GAIN, SIGNIFICANT_IMPROVEMENT,
                                           BranchDecisions, choice, first_choice,
-                                          first_enough)
+                                          first_enough, predicted_overhead)
 from batchtrain.training.branch import Branches
 
 SAMPLES = 4096  # each branch's samples
@@ -32,6 +32,27 @@ def test_branches_are_due_once_training_took_ten_times_their_cost():
     assert not decisions.due()
     decisions.observe(0.02)
     assert decisions.due()
+
+
+def test_branches_are_paced_by_the_next_ones_predicted_cost_when_it_is_more():
+    decisions = BranchDecisions()
+    decisions.started(0.1)
+    decisions.observe(0.1 / BRANCH_OVERHEAD)
+    assert decisions.due() and decisions.due(predicted_s=0.05)  # the last cost paces
+    assert not decisions.due(predicted_s=0.2)  # the next ones would cost twice that
+    decisions.observe(0.1 / BRANCH_OVERHEAD)
+    assert decisions.due(predicted_s=0.2)
+
+
+def test_the_predicted_cost_is_the_other_sizes_samples_at_their_rates():
+    from batchtrain.batching.branched import BRANCH_STEPS
+    rates = {64: 1000.0, 128: 2000.0, 256: 4000.0}.get
+    samples = BRANCH_STEPS * 256
+    assert predicted_overhead([64, 128, 256], 128, 1, rates) == pytest.approx(
+        samples / 1000 + samples / 4000)  # the current size's branch is kept: not counted
+    assert predicted_overhead([64, 128, 256], 128, 4, rates) == pytest.approx(
+        4 * (samples / 1000 + samples / 4000))
+    assert predicted_overhead([64, 128], 128, 1, lambda size: 0.0) == float("inf")
 
 
 def test_the_candidates_are_the_current_size_its_double_and_its_half_within_bounds():

@@ -240,6 +240,7 @@ def test_a_run_whose_branches_never_move_is_bitwise_the_fixed_run(monkeypatch):
     from batchtrain.batching import branched
     from batchtrain.batching.adaptive import Adaptive
     monkeypatch.setattr(branched, "MIN_BRANCH_GAIN", math.inf)
+    monkeypatch.setattr(branched, "BRANCH_OVERHEAD", 1.0)  # as often as they cost: several runs
     monkeypatch.setattr(Adaptive, "branch_choice", lambda self, branches: None)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 8, generator=generator)

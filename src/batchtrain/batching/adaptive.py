@@ -41,7 +41,8 @@ import numbers
 import statistics
 
 from batchtrain.batching.base import Policy, StepStats
-from batchtrain.batching.branched import BranchDecisions, choice, first_choice, first_enough
+from batchtrain.batching.branched import (BranchDecisions, choice, first_choice, first_enough,
+                                          predicted_overhead)
 from batchtrain.batching.goodput import (calibrated_choice, candidate_sizes, doublings,
                                          goodput_choice)
 from batchtrain.batching.throughput import ThroughputModel
@@ -203,7 +204,7 @@ class Adaptive(Policy):
             return self._decide_from_branches(branches)
         chosen = self.branches.first(branches)
         rounds = (self.calibration or {}).get("branched", {}).get("rounds", 0) + 1
-        record = {"sizes": list(branches.sizes), "samples": branches.samples, "rounds": rounds,
+        record = {"sizes": sorted(branches.sizes), "samples": branches.samples, "rounds": rounds,
                   "cost_s": branches.cost_s, "fastest": branches.fastest, "chosen": chosen,
                   "improvement": [[size, gain] for size, gain in branches.improvement.items()],
                   "seconds": [[size, seconds] for size, seconds in branches.seconds.items()]}
@@ -225,15 +226,15 @@ class Adaptive(Policy):
     branches_enough = staticmethod(first_enough)  # the start's: smaller sizes that would lose
 
     def branches_due(self) -> tuple[list[int], int] | None:
-        """While branches decide (allow_branches): the sizes to branch at now (training/branch.py
-        Brancher), the current one, its double and (down to the floor) its half, and the length;
-        None until due (batching/branched.py) and MIN_STEPS_PER_DECISION after the last one."""
-        if (not self.branching or self.steps_since_decision < MIN_STEPS_PER_DECISION
-                or not self.branches.due()):
+        """While branches decide: the sizes to branch at now (current, double, half down to the
+        floor) and the length; None until due (branched.py) and MIN_STEPS_PER_DECISION apart."""
+        if not self.branching or self.steps_since_decision < MIN_STEPS_PER_DECISION:
             return None
         top = min(self.upper, self._cap) if self._cap is not None else self.upper
-        sizes = self.branches.sizes(self.current, self.floor, top)
-        return (sizes, self.branches.length) if len(sizes) > 1 else None
+        sizes, length = self.branches.sizes(self.current, self.floor, top), self.branches.length
+        due = len(sizes) > 1 and self.branches.due(
+            predicted_overhead(sizes, self.current, length, self._samples_per_s))
+        return (sizes, length) if due else None
 
     def _decide_from_branches(self, branches) -> None:
         """The size the branches (training/branch.py Branches) show fastest (batching/branched.py)."""
@@ -338,8 +339,7 @@ class Adaptive(Policy):
         return True, "exploring" if details.get("exploring") else "changed"
 
     def lr_scale(self, base_batch: int) -> float:
-        """AdaScale's lr multiplier for the current batch against base_batch (adascale_gain), from
-        the latest estimate; the sqrt rule before any estimate."""
+        """AdaScale's lr gain of the current batch over base_batch; sqrt before any estimate."""
         self.lr_reads_noise = True
         if self.trace is None or self.grad_sq is None or max(self.trace, 0) + max(self.grad_sq, 0) == 0:
             return math.sqrt(self.current / base_batch)

@@ -6,8 +6,10 @@ goodput (Qiao et al. 2021, Pollux) measured directly, instead of predicted from 
 noise scale (Merrill et al. 2025 measure the critical batch this way). Here the candidates are
 the current batch, its double and (down to the policy's floor) its half, and:
 - pace: branches run again once the steps trained since the last ones took 1 / BRANCH_OVERHEAD
-  times their cost, so they cost at most BRANCH_OVERHEAD (5 %) of the training time (they get
-  rarer as they get longer); each decision in a row that keeps the size on a significant result
+  times their cost beyond the kept branch's steps, the last ones' or the next ones' predicted
+  (predicted_overhead: each size's samples at the throughput model's rate), whichever is more,
+  so they cost at most BRANCH_OVERHEAD (5 %) of the training time, the first ones during
+  training too (they get rarer as they get longer); each decision in a row that keeps the size on a significant result
   halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the
   critical batch grows fast early and then plateaus (Merrill et al. 2025), so a size the
   branches keep confirming is checked less and less often, and a settled run pays little.
@@ -20,6 +22,7 @@ the current batch, its double and (down to the policy's floor) its half, and:
 """
 from collections.abc import Callable
 
+BRANCH_STEPS = 8  # a branch trains on (at least) 8 steps of the largest size's samples
 BRANCH_OVERHEAD = 0.05  # branches take at most 5 % of the time trained between them
 MIN_BRANCH_GAIN = 0.1  # a size must lower the probe loss 10 % faster than the current one
 SIGNIFICANT_IMPROVEMENT = 0.01  # of the probe loss, by the best branch
@@ -39,8 +42,10 @@ class BranchDecisions:
     def observe(self, time_s: float) -> None:
         self.trained_s += time_s
 
-    def due(self) -> bool:
-        return self.trained_s * BRANCH_OVERHEAD >= self.cost_s * 2 ** min(self.kept, MAX_BACKOFF)
+    def due(self, predicted_s: float = 0.0) -> bool:
+        """predicted_s: what the next branches would cost (predicted_overhead)."""
+        cost_s = max(self.cost_s, predicted_s)
+        return self.trained_s * BRANCH_OVERHEAD >= cost_s * 2 ** min(self.kept, MAX_BACKOFF)
 
     def sizes(self, current: int, floor: int, top: int) -> list[int]:
         """The candidates: current, its double up to top, its half down to floor."""
@@ -84,6 +89,16 @@ class BranchDecisions:
         self.cost_s = float(state["cost_s"])
         self.length = int(state["length"])
         self.kept = int(state.get("kept", 0))  # absent: a run from before the back-off
+
+
+def predicted_overhead(sizes: list[int], current: int, length: int,
+                       samples_per_s: Callable[[int], float]) -> float:
+    """Seconds that branches at `sizes` (training/branch.py Brancher: BRANCH_STEPS x the largest
+    x length samples each) would take beyond the current size's, whose branch the run keeps when
+    the size stays: each other size's samples at samples_per_s (inf where it is not positive)."""
+    samples = BRANCH_STEPS * max(sizes) * max(1, length)
+    rates = [samples_per_s(size) for size in sizes if size != current]
+    return sum(samples / rate if rate > 0 else float("inf") for rate in rates)
 
 
 def first_choice(branches) -> int | None:

@@ -30,10 +30,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from batchtrain.batching.branched import BRANCH_STEPS
+
 PROBE_BATCH = 1024  # probe-loss evaluation batch (no activations kept: large is cheap)
-# Each branch trains on at least BRANCH_STEPS x the largest size's samples; the probe loss is taken
-# on PROBE_SAMPLES others (at most a quarter of the training samples)
-BRANCH_STEPS, PROBE_SAMPLES = 8, 2048
+# Each branch trains on at least BRANCH_STEPS x the largest size's samples (batching/branched.py,
+# whose pacing predicts their cost); the probe loss is taken on PROBE_SAMPLES others (at most a
+# quarter of the training samples)
+PROBE_SAMPLES = 2048
 
 
 @dataclass
