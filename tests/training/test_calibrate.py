@@ -23,7 +23,8 @@ def noisy_linear_regression(**options):
 
 def test_noise_at_the_start_matches_the_closed_form_of_noisy_linear_regression():
     model, x, y, expected = noisy_linear_regression()
-    calibration = calibrate(model, F.mse_loss, x, y, [4, 8, 16, 32, 64, 128, 256], repeats=200)
+    calibration = calibrate(model, F.mse_loss, x, y, [4, 8, 16, 32, 64, 128, 256], repeats=200,
+                            min_timed_s=math.inf)
     assert calibration.noise["noise_scale"] == pytest.approx(expected, rel=0.25)  # 21 samples
     assert calibration.noise["grad_sq"] == pytest.approx(4.0, rel=0.25)  # |G|^2 = 4 |delta|^2
     assert sorted(calibration.seconds) == [4, 8, 16, 32, 64, 128, 256]
@@ -69,7 +70,9 @@ def test_a_policy_that_asks_nothing_is_not_calibrated_and_one_that_asks_is():
     policy.set_limit(4096)
     calibration = calibrate_policy(policy, model, F.mse_loss, draw, len(x))
     assert isinstance(calibration, Calibration)
-    assert sorted(calibration.seconds) == [32, 64, 128, 256, 512, 1024]  # the powers of two
+    timed = sorted(calibration.seconds)  # the powers of two, up to 1024 or enough
+    assert timed == [32 << k for k in range(len(timed))] and len(timed) >= 3
+    assert timed[-1] == 1024 or policy.calibration_enough(calibration.seconds, calibration.noise)
     assert draws == [4096]  # a pool of (REPEATS + 1) x the largest pass: disjoint repeats
     assert policy.calibration["chosen"] == policy.batch_size()
     assert "calibrated in" in calibration.describe()
@@ -96,6 +99,28 @@ def test_sizes_past_the_time_budget_are_not_timed():
     calibration = calibrate(model, F.mse_loss, x, y, [256, 16, 64], budget_s=0.0)
     assert list(calibration.seconds) == [16]  # the smallest first, then the budget was spent
     assert calibration.noise is None  # one size: no line
+
+
+def test_a_slow_pass_is_timed_fewer_times_and_every_gradient_counts_for_the_noise(monkeypatch):
+    from batchtrain.training import calibrate as module
+    model, x, y, _ = noisy_linear_regression(n=4096)
+    passes, clock = [], iter(range(10**6))
+    real_pass = module._pass
+
+    def slow_at_64(model, loss_fn, parameters, inputs, targets, autocast):
+        _, sq_norm = real_pass(model, loss_fn, parameters, inputs, targets, autocast)
+        passes.append(len(inputs))
+        return (0.015 if len(inputs) == 64 else 0.001), sq_norm  # 64: 15 ms a pass
+
+    monkeypatch.setattr(module, "_pass", slow_at_64)
+    calibration = calibrate(model, F.mse_loss, x, y, [16, 64])
+    # 16: the warm-up and 3 timed (3 ms); 64: the warm-up and 2 timed (30 ms >= MIN_TIMED_S)
+    assert passes == [16] * 4 + [64] * 3
+    assert calibration.samples == 4 * 16 + 3 * 64 and calibration.seconds[64] == 0.015
+    assert calibration.noise is not None  # from 7 gradients, the warm-ups' included
+    assert not module._over_budget({64: 0.015}, 128, 0.0, 0.07, 3)  # 128: 30 ms x (1 + 1)
+    assert module._over_budget({64: 0.015}, 128, 0.0, 0.05, 3)
+    assert module._over_budget({64: 0.015}, 128, 0.0, 0.07, 3, min_timed_s=math.inf)  # x 4
 
 
 def test_calibrating_stops_once_the_policy_has_enough():
@@ -175,8 +200,10 @@ def test_a_pool_smaller_than_the_data_is_corrected_for_the_data_it_came_from():
     model, x, y, expected = noisy_linear_regression(n=65536, sigma=10.0)  # B_simple 1011
     pool = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:1024]
     sizes = [16, 32, 64, 128, 256]
-    right = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300, population=len(x))
-    wrong = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300)  # as if D were N
+    right = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300, population=len(x),
+                      min_timed_s=math.inf)
+    wrong = calibrate(model, F.mse_loss, x[pool], y[pool], sizes, repeats=300,
+                      min_timed_s=math.inf)  # as if D were N
     assert right.noise["noise_scale"] == pytest.approx(expected, rel=0.3)
     assert wrong.noise["noise_scale"] < 0.7 * expected  # about N phi / (N + phi): half
 

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from batchtrain.training.branch import BRANCH_STEPS, PROBE_SAMPLES, Branches, branch
 
-REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches)
+REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches),
+MIN_TIMED_S = 0.02  # fewer once they add up to 20 ms: a pass that long reads steadily on its own
 BUDGET_S = 2.0  # calibrating takes at most this long,
 RUN_FRACTION = 0.02  # and at most 2 % of the run it may train for (at the fastest rate measured),
 MIN_BUDGET_S = 0.1  # unless that is less than this
@@ -80,8 +81,8 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
               sizes: list[int], autocast=nullcontext, repeats: int = REPEATS,
               budget_s: float = BUDGET_S, run_samples: float = math.inf,
               population: float | None = None,
-              enough: Callable[[dict[int, float], dict | None], bool] | None = None
-              ) -> Calibration:
+              enough: Callable[[dict[int, float], dict | None], bool] | None = None,
+              min_timed_s: float = MIN_TIMED_S) -> Calibration:
     """Time forward+backward at each of `sizes` (physical batches, smallest first) on slices of
     inputs/targets (a shuffled pool of training samples) and estimate the noise (module
     docstring). A size is skipped, with all larger ones, when timing it (predicted from the last
@@ -89,7 +90,9 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
     the run's `run_samples` at the fastest rate measured (but MIN_BUDGET_S is always allowed): a
     slow model, or a short run. population: the training samples the pool was drawn from
     (default: the pool itself), for the noise's finite-population correction. The repeats at a
-    size read disjoint slices of the pool where it holds them (a pool of (repeats + 1) x size).
+    size read disjoint slices of the pool where it holds them (a pool of (repeats + 1) x size);
+    they stop once the timed ones add up to min_timed_s (a slow model: one or two readings of a
+    long pass are steady), and every pass's gradient, the warm-up's too, counts for the noise.
     enough(seconds, noise), asked after each size with what is measured so far: True stops
     there (a policy that knows what it needs: Adaptive.calibration_enough)."""
     started = time.perf_counter()
@@ -105,7 +108,8 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
             for size in sorted(set(min(size, len(inputs)) for size in sizes)):
                 if seconds and _over_budget(seconds, size, time.perf_counter() - started,
                                             min(budget_s, max(MIN_BUDGET_S, RUN_FRACTION * run_samples
-                                                / max(p / t for p, t in seconds.items()))), repeats):
+                                                / max(p / t for p, t in seconds.items()))),
+                                            repeats, min_timed_s):
                     break
                 times = []
                 for repeat in range(repeats + 1):
@@ -113,9 +117,11 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
                     elapsed, sq_norm = _pass(model, loss_fn, parameters, inputs[start:start + size],
                                              targets[start:start + size], autocast)
                     samples += size
-                    if repeat > 0:  # the first pass at a shape pays one-off costs
+                    norms.append((size, sq_norm))
+                    if repeat > 0:  # the first pass at a shape pays one-off costs: not timed
                         times.append(elapsed)
-                        norms.append((size, sq_norm))
+                        if sum(times) >= min_timed_s:
+                            break
                 seconds[size] = statistics.median(times)
                 if enough is not None and enough(dict(seconds), noise_from_norms(norms, pool)):
                     break
@@ -130,10 +136,13 @@ def calibrate(model: nn.Module, loss_fn: Callable, inputs: Tensor, targets: Tens
 
 
 def _over_budget(seconds: dict[int, float], size: int, elapsed_s: float, budget_s: float,
-                 repeats: int) -> bool:
+                 repeats: int, min_timed_s: float = MIN_TIMED_S) -> bool:
     """Would timing `size` (its passes predicted from the largest size timed) exceed the budget?"""
     last = max(seconds)
-    return elapsed_s + (repeats + 1) * seconds[last] * size / last > budget_s
+    pass_s = seconds[last] * size / last
+    needed = min_timed_s / pass_s if pass_s > 0 else math.inf  # timed passes to min_timed_s
+    timed = max(1, math.ceil(needed)) if needed < repeats else repeats
+    return elapsed_s + (1 + timed) * pass_s > budget_s
 
 
 def _pass(model, loss_fn, parameters, inputs, targets, autocast) -> tuple[float, float]:
