@@ -10,9 +10,10 @@ the current batch, its double and (down to the policy's floor) its half, and:
   (predicted_overhead: each size's samples at the throughput model's rate), whichever is more,
   so they cost at most BRANCH_OVERHEAD (5 %) of the training time, the first ones during
   training too (they get rarer as they get longer); each decision in a row that keeps the size
-  on a significant result halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a move restores it: the
-  critical batch grows fast early and then plateaus (Merrill et al. 2025), so a size the
-  branches keep confirming is checked less and less often, and a settled run pays little.
+  on a significant result halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a
+  move restores it: the critical batch grows fast early and then plateaus (Merrill et al.
+  2025), so a size the branches keep confirming is checked less and less often, and a settled
+  run pays little.
 - move: to the fastest size when it beats the current one by MIN_BRANCH_GAIN (no flapping
   between sizes whose rates differ by noise); the seconds are the throughput model's for the
   branches' samples (many step times, steadier than one branch's clock).

@@ -205,7 +205,7 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast,
                             budget_s=BUDGET_S if timed else math.inf,
                             run_samples=run_samples if timed else math.inf, population=samples,
-                            enough=getattr(policy, "calibration_enough", None))
+                            enough=policy.calibration_enough)
     policy.calibrate(calibration)
     branch_sizes = [size for size in policy.branch_sizes(samples) if size <= max_physical_batch]
     plan = _branch_plan(branch_sizes, calibration.seconds, samples, run_samples)
