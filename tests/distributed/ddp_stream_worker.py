@@ -10,6 +10,7 @@ from torch import nn
 
 from batchtrain import Callback, Trainer
 from batchtrain.data import open_dataset
+from batchtrain.distributed import finish
 
 
 class RecordingModel(nn.Module):
@@ -45,9 +46,8 @@ def main(data: str, out_dir: Path) -> None:
                                          for logs in trainer.history_]}))
     if rank in (0, "single"):
         torch.save([p.detach() for p in model.parameters()], out_dir / f"params-{rank}.pt")
-    if trainer.dist_ is not None:
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], Path(sys.argv[2]))
+    finish(0)  # leaves the group, if torchrun started this process

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from batchtrain.distributed import finish
 from ddp_problem import make_trainer, problem, run_fit  # noqa: E402 (tests/distributed on sys.path)
 
 mode, out_dir = sys.argv[1], Path(sys.argv[2])
@@ -25,4 +26,4 @@ record = {"rank": rank, "world": trainer.dist_.world_size,
 (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
 if rank == 0:
     torch.save([p.detach() for p in trainer.model_.parameters()], out_dir / "params.pt")
-torch.distributed.destroy_process_group()
+finish(0)  # as a user's script should end under torchrun (see distributed.finish)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from batchtrain.distributed.ddp import from_environment
+from batchtrain.distributed.ddp import finish, from_environment
 
 out_dir, late_s = Path(sys.argv[1]), float(sys.argv[2])
 rank, attempt = int(os.environ["RANK"]), int(os.environ["TORCHELASTIC_RESTART_COUNT"])
@@ -22,4 +22,4 @@ if attempt == 0 and rank == 1:
     os._exit(1)
 dist.barrier()  # rank 0 of the first attempt fails here, and the group restarts
 (out_dir / f"rank{rank}.ok").write_text(str(attempt))
-dist.destroy_process_group()
+finish(0)

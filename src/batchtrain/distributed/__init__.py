@@ -1,5 +1,5 @@
 """Many processes: torchrun / DistributedDataParallel glue (ddp), elastic restarts (elastic) and
 the rank-0 batch-size decision (policy)."""
-from batchtrain.distributed.ddp import Distributed, from_environment
+from batchtrain.distributed.ddp import Distributed, finish, from_environment
 
-__all__ = ["Distributed", "from_environment"]
+__all__ = ["Distributed", "finish", "from_environment"]

@@ -64,9 +64,11 @@ def from_environment(device: torch.device) -> Distributed | None:
     (by the user's own script) is reused as it is. A torchrun restart joins through a store
     namespace of its own (distributed/elastic.py).
     """
+    global _joined
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not dist.is_initialized():
         return None
+    _joined = True
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         store = attempt_store()
@@ -182,7 +184,16 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-_joined = False  # this process has been in a process group (set by leave_process_group)
+_joined = False  # this process has been in a process group (from_environment, leave_process_group)
+
+
+def finish(code: int = 0) -> None:
+    """End a script that trained under torchrun (the Python API's counterpart of the console
+    script's exit): leave the process group, flush, and exit with `code` without the
+    interpreter's finalization (exit_process says why). In a process that was never in a
+    group it only returns, so a script can call it unconditionally as its last line."""
+    leave_process_group()
+    exit_process(code)
 
 
 def exit_process(code: int) -> None:
