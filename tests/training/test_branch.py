@@ -220,7 +220,8 @@ def test_the_brancher_runs_what_the_policy_asks_within_the_memory_ceiling():
     # 256 is over the ceiling; the current size (64) runs last
     assert branches.sizes == [32, 128, 64] and policy.told == [branches]
     assert branches.kept is None  # a policy without branch_choice keeps nothing
-    assert branches.samples == 8 * 128 * 2 and drawn == [(8 * 128 * 2 + 2048, 5)]
+    # the probe set: half a branch's samples (2,048 / 2), under PROBE_SAMPLES and a quarter
+    assert branches.samples == 8 * 128 * 2 and drawn == [(8 * 128 * 2 + 1024, 5)]
     assert sorted(set(factors)) == [(32, 64), (64, 64), (128, 64)]  # the lr moving there takes
     assert run(Asking([]), seed=6) is None and run(Asking([256]), seed=6) is None
     assert len(drawn) == 1  # nothing drawn when there is nothing to branch

@@ -139,10 +139,10 @@ def test_calibrating_stops_once_the_policy_has_enough():
 
 
 @pytest.mark.parametrize("curve, stops_at", [
-    ("flat", 128),  # the goodput choice is min_batch (32): 4 x 32 timed is enough
+    ("flat", 64),  # the goodput choice is min_batch (32): 2 x 32 timed is enough
     ("rising", None),  # time per step nearly constant: the choice follows the largest timed
-    ("falling", 128)])  # larger batches slower per sample: the choice is 32
-def test_adaptive_calibrates_up_to_four_times_the_size_it_would_choose(curve, stops_at):
+    ("falling", 64)])  # larger batches slower per sample: the choice is 32
+def test_adaptive_calibrates_up_to_twice_the_size_it_would_choose(curve, stops_at):
     from batchtrain.batching.adaptive import START_SPAN
     policy = Adaptive()
     policy.set_limit(1 << 16)

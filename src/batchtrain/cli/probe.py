@@ -92,6 +92,8 @@ def branch_sizes(trainer: Trainer, inputs, targets, sizes: list[int],
     if len(sizes) < 2:
         return None
     samples = min(BRANCH_STEPS * max(sizes), len(inputs) // 2)
+    # not training/branch.py probe_samples (half a branch): a report off the run's clock can
+    # afford the larger, steadier probe set
     probe_samples = min(PROBE_SAMPLES, len(inputs) // 4, samples)
     order = torch.randperm(len(inputs), generator=generator)[:samples + probe_samples]
     order = order.to(inputs.device)

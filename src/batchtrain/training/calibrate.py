@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from batchtrain.training.branch import BRANCH_STEPS, PROBE_SAMPLES, Branches, branch
+from batchtrain.training.branch import BRANCH_STEPS, Branches, branch, probe_samples
 
 REPEATS = 3  # timed passes per size, after one untimed warm-up pass (allocations, caches),
 MIN_TIMED_S = 0.02  # fewer once they add up to 20 ms: a pass that long reads steadily on its own
@@ -34,7 +34,7 @@ BUDGET_S = 2.0  # calibrating takes at most this long,
 RUN_FRACTION = 0.02  # and at most 2 % of the run it may train for (at the fastest rate measured),
 MIN_BUDGET_S = 0.1  # unless that is less than this
 # The branches (a policy's branch_sizes): each trains on the same BRANCH_STEPS x the largest size
-# samples (at least; more while within the budget), the probe loss on PROBE_SAMPLES others
+# samples (at least; more while within the budget), the probe loss on others (probe_samples)
 BRANCH_BUDGET_S, BRANCH_RUN_FRACTION = 3.0, 0.02
 BRANCH_MIN_BUDGET_S = 0.1  # always allowed: less than the start-up's other costs
 STEP_COST = 1.5  # a training step's time over its forward+backward pass (the optimizer, the copy)
@@ -217,7 +217,7 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     rounds, spent_s = [], 0.0
     while optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
-        probe = min(PROBE_SAMPLES, samples // 4, branch_samples)
+        probe = probe_samples(samples, branch_samples)
         inputs, targets = draw(branch_samples + probe, len(rounds))  # other samples each round
         rounds.append(branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
                              inputs[:probe], targets[:probe], sorted(branch_sizes, reverse=True),
