@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from batchtrain.batching import adaptive
+from batchtrain.batching import adaptive, noise_decisions
 from batchtrain.batching.adaptive import Adaptive
 from batchtrain.batching.goodput import candidate_sizes, goodput_choice, statistical_efficiency
 from batchtrain.stats import adascale_gain
@@ -107,7 +107,7 @@ def test_noise_scale_and_norm_test_rules(options, phi, expected):
     policy = Adaptive(min_batch=32, max_batch=1024, update_every=1, **options)
     sizes = drive(policy, [phi] * 100)
     assert policy.batch_size() == expected
-    assert all(b <= adaptive.MAX_STEP * a for a, b in zip(sizes, sizes[1:]))  # bounded moves
+    assert all(b <= noise_decisions.MAX_STEP * a for a, b in zip(sizes, sizes[1:]))  # bounded moves
     assert policy.last_decision["target"] == expected
     assert policy.last_decision["rule"] == options["rule"]
 
@@ -128,7 +128,7 @@ def test_low_confidence_moves_in_small_steps_and_never_freezes():
     policy = Adaptive("noise-scale", min_batch=32, max_batch=1024, initial=64, update_every=1)
     sizes = drive(policy, [500.0] * 100, confidence=0.3)  # an estimate that never gets confident
     assert abs(sizes[-1] - 500) <= 0.2 * 500 and sizes == sorted(sizes)  # it still arrives
-    assert all(b <= adaptive.LOW_CONFIDENCE_STEP * a for a, b in zip(sizes, sizes[1:]))
+    assert all(b <= noise_decisions.LOW_CONFIDENCE_STEP * a for a, b in zip(sizes, sizes[1:]))
     assert changes(sizes) >= 5  # 64 -> 96 -> 144 -> 216 -> 324 -> 486 -> 500
     confident = Adaptive("noise-scale", min_batch=32, max_batch=1024, initial=64, update_every=1)
     assert changes(drive(confident, [500.0] * 100)) == 3  # 64 -> 128 -> 256 -> 500
@@ -173,7 +173,7 @@ def test_goodput_does_not_flap_between_neighbours(monkeypatch):
     sizes = drive(policy, phis)
     assert sizes[0] == 64
     assert changes(sizes) <= 3 and sizes[-1] in (64, 96)
-    monkeypatch.setattr(adaptive, "MIN_GOODPUT_GAIN", 0.0)
+    monkeypatch.setattr(noise_decisions, "MIN_GOODPUT_GAIN", 0.0)
     policy = Adaptive(min_batch=32, max_batch=1024, initial=64, update_every=1)
     assert changes(drive(policy, phis)) > 10  # without the gain threshold it flaps
 

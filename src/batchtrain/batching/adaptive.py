@@ -28,23 +28,18 @@ later decisions (the critical batch grows as training goes on: Merrill et al. 20
 suite the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched
 ones 1.00-1.04x (benchmarks/critical_batch.py). The start's cost is in `calibration` and the log.
 
-Noise decisions act on a robust estimate, the median of the last ROBUST_WINDOW estimates seen at
-decisions (one wild estimate moves nothing), and each moves the batch by at most MAX_STEP (2x), or
-LOW_CONFIDENCE_STEP (1.5x) below `min_confidence`: an estimate that never becomes confident still
-moves the batch, in small steps, rather than freezing it. Against flapping the size changes only
-at a decision (every `update_every`, at least MIN_STEPS_PER_DECISION steps apart), by more than
-`margin` (which holds it while phi wanders within +-9 % for the default 0.2: 2e / (1 - e)), and
-under "goodput" for more than MIN_GOODPUT_GAIN (adjacent candidates' goodputs differ by a few %).
+Noise decisions (batching/noise_decisions.py: a robust estimate, bounded moves, a margin) come
+every `update_every`, at least MIN_STEPS_PER_DECISION steps apart.
 """
 import math
 import numbers
-import statistics
 
 from batchtrain.batching.base import Policy, StepStats
 from batchtrain.batching.branched import (BranchDecisions, choice, first_choice, first_enough,
                                           predicted_overhead)
 from batchtrain.batching.goodput import (calibrated_choice, candidate_sizes, doublings,
                                          goodput_choice)
+from batchtrain.batching.noise_decisions import LOW_CONFIDENCE_STEP, NoiseDecisions, rule_size
 from batchtrain.batching.throughput import ThroughputModel
 from batchtrain.errors import ConfigError, check_batch_size
 from batchtrain.durations import Duration, to_samples
@@ -52,7 +47,6 @@ from batchtrain.stats.noise import adascale_gain
 
 RULES = ("goodput", "noise-scale", "norm-test")
 GEOMETRIES = ("raw", "preconditioned")  # of the measured gradients (module docstring)
-MIN_GOODPUT_GAIN = 0.05  # a move must promise 5 % more goodput (adjacent sizes differ by ~4 %)
 MIN_STEPS_PER_DECISION = 10  # the noise estimate and the step times need steps at each size
 TRUST_FACTOR = 2  # goodput trusts the throughput line up to 2x the largest measured micro-batch
 UNBOUNDED_BATCH = 1 << 20  # the upper bound when neither max_batch nor set_limit gave one
@@ -60,8 +54,6 @@ CALIBRATION_MAX_BATCH = 2048  # the largest logical batch timed at start-up,
 START_SPAN = 2  # or 2 x the size those timed so far choose (larger sizes: timed by the branches)
 UNTIMED_SIZES = 8  # rules without a clock calibrate min_batch .. 8 x min_batch (4 sizes)
 MEASURE_EVERY = 4  # the noise is measured on every 4th step: the others run unsplit (no overhead)
-ROBUST_WINDOW = 5  # decisions act on the median of this many latest estimates
-MAX_STEP, LOW_CONFIDENCE_STEP = 2.0, 1.5  # the most a decision multiplies or divides the batch by
 
 
 class Adaptive(Policy):
@@ -110,7 +102,7 @@ class Adaptive(Policy):
         self.decisions = 0  # _decide calls: at the same steps on every rank (distributed/policy.py)
         self.grad_sq = self.trace = None  # |G|^2, tr(Sigma) of the latest estimate (or None)
         self.throughput = ThroughputModel(min_micro_batches=1)  # 3 in 4 steps run unsplit
-        self.recent_phi: list[float] = []  # the estimates of the last ROBUST_WINDOW decisions
+        self.noise_decisions = NoiseDecisions(self.margin, self.min_confidence)
         self.last_decision: dict | None = None  # for logs and plots
         self.calibration: dict | None = None  # what the start-up calibration measured and cost
         self.floor = self.min_batch  # no decision goes below it: the branched start's size
@@ -286,13 +278,12 @@ class Adaptive(Policy):
         if phi is None or phi < 0:
             self.last_decision = {**record, "chosen": self.current, "reason": "no estimate"}
             return
-        self.recent_phi = [*self.recent_phi, phi][-ROBUST_WINDOW:]
-        robust = statistics.median(self.recent_phi)
-        step = MAX_STEP if confidence >= self.min_confidence else LOW_CONFIDENCE_STEP
+        robust = self.noise_decisions.robust(phi)
+        step = self.noise_decisions.step(confidence)
         lowest = max(self._clamp(self.current / step), self.floor)
         highest = self._clamp(self.current * step)
         target, details = self._target(robust, lowest, highest)
-        move, reason = self._worth_moving(target, details)
+        move, reason = self.noise_decisions.worth_moving(self.current, target, details)
         self.current = target if move else self.current
         if move and step == LOW_CONFIDENCE_STEP:
             reason = "changed (low confidence: a small step)"
@@ -303,7 +294,7 @@ class Adaptive(Policy):
     def _target(self, phi: float, lowest: int, highest: int) -> tuple[int, dict]:
         """The rule's size for noise scale phi within [lowest, highest], and what it weighed."""
         if self.rule in ("noise-scale", "norm-test"):
-            size = self.noise_multiplier * phi if self.rule == "noise-scale" else phi / self.theta ** 2
+            size = rule_size(self.rule, phi, self.noise_multiplier, self.theta)
             return min(max(self._clamp(size), lowest), highest), {}
         if self.throughput.fit() is None and self.throughput.observed_sizes:
             return self._exploration_size(), {"exploring": True}
@@ -330,14 +321,6 @@ class Adaptive(Policy):
                 if measured == 0 or math.ceil(size / self.throughput.micro_batches(size, cap))
                 <= TRUST_FACTOR * measured]
 
-    def _worth_moving(self, target: int, details: dict) -> tuple[bool, str]:
-        if abs(target - self.current) <= self.margin * self.current:
-            return False, "within margin"
-        goodput = details.get("goodput")
-        if goodput and goodput[target] <= (1 + MIN_GOODPUT_GAIN) * goodput[self.current]:
-            return False, "gain too small"
-        return True, "exploring" if details.get("exploring") else "changed"
-
     def lr_scale(self, base_batch: int) -> float:
         """AdaScale's lr gain of the current batch over base_batch; sqrt before any estimate."""
         self.lr_reads_noise = True
@@ -351,7 +334,7 @@ class Adaptive(Policy):
                 "samples_per_epoch": self.samples_per_epoch, "decided_at": self.decided_at,
                 "steps_since_decision": self.steps_since_decision, "grad_sq": self.grad_sq,
                 "trace": self.trace, "throughput": self.throughput.state_dict(),
-                "recent_phi": list(self.recent_phi), "calibration": self.calibration,
+                **self.noise_decisions.state_dict(), "calibration": self.calibration,
                 "floor": self.floor, "branching": self.branching,
                 "branches": self.branches.state_dict()}
 
@@ -365,7 +348,7 @@ class Adaptive(Policy):
         self.grad_sq, self.trace = state["grad_sq"], state["trace"]
         self.throughput = ThroughputModel(min_micro_batches=1)
         self.throughput.load_state_dict(state["throughput"])
-        self.recent_phi = [float(phi) for phi in state.get("recent_phi", [])]  # absent: older runs
+        self.noise_decisions.load_state_dict(state)
         self.calibration = state.get("calibration")
         self.floor = int(state.get("floor", self.min_batch))  # absent: runs before branching
         self.branching = bool(state.get("branching", False))  # absent: noise-driven decisions
