@@ -157,8 +157,8 @@ def test_enough_leaves_the_remaining_sizes_out_and_the_last_one_run_is_the_model
 
 
 def test_a_choice_that_flips_back_to_an_earlier_branch_gets_it():
-    """Held: every branch keep named, not only the latest (a keep read in the other order than
-    it favours can name 256, then 64, then 256 again)."""
+    """Held: every branch keep named, not only the latest (the start runs from the largest size
+    down, where first_choice can name 256, then 64, then 256 again)."""
     model, optimizer, x, y = keep_test_setup()
     answers = iter([256, 64, 256])
     reference_model, reference_optimizer = copy.deepcopy(model), None

@@ -103,16 +103,13 @@ def predicted_overhead(sizes: list[int], current: int, length: int,
 
 
 def first_choice(branches) -> int | None:
-    """The start's choice (BranchDecisions.first): from the largest size down, a smaller one
+    """The start's choice (BranchDecisions.first): from the smallest size up, a larger one
     replaces the choice only when it lowered the probe loss MIN_BRANCH_GAIN faster per second
-    (the branches' own clock: no step times yet); None when none improved. Near-ties go to the
-    larger size: the critical batch grows as training goes on (Merrill et al. 2025), so what
-    the first steps measure is a lower bound of what later ones favour, and the choice is the
-    floor of every later decision (README "Batch size" has what the suite measured). Read in
-    that order, the choice after each branch is either that branch or an earlier one."""
+    (the branches' own clock: no step times yet), as during training; None when none improved.
+    Read in that order, the choice after each branch is either that branch or an earlier one."""
     rates = {size: rate for size, rate in branches.per_second.items() if rate > 0}
     chosen = None
-    for size in sorted(rates, reverse=True):
+    for size in sorted(rates):
         if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:
             chosen = size
     return chosen
