@@ -89,8 +89,8 @@ class Adaptive(Policy):
         self.rule, self.min_batch, self.max_batch = rule, int(min_batch), max_batch
         self.calibrates = initial is None  # the user's initial is kept, not measured over
         self.initial = int(initial) if initial is not None else self.min_batch
-        self.margin, self.noise_multiplier, self.theta = margin, noise_multiplier, theta
-        self.update_every, self.min_confidence = update_every, min_confidence
+        self.noise_multiplier, self.theta, self.update_every = noise_multiplier, theta, update_every
+        self.noise_decisions = NoiseDecisions(margin, min_confidence)  # estimates reset per run
         self.measure_every = MEASURE_EVERY
         self.limit: int | None = None
         self._reset()
@@ -102,7 +102,7 @@ class Adaptive(Policy):
         self.decisions = 0  # _decide calls: at the same steps on every rank (distributed/policy.py)
         self.grad_sq = self.trace = None  # |G|^2, tr(Sigma) of the latest estimate (or None)
         self.throughput = ThroughputModel(min_micro_batches=1)  # 3 in 4 steps run unsplit
-        self.noise_decisions = NoiseDecisions(self.margin, self.min_confidence)
+        self.noise_decisions.reset()
         self.last_decision: dict | None = None  # for logs and plots
         self.calibration: dict | None = None  # what the start-up calibration measured and cost
         self.floor = self.min_batch  # no decision goes below it: the branched start's size

@@ -29,6 +29,10 @@ class NoiseDecisions:
 
     def __init__(self, margin: float, min_confidence: float):
         self.margin, self.min_confidence = margin, min_confidence
+        self.reset()
+
+    def reset(self) -> None:
+        """A new run: no estimates yet."""
         self.recent_phi: list[float] = []  # the estimates of the last ROBUST_WINDOW decisions
 
     def robust(self, phi: float) -> float:
