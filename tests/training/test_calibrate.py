@@ -11,7 +11,7 @@ from torch import nn
 from batchtrain import Callback, Trainer
 from helpers import noisy_linear_regression as linear_regression
 from batchtrain.batching.adaptive import Adaptive
-from batchtrain.batching.branched import BranchDecisions, first_floor
+from batchtrain.batching.branched import BranchDecisions
 from batchtrain.training.branch import Branches
 from batchtrain.training.calibrate import Calibration, calibrate, calibrate_policy, noise_from_norms
 
@@ -294,11 +294,7 @@ def test_fit_with_auto_branches_from_the_start_and_keeps_the_chosen_branch(monke
     rounds = [branches, *calibration.climbs]
     choices = [BranchDecisions().first(round_) for round_ in rounds]
     assert [round_.kept for round_ in rounds] == choices and choices[0] is not None
-    assert policy.batch_size() == [c for c in choices if c is not None][-1]
-    floor = None  # each round's floor: the choice, or the sizes under it within the margin
-    for index, (round_, chosen) in enumerate(zip(rounds, choices)):
-        floor = first_floor(round_, chosen, floor if index else None) if chosen else floor
-    assert policy.floor == floor <= policy.batch_size()
+    assert policy.floor == policy.batch_size() == [c for c in choices if c is not None][-1]
     assert f"kept the branch at {branches.kept}" in calibration.describe()
     initial = Trainer("mlp", seed=0).prepare(x, y)  # the same initialisation, never branched
     assert any(not torch.equal(ours, theirs)

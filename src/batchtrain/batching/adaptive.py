@@ -23,9 +23,8 @@ rule reads it (lr_scale).
 Start: unless the user gave `initial`, the trainer calibrates before the first step (training/
 calibrate.py): forward and backward passes at powers of two from min_batch, up to START_SPAN x
 the goodput choice they give, measure the throughput curve and phi at the initial weights; that
-choice and its doublings are then branched, and the fastest is the first batch and, with the sizes
-below it that were within the margin (branched.py first_floor), the floor of later decisions
-(the critical batch grows as training goes on: Merrill et al. 2025). On the
+choice and its doublings are then branched, and the fastest is the first batch and the floor of
+later decisions (the critical batch grows as training goes on: Merrill et al. 2025). On the
 suite the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched
 ones 1.00-1.04x (benchmarks/critical_batch.py). The start's cost is in `calibration` and the log.
 
@@ -37,7 +36,7 @@ import numbers
 
 from batchtrain.batching.base import Policy, StepStats
 from batchtrain.batching.branched import (BranchDecisions, choice, first_choice, first_enough,
-                                          first_floor, predicted_overhead)
+                                          predicted_overhead)
 from batchtrain.batching.goodput import (calibrated_choice, candidate_sizes, doublings,
                                          goodput_choice)
 from batchtrain.batching.noise_decisions import LOW_CONFIDENCE_STEP, NoiseDecisions, rule_size
@@ -206,9 +205,7 @@ class Adaptive(Policy):
         if chosen is None:
             return
         previous, self.current = self.current, self._clamp(chosen)
-        climbed = rounds > 1  # this round's smallest size is the last round's choice
-        self.floor = self._clamp(first_floor(branches, chosen, self.floor if climbed else None))
-        record["floor"] = self.floor
+        self.floor = self.current
         self.last_decision = {"samples_seen": 0, "rule": self.rule, "current": previous,
                               "chosen": self.current, "reason": "branched"}
 

@@ -18,17 +18,8 @@ the current batch, its double and (down to the policy's floor) its half, and:
   between sizes whose rates differ by noise); the seconds are the throughput model's for the
   branches' samples (many step times, steadier than one branch's clock).
 - significance: when no branch lowered the probe loss by SIGNIFICANT_IMPROVEMENT of it, the
-  branches measured noise, not progress: the next ones train on twice the samples (the loss
-  falls more slowly as training goes on), and the progress per sample is taken as equal: the
-  size moves to its double only where that runs MIN_BRANCH_GAIN more samples per second and its
-  branch did not fare measurably worse (by less than the significance bar). Branches stop
-  seeing progress near the loss floor, where the gradient noise, and with it the critical
-  batch, grows (McCandlish et al. 2018): on regression the size otherwise stayed at the start's
-  near the end of every run.
-- the start (first_choice): the size that lowered the probe loss the most per second, with no
-  margin, as there is no current size to hold; the floor of the decisions after it is that size,
-  or lower where the sizes below it were within MIN_BRANCH_GAIN of it (first_floor): the start
-  did not show them slower, so later branches may go back to them.
+  branches measured noise, not progress: nothing moves, and the next ones train on twice the
+  samples (the loss falls more slowly as training goes on).
 """
 from collections.abc import Callable
 
@@ -77,15 +68,12 @@ class BranchDecisions:
         """The size to train at after `branches` (training/branch.py Branches), and a record."""
         chosen, rates, significant = choice(branches, current, samples_per_s)
         move = chosen != current
-        under = f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}"
-        reason = ("branched" if move and significant else f"{under}, the faster size" if move
-                  else "branched: current is fastest" if significant else f"{under}, longer next")
+        reason = ("branched" if move else "branched: current is fastest" if significant
+                  else f"branched: improvements under {SIGNIFICANT_IMPROVEMENT:.0%}, longer next")
         if not significant:
             self.length = min(2 * self.length, MAX_LENGTH)
-        if move:
-            self.kept = 0
-        elif significant:  # an insignificant result confirms nothing: no back-off
-            self.kept += 1
+        if significant:  # an insignificant result confirms nothing: no back-off
+            self.kept = 0 if move else self.kept + 1
         self.started(branches.overhead_s)
         record = {"improvement_per_s": [[size, rate] for size, rate in rates.items()],
                   "branch_samples": branches.samples, "reason": reason}
@@ -115,27 +103,16 @@ def predicted_overhead(sizes: list[int], current: int, length: int,
 
 
 def first_choice(branches) -> int | None:
-    """The start's choice (BranchDecisions.first): the size whose branch lowered the probe loss the
-    most per second (the branches' own clock: no step times yet), ties to the smaller; None when
-    none improved. No margin (module docstring): one for the smaller size chose 128 over a 4 %
-    faster 256 on regression, and held it there as the floor. Read branch by branch, the choice
-    after each is that branch or an earlier choice."""
+    """The start's choice (BranchDecisions.first): from the smallest size up, a larger one
+    replaces the choice only when it lowered the probe loss MIN_BRANCH_GAIN faster per second
+    (the branches' own clock: no step times yet), as during training; None when none improved.
+    Read in that order, the choice after each branch is either that branch or an earlier one."""
     rates = {size: rate for size, rate in branches.per_second.items() if rate > 0}
-    return max(sorted(rates), key=rates.get) if rates else None  # the first maximum: smallest
-
-
-def first_floor(branches, chosen: int, below: int | None = None) -> int:
-    """The floor after the start's branches chose `chosen`: the sizes under it, going down, whose
-    rate per second was within MIN_BRANCH_GAIN of its (the start did not show them slower); the
-    lowest of them, else chosen. below: the floor before these branches (a climb's earlier
-    round), which holds where the walk reaches their smallest size."""
-    rates, floor = branches.per_second, chosen
-    for size in sorted((size for size in rates if size < chosen), reverse=True):
-        if not rates[size] * (1 + MIN_BRANCH_GAIN) >= rates[chosen]:  # False for nan: stop
-            break
-        floor = size
-    smallest = min(rates, default=chosen)
-    return min(floor, below) if below is not None and floor == smallest else floor
+    chosen = None
+    for size in sorted(rates):
+        if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:
+            chosen = size
+    return chosen
 
 
 def first_enough(branches) -> bool:
@@ -156,41 +133,16 @@ def choice(branches, current: int, samples_per_s: Callable[[int], float]
            ) -> tuple[int, dict[int, float], bool]:
     """The decision during training (BranchDecisions.decide) without its bookkeeping: (the size
     to train at, each size's probe loss decrease per second, whether the result is significant).
-    Over branches that leave out the current size, the best one counts as a move; insignificant
-    ones go to the double where it is faster (module docstring)."""
+    Over branches that leave out the current size, the best one counts as a move."""
     rates = {}
     for size, gain in branches.improvement.items():
-        speed = _speed(branches, size, samples_per_s)
-        if gain > 0 and speed > 0:
-            rates[size] = gain * speed / branches.samples
+        speed = samples_per_s(size)
+        seconds = branches.samples / speed if speed > 0 else branches.seconds[size]
+        if gain > 0 and seconds > 0:
+            rates[size] = gain / seconds
     best = max(rates, key=rates.get) if rates else current
     significant = max(branches.improvement.values(), default=0.0) > (
         SIGNIFICANT_IMPROVEMENT * abs(branches.loss_before))
-    if not significant:
-        return _faster_double(branches, current, samples_per_s), rates, False
-    move = best != current and rates[best] > (1 + MIN_BRANCH_GAIN) * rates.get(current, 0.0)
+    move = significant and best != current and (
+        rates[best] > (1 + MIN_BRANCH_GAIN) * rates.get(current, 0.0))
     return (best if move else current), rates, significant
-
-
-def _faster_double(branches, current: int, samples_per_s: Callable[[int], float]) -> int:
-    """After insignificant branches: the double of current where it runs MIN_BRANCH_GAIN more
-    samples per second and its improvement is not below current's by the significance bar (or,
-    before current's branch ran, on speed alone: held until current's decides); else current."""
-    double, gains = 2 * current, branches.improvement
-    if double not in gains or not (_speed(branches, double, samples_per_s) > (
-            1 + MIN_BRANCH_GAIN) * _speed(branches, current, samples_per_s)):
-        return current
-    if current not in gains:
-        return double
-    bar = SIGNIFICANT_IMPROVEMENT * abs(branches.loss_before)
-    return double if gains[double] >= gains[current] - bar else current  # False for nan
-
-
-def _speed(branches, size: int, samples_per_s: Callable[[int], float]) -> float:
-    """Samples per second at size: the throughput model's, else the branch's own clock (0 where
-    neither: an unmeasured size)."""
-    speed = samples_per_s(size)
-    if speed > 0:
-        return speed
-    seconds = branches.seconds.get(size, 0.0)
-    return branches.samples / seconds if seconds > 0 else 0.0
