@@ -428,23 +428,30 @@ def test_an_lr_rule_that_reads_the_noise_keeps_it_measured():
 
 
 def test_branches_are_due_at_the_paced_steps_with_the_current_size_its_double_and_half():
-    from batchtrain.batching.branched import BRANCH_OVERHEAD
-    policy = branching()  # the start's branches cost 0.3 s: due after 0.3 / BRANCH_OVERHEAD s
+    from batchtrain.batching.branched import BRANCH_OVERHEAD, predicted_overhead
+    policy = branching()  # the start's branches cost 0.3 s, paid from the start's budget
     assert policy.branches_due() is None
-    per_sample = 1e-5  # fast steps: the next branches would cost less than the last ones
-    steps = math.ceil(0.3 / BRANCH_OVERHEAD / (128 * per_sample))
-    drive(policy, [80.0] * (steps - 2), timing=(0.0, per_sample))
-    assert policy.branches_due() is None
-    drive(policy, [80.0] * 3, timing=(0.0, per_sample))
+    per_sample = 1e-5  # fast steps: the next branches cost far less than the start's 0.3 s
+    drive(policy, [80.0] * 20, timing=(0.0, per_sample))
+    predicted = predicted_overhead([128, 256], 128, 1, policy._samples_per_s)
+    assert 0 < predicted < 0.3 / 4
+    trained = 20 * 128 * per_sample
+    while policy.branches_due() is None:
+        drive(policy, [80.0], timing=(0.0, per_sample))
+        trained += 128 * per_sample
+        assert trained < 0.3 / BRANCH_OVERHEAD  # not paced by the start's cost
+    assert trained == pytest.approx(predicted / BRANCH_OVERHEAD, abs=128 * per_sample)
     assert policy.branches_due() == ([128, 256], 1)  # 64 is under the floor (the start's 128)
 
 
 def test_branches_that_would_cost_more_than_the_last_ones_wait_for_their_own_cost():
-    """The first branches during training are paced by what they will cost, not only by the
-    start's cheaper ones: slow steps make 8 steps of 256 dearer than the start's 0.3 s."""
+    """The branches during training are paced by what they will cost, not only by the last
+    ones: slow steps make 8 steps of 256 dearer than the last branches' 0.3 s."""
     from batchtrain.batching.branched import BRANCH_OVERHEAD, predicted_overhead
     policy = branching()
     step_s = 0.5  # a step of 128: 256 samples/s
+    drive(policy, [80.0] * 13, timing=(0.0, step_s / 128))
+    policy.branches.started(0.3)  # as after branches during training that cost 0.3 s
     drive(policy, [80.0] * 13, timing=(0.0, step_s / 128))  # 6.5 s: past 0.3 s / 5 %
     predicted = predicted_overhead([128, 256], 128, 1, policy._samples_per_s)
     assert predicted > 0.3 and policy.branches_due() is None
@@ -455,6 +462,30 @@ def test_branches_that_would_cost_more_than_the_last_ones_wait_for_their_own_cos
         assert trained < 1000
     predicted = predicted_overhead([128, 256], 128, 1, policy._samples_per_s)
     assert predicted / BRANCH_OVERHEAD <= trained < predicted / BRANCH_OVERHEAD + step_s
+
+
+def test_the_next_branches_cost_is_predicted_again_only_once_the_last_prediction_is_reached(
+        monkeypatch):
+    """branches_due is asked after every step: the prediction (the throughput model's rates) is
+    made once, and again only when the training since the last branches would pay for it."""
+    from batchtrain.batching.branched import BRANCH_OVERHEAD
+    policy = branching()
+    calls = []
+    original = adaptive.predicted_overhead
+    monkeypatch.setattr(adaptive, "predicted_overhead",
+                        lambda *args: calls.append(args) or original(*args))
+    per_sample = 1e-5
+    steps = 0
+    while policy.branches_due() is None:
+        drive(policy, [80.0], timing=(0.0, per_sample))
+        steps += 1
+        assert steps < 100_000
+    predicted = original([128, 256], 128, 1, policy._samples_per_s)
+    assert steps * 128 * per_sample == pytest.approx(predicted / BRANCH_OVERHEAD,
+                                                     abs=2 * 128 * per_sample)
+    assert steps > 100 and len(calls) <= 3  # once at the start, then where it came due
+    policy.branches.started(0.0)  # new branches ran: the next ones predicted anew
+    assert policy.branches.predicted_s is None
 
 
 def until_due(policy: Adaptive, timing=(0.0, 1e-5)) -> list[int]:

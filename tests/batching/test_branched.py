@@ -44,15 +44,19 @@ def test_branches_are_paced_by_the_next_ones_predicted_cost_when_it_is_more():
     assert decisions.due(predicted_s=0.2)
 
 
-def test_the_predicted_cost_is_the_other_sizes_samples_at_their_rates():
-    from batchtrain.batching.branched import BRANCH_STEPS
+def test_the_predicted_cost_is_the_other_sizes_samples_at_their_rates_and_the_evaluations():
+    from batchtrain.batching.branched import BRANCH_STEPS, EVAL_COST, PROBE_SAMPLES
     rates = {64: 1000.0, 128: 2000.0, 256: 4000.0}.get
-    samples = BRANCH_STEPS * 256
+    samples = BRANCH_STEPS * 256  # 2,048: a probe set of half of it
+    # 4 evaluations (one before, one per size) of 1,024 samples at a third of 128's rate
+    evaluations = 4 * (samples // 2) * EVAL_COST / 2000
     assert predicted_overhead([64, 128, 256], 128, 1, rates) == pytest.approx(
-        samples / 1000 + samples / 4000)  # the current size's branch is kept: not counted
+        samples / 1000 + samples / 4000 + evaluations)  # the current size's branch is kept
+    longer = 4 * samples  # 8,192: the probe set is capped
     assert predicted_overhead([64, 128, 256], 128, 4, rates) == pytest.approx(
-        4 * (samples / 1000 + samples / 4000))
+        longer / 1000 + longer / 4000 + 4 * PROBE_SAMPLES * EVAL_COST / 2000)
     assert predicted_overhead([64, 128], 128, 1, lambda size: 0.0) == float("inf")
+    assert predicted_overhead([64, 128], 128, 1, {64: 1000.0, 128: 0.0}.get) == float("inf")
 
 
 def test_the_candidates_are_the_current_size_its_double_and_its_half_within_bounds():
@@ -177,7 +181,8 @@ def test_the_first_batch_is_the_smallest_size_no_larger_one_clearly_beats():
     clock = {32: 1.0, 64: 0.9, 128: 0.5}  # the branches' own seconds
     # per second: 32: 0.30, 64: 0.32 (within the margin of 32), 128: 0.50 (clearly faster)
     start = Branches([32, 64, 128], 1.0, {32: 0.30, 64: 0.288, 128: 0.25}, clock, SAMPLES, 0.4)
-    assert decisions.first(start) == 128 and decisions.cost_s == 0.4
+    assert decisions.first(start) == 128
+    assert decisions.cost_s == 0.0  # the start's budget paid: the next ones' own cost paces
     close = Branches([32, 64], 1.0, {32: 0.30, 64: 0.288}, clock, SAMPLES, 0.4)
     assert close.fastest == 64 and decisions.first(close) == 32  # 7 % faster: not enough
     assert decisions.first(Branches([32, 64], 1.0, {32: -0.1, 64: 0.0}, clock, SAMPLES, 0.4)) is None

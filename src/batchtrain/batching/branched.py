@@ -7,9 +7,13 @@ noise scale (Merrill et al. 2025 measure the critical batch this way). Here the 
 the current batch, its double and (down to the policy's floor) its half, and:
 - pace: branches run again once the steps trained since the last ones took 1 / BRANCH_OVERHEAD
   times their cost beyond the kept branch's steps, the last ones' or the next ones' predicted
-  (predicted_overhead: each size's samples at the throughput model's rate), whichever is more,
-  so they cost at most BRANCH_OVERHEAD (5 %) of the training time, the first ones during
-  training too (they get rarer as they get longer); each decision in a row that keeps the size
+  (predicted_overhead: each size's samples at the throughput model's rate, and the probe
+  evaluations), whichever is more, so they cost at most BRANCH_OVERHEAD (5 %) of the training
+  time (they get rarer as they get longer). The start's branches were paid from the start's own
+  budget (training/calibrate.py): the first ones during training wait for their own predicted
+  cost alone, not for the start's (which can be several times dearer: 8 steps of the start's
+  largest size, the climb's rounds, and on a short run it delayed the first decision to 80 %
+  of the run); each decision in a row that keeps the size
   on a significant result halves that share, down to 1 / 2^MAX_BACKOFF of it (0.6 %), and a
   move restores it: the critical batch grows fast early and then plateaus (Merrill et al.
   2025), so a size the branches keep confirming is checked less and less often, and a settled
@@ -29,6 +33,11 @@ MIN_BRANCH_GAIN = 0.1  # a size must lower the probe loss 10 % faster than the c
 SIGNIFICANT_IMPROVEMENT = 0.01  # of the probe loss, by the best branch
 MAX_LENGTH = 64  # the longest branches, in units of the trainer's default (training/branch.py)
 MAX_BACKOFF = 3  # kept sizes in a row make branches at most 2^3 = 8 x rarer
+# The probe loss is taken on up to PROBE_SAMPLES other training samples (training/branch.py
+# probe_samples: at most half a branch's), once before the branches and once after each, in
+# passes without gradients that cost about EVAL_COST of a training step per sample
+PROBE_SAMPLES = 2048
+EVAL_COST = 1 / 3
 
 
 class BranchDecisions:
@@ -39,6 +48,7 @@ class BranchDecisions:
         self.cost_s = 0.0  # what the last branches cost
         self.length = 1  # the next branches' samples, in units of the trainer's default
         self.kept = 0  # significant decisions in a row that kept the size (the pace's back-off)
+        self.predicted_s: float | None = None  # the next branches' last predicted cost (not state)
 
     def observe(self, time_s: float) -> None:
         self.trained_s += time_s
@@ -54,13 +64,15 @@ class BranchDecisions:
                                   if floor <= size <= top)})
 
     def started(self, cost_s: float) -> None:
-        """Branches that cost cost_s just ran: pace the next ones."""
-        self.trained_s, self.cost_s = 0.0, cost_s
+        """Branches that cost cost_s just ran: pace the next ones (their sizes are new: no
+        prediction yet)."""
+        self.trained_s, self.cost_s, self.predicted_s = 0.0, cost_s, None
 
     def first(self, branches) -> int | None:
         """The first batch from the start's branches (Adaptive.branch_sizes: the calibrated size
-        and its doublings): first_choice; the branches' cost paces the next ones."""
-        self.started(branches.overhead_s)
+        and its doublings): first_choice. Their cost came out of the start's budget: the next
+        ones are paced by their own predicted cost (module docstring)."""
+        self.started(0.0)
         return first_choice(branches)
 
     def decide(self, branches, current: int, samples_per_s: Callable[[int], float]
@@ -90,16 +102,22 @@ class BranchDecisions:
         self.cost_s = float(state["cost_s"])
         self.length = int(state["length"])
         self.kept = int(state.get("kept", 0))  # absent: a run from before the back-off
+        self.predicted_s = None
 
 
 def predicted_overhead(sizes: list[int], current: int, length: int,
                        samples_per_s: Callable[[int], float]) -> float:
     """Seconds that branches at `sizes` (training/branch.py Brancher: BRANCH_STEPS x the largest
     x length samples each) would take beyond the current size's, whose branch the run keeps when
-    the size stays: each other size's samples at samples_per_s (inf where it is not positive)."""
+    the size stays: each other size's samples at samples_per_s, and the probe evaluations (one
+    per size and one before, of at most half a branch's samples, at EVAL_COST of the current
+    size's rate); inf where a rate is not positive."""
     samples = BRANCH_STEPS * max(sizes) * max(1, length)
     rates = [samples_per_s(size) for size in sizes if size != current]
-    return sum(samples / rate if rate > 0 else float("inf") for rate in rates)
+    evaluated = (len(sizes) + 1) * min(PROBE_SAMPLES, samples // 2) * EVAL_COST
+    return sum(count / rate if rate > 0 else float("inf")
+               for count, rate in [*((samples, rate) for rate in rates),
+                                   (evaluated, samples_per_s(current))])
 
 
 def first_choice(branches) -> int | None:

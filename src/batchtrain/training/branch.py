@@ -30,12 +30,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from batchtrain.batching.branched import BRANCH_STEPS
+from batchtrain.batching.branched import BRANCH_STEPS, PROBE_SAMPLES
 
 PROBE_BATCH = 1024  # probe-loss evaluation batch (no activations kept: large is cheap)
 # Each branch trains on at least BRANCH_STEPS x the largest size's samples (batching/branched.py,
 # whose pacing predicts their cost); the probe loss is taken on up to PROBE_SAMPLES others
-PROBE_SAMPLES = 2048
 
 
 def probe_samples(training_samples: int, branch_samples: int) -> int:

@@ -234,10 +234,9 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     branch_sizes = [size for size in policy.branch_sizes(samples) if size <= max_physical_batch]
     plan = _branch_plan(branch_sizes, calibration.seconds, samples, run_samples)
     if optimizer is not None and plan is None and len(branch_sizes) >= 2 and calibration.seconds:
-        # over budget for this run: nothing measured, and the branches during training are paced
-        # by what these would have cost (their two smallest sizes), so a short run has none
-        cost = _predicted_s(calibration.seconds, branch_sizes[:2], BRANCH_STEPS * branch_sizes[1])
-        policy.observe_branches(Branches([], math.nan, {}, {}, 0, cost))
+        # over budget for this run: none run, recorded as such (the calibrated size stays; the
+        # branches during training are paced by their own predicted cost, batching/branched.py)
+        policy.observe_branches(Branches([], math.nan, {}, {}, 0, 0.0))
     rounds, spent_s = [], 0.0
     while optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
