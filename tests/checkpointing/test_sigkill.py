@@ -24,14 +24,20 @@ def seconds(process: subprocess.Popen) -> float:
     return time.perf_counter() - began
 
 
+def imports_only() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import torch, batchtrain"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
-    reference_s = seconds(start(tmp_path / "reference", tmp_path / "reference.pt"))
-    expected = torch.load(tmp_path / "reference.pt")
     # The kills land at random points of the training, as fractions of this machine's time for
     # it: fixed delays (1.5-4 s) let a fast machine's resumed runs finish before the tenth kill.
-    import_s = seconds(subprocess.Popen([sys.executable, "-c", "import torch, batchtrain"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    # A first import, untimed, compiles what a fresh install has not (it inflated the timed run).
+    seconds(imports_only())
+    reference_s = seconds(start(tmp_path / "reference", tmp_path / "reference.pt"))
+    expected = torch.load(tmp_path / "reference.pt")
+    import_s = seconds(imports_only())
     training_s = max(reference_s - import_s, 0.5)
 
     rng = random.Random(20261127)
@@ -48,8 +54,8 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
             continue
         process = start(directory, output)
         try:
-            # 7 random kills of 3-15 % of the training each: 63 % of it on average
-            delay_s = import_s + rng.uniform(0.03, 0.15) * training_s
+            # 7 random kills of 2-12 % of the training each: 49 % of it on average
+            delay_s = import_s + rng.uniform(0.02, 0.12) * training_s
             code = process.wait(timeout=delay_s if kills < 10 else 300)
             finished = code == 0
             assert finished, process.stderr.read().decode()
@@ -57,7 +63,9 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path):
             process.kill()
             process.wait()
             kills += 1
-    assert kills >= 10 and inside_saves >= 3
+    assert kills >= 10 and inside_saves >= 3, (
+        f"{kills} kills ({inside_saves} inside saves) before the run finished; reference "
+        f"{reference_s:.2f} s, imports {import_s:.2f} s")
     assert resumed_starts >= 6  # most restarts continued from a checkpoint, not from scratch
     for ours, theirs in zip(torch.load(output), expected):
         assert torch.equal(ours, theirs)
