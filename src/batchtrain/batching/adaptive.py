@@ -224,16 +224,9 @@ class Adaptive(Policy):
             return None
         top = min(self.upper, self._cap) if self._cap is not None else self.upper
         sizes, length = self.branches.sizes(self.current, self.floor, top), self.branches.length
-        if len(sizes) < 2:
-            return None
-        # Asked after every step: the prediction (the throughput model's rates, tens of us) is
-        # made again only once the last one would be due, so a step pays a comparison.
-        last = self.branches.predicted_s
-        if last is not None and not self.branches.due(last):
-            return None
-        predicted = predicted_overhead(sizes, self.current, length, self._samples_per_s)
-        self.branches.predicted_s = predicted
-        return (sizes, length) if self.branches.due(predicted) else None
+        due = len(sizes) > 1 and self.branches.due_as_predicted(
+            lambda: predicted_overhead(sizes, self.current, length, self._samples_per_s))
+        return (sizes, length) if due else None
 
     def _decide_from_branches(self, branches) -> None:
         """The size the branches (training/branch.py Branches) show fastest (batching/branched.py)."""

@@ -58,6 +58,15 @@ class BranchDecisions:
         cost_s = max(self.cost_s, predicted_s)
         return self.trained_s * BRANCH_OVERHEAD >= cost_s * 2 ** min(self.kept, MAX_BACKOFF)
 
+    def due_as_predicted(self, predict: Callable[[], float]) -> bool:
+        """due(predict()), asked after every step: the prediction (the throughput model's rates,
+        tens of us) is made again only once the last one would be due, so a step pays a
+        comparison."""
+        if self.predicted_s is not None and not self.due(self.predicted_s):
+            return False
+        self.predicted_s = predict()
+        return self.due(self.predicted_s)
+
     def sizes(self, current: int, floor: int, top: int) -> list[int]:
         """The candidates: current, its double up to top, its half down to floor."""
         return sorted({current, *(size for size in (2 * current, current // 2)
@@ -113,11 +122,10 @@ def predicted_overhead(sizes: list[int], current: int, length: int,
     per size and one before, of at most half a branch's samples, at EVAL_COST of the current
     size's rate); inf where a rate is not positive."""
     samples = BRANCH_STEPS * max(sizes) * max(1, length)
-    rates = [samples_per_s(size) for size in sizes if size != current]
+    work = [(samples, samples_per_s(size)) for size in sizes if size != current]
     evaluated = (len(sizes) + 1) * min(PROBE_SAMPLES, samples // 2) * EVAL_COST
-    return sum(count / rate if rate > 0 else float("inf")
-               for count, rate in [*((samples, rate) for rate in rates),
-                                   (evaluated, samples_per_s(current))])
+    work.append((evaluated, samples_per_s(current)))
+    return sum(count / rate if rate > 0 else float("inf") for count, rate in work)
 
 
 def first_choice(branches) -> int | None:
