@@ -19,7 +19,7 @@ from batchtrain.batching.spec import parse_batch_size
 from batchtrain.callbacks.base import Callback, CallbackList, for_this_rank
 from batchtrain.checkpointing.resume import restore_newest
 from batchtrain.checkpointing.saved_model import SavedModel, load_saved_model, save_model
-from batchtrain.data.iterator import Batch, BatchIterator
+from batchtrain.data.iterator import Batch, BatchIterator, first_epoch_samples
 from batchtrain.data.sources import Source, as_source, fit_sources, holds_targets
 from batchtrain.distributed.policy import synced
 from batchtrain.errors import ConfigError, TrainingInterrupted, check_batch_size, check_count
@@ -126,7 +126,7 @@ class Trainer:
         self._setup(train)
         with restored_threads(self.threads, self.device_):  # on_fit_end restores them too, but
             # an exception skips it; an int is pinned from here on, for the calibration too
-            run = self.state_ = self._begin_run(requested, train, int(epochs), resume is None)
+            run = self.state_ = self._begin_run(requested, train, int(epochs), resume is None, shuffle)
             resumed_from = restore_newest(resume, self.model_, self.optimizer_, run,
                                           self.device_) if resume is not None else None
             batches = BatchIterator(self._with_targets(train), synced(run.policy, self.dist_,
@@ -305,7 +305,7 @@ class Trainer:
         names = DEFAULT_METRICS[self.task_.kind] if self.metrics == "auto" else self.metrics
         self.metric_names_ = tuple([names] if isinstance(names, str) else names)
 
-    def _begin_run(self, requested, train: Source, epochs: int, calibrate: bool) -> RunState:
+    def _begin_run(self, requested, train: Source, epochs: int, calibrate: bool, shuffle: bool):
         """A new run's state and step pipeline (training/run.py), under the memory ceiling; the
         policy calibrated if it asks (training/calibrate.py) and `calibrate` (not resuming)."""
         self.memory_, max_physical = physical_cap(
@@ -315,8 +315,8 @@ class Trainer:
         run, self.pipeline_ = begin_run(
             requested, self.built_, self.optimizer_, self.metric_names_, len(train), epochs,
             max_physical, self.lr_scaling, self.lr_schedule, self.state_, self.precision_,
-            self.compile, lambda n, seed: next(BatchIterator(  # n shuffled samples
-                self._with_targets(train), n, True, seed, self.device_).epoch(0)), calibrate)
+            self.compile, lambda *args: first_epoch_samples(self._with_targets(train), *args,
+                                                            device=self.device_), calibrate, shuffle)
         self.stop_training = False
         check_action(self.on_nonfinite)
         return run

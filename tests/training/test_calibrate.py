@@ -60,9 +60,9 @@ def test_a_policy_that_asks_nothing_is_not_calibrated_and_one_that_asks_is():
     model, x, y, _ = noisy_linear_regression(n=4096)
     draws = []
 
-    def draw(n):
+    def draw(n, start):
         draws.append(n)
-        return x[:n], y[:n]
+        return x[start:start + n], y[start:start + n]
 
     assert calibrate_policy(Adaptive(initial=64), model, F.mse_loss, draw, len(x)) is None
     assert draws == []  # the user's initial batch is kept: nothing measured
@@ -304,6 +304,47 @@ def test_fit_with_auto_branches_from_the_start_and_keeps_the_chosen_branch(monke
     assert {int(state["step"]) for state in seen["moments"].values()} == {steps}
 
 
+def test_the_kept_start_branches_are_the_runs_first_steps_and_the_epoch_goes_on_after_them(
+        monkeypatch):
+    """A kept branch trained on the first samples of the run's first epoch, in its order: the
+    run counts them and goes on after them, so auto that keeps B and never moves trains
+    bitwise as fixed B (no dropout here: a branch's draws are its own), every sample once an
+    epoch. Nothing branches during training (that would keep branches on other samples)."""
+    flat_throughput(monkeypatch, 1e6)  # first size 32, and branches within any run's budget
+    monkeypatch.setattr(Adaptive, "branches_due", lambda self: None)
+    start_sizes = Adaptive.branch_sizes  # one round (a climb would step at a second size)
+    monkeypatch.setattr(Adaptive, "branch_sizes", lambda self, samples: [] if (
+        self.calibration or {}).get("branched") else start_sizes(self, samples))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6000, 20)).astype(np.float32)
+    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    seen = {}
+
+    class AtBegin(Callback):
+        def on_fit_begin(self, trainer, info):
+            seen["position"], seen["samples_seen"] = trainer.state_.position, trainer.state_.samples_seen
+
+    def model():
+        torch.manual_seed(5)
+        return nn.Sequential(nn.Linear(20, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 2))
+
+    for shuffle in (True, False):
+        auto = Trainer(model(), optimizer="adam", lr=1e-3, seed=2)
+        auto.fit(x, y, batch_size="auto", epochs=2, shuffle=shuffle, callbacks=[AtBegin()])
+        calibration, run = auto.state_.calibration, auto.state_
+        size = run.policy.batch_size()
+        assert calibration.branches.kept == size and not calibration.climbs
+        assert calibration.trained == calibration.branches.samples > 0
+        assert seen == {"position": calibration.trained, "samples_seen": calibration.trained}
+        assert run.samples_seen == 2 * len(x) and run.policy.floor == size
+        fixed = Trainer(model(), optimizer="adam", lr=1e-3, seed=2)
+        fixed.fit(x, y, batch_size=size, epochs=2, shuffle=shuffle)
+        assert (run.samples_seen, run.step) == (fixed.state_.samples_seen, fixed.state_.step)
+        for ours, theirs in zip(auto.model_.state_dict().values(),
+                                fixed.model_.state_dict().values()):
+            assert torch.equal(ours, theirs)
+
+
 def test_under_a_warm_up_the_start_branches_are_all_undone(monkeypatch):
     """They train at the optimizer's lr, which a warm-up does not start at: nothing is kept."""
     flat_throughput(monkeypatch)
@@ -357,17 +398,18 @@ def test_the_start_branches_again_from_the_winner_while_the_largest_size_wins(mo
     from batchtrain.training import calibrate as calibrate_module
     flat_throughput(monkeypatch)  # the calibrated first size is the smallest
     model, x, y, _ = noisy_linear_regression(n=1 << 15)
-    rounds, draws = [], []
+    rounds, draws, lengths = [], [], []
 
     def top_wins(model, loss_fn, optimizer, inputs, targets, probe_x, probe_y, sizes, **options):
         rounds.append(list(sizes))
+        lengths.append((len(inputs), len(probe_x)))
         gains = {size: 0.1 * size for size in sizes}  # improvement per second grows with size
         return Branches(list(sizes), 1.0, gains, {size: 1.0 for size in sizes}, len(inputs),
                         0.02 * len(sizes), kept=max(sizes))
 
-    def draw(n, offset=0):
-        draws.append(offset)
-        return x[:n], y[:n]
+    def draw(n, start):
+        draws.append((start, n))
+        return x[start:start + n], y[start:start + n]
 
     monkeypatch.setattr(calibrate_module, "branch", top_wins)
     policy = Adaptive(min_batch=32, max_batch=1024)
@@ -381,7 +423,13 @@ def test_the_start_branches_again_from_the_winner_while_the_largest_size_wins(mo
         assert min(after) == max(before)  # from the last winner, upwards
     assert max(rounds[-1]) == 1024  # the top: the budget (3 s) was never near
     assert policy.batch_size() == policy.floor == max(rounds[-1])
-    assert draws[1:] == [0, *range(1, len(rounds))]  # the pool, then other samples each round
+    # the pool, then each round the samples after the kept branches', its probe set past them
+    assert draws[0][0] == 0 and len(draws) == len(rounds) + 1
+    trained = 0
+    for (start, n), (samples, probe) in zip(draws[1:], lengths):
+        assert start == trained and n == samples + probe
+        trained += samples
+    assert calibration.trained == trained and trained <= len(x)
     assert calibration.branches.sizes == rounds[0]
     assert [climb.sizes for climb in calibration.climbs] == rounds[1:]
     assert "the largest won, so branched again at" in calibration.describe()

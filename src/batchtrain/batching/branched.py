@@ -38,6 +38,10 @@ MAX_BACKOFF = 3  # kept sizes in a row make branches at most 2^3 = 8 x rarer
 # passes without gradients that cost about EVAL_COST of a training step per sample
 PROBE_SAMPLES = 2048
 EVAL_COST = 1 / 3
+# The next branches' cost is predicted again after this many steps even when the last
+# prediction is not yet reached: one made during a stall (a loaded machine's slow steps in the
+# throughput model) would otherwise hold the branches back until its inflated cost is trained
+REPREDICT_EVERY = 16
 
 
 class BranchDecisions:
@@ -49,6 +53,7 @@ class BranchDecisions:
         self.length = 1  # the next branches' samples, in units of the trainer's default
         self.kept = 0  # significant decisions in a row that kept the size (the pace's back-off)
         self.predicted_s: float | None = None  # the next branches' last predicted cost (not state)
+        self.since_prediction = 0  # steps asked since (not state)
 
     def observe(self, time_s: float) -> None:
         self.trained_s += time_s
@@ -60,11 +65,13 @@ class BranchDecisions:
 
     def due_as_predicted(self, predict: Callable[[], float]) -> bool:
         """due(predict()), asked after every step: the prediction (the throughput model's rates,
-        tens of us) is made again only once the last one would be due, so a step pays a
-        comparison."""
-        if self.predicted_s is not None and not self.due(self.predicted_s):
+        tens of us) is made again only once the last one would be due, or REPREDICT_EVERY steps
+        after it, so most steps pay a comparison."""
+        self.since_prediction += 1
+        if (self.predicted_s is not None and self.since_prediction < REPREDICT_EVERY
+                and not self.due(self.predicted_s)):
             return False
-        self.predicted_s = predict()
+        self.predicted_s, self.since_prediction = predict(), 0
         return self.due(self.predicted_s)
 
     def sizes(self, current: int, floor: int, top: int) -> list[int]:
@@ -76,6 +83,7 @@ class BranchDecisions:
         """Branches that cost cost_s just ran: pace the next ones (their sizes are new: no
         prediction yet)."""
         self.trained_s, self.cost_s, self.predicted_s = 0.0, cost_s, None
+        self.since_prediction = 0
 
     def first(self, branches) -> int | None:
         """The first batch from the start's branches (Adaptive.branch_sizes: the calibrated size
@@ -111,7 +119,7 @@ class BranchDecisions:
         self.cost_s = float(state["cost_s"])
         self.length = int(state["length"])
         self.kept = int(state.get("kept", 0))  # absent: a run from before the back-off
-        self.predicted_s = None
+        self.predicted_s, self.since_prediction = None, 0
 
 
 def predicted_overhead(sizes: list[int], current: int, length: int,

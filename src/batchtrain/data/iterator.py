@@ -49,6 +49,14 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(num_samples, generator=generator)
 
 
+def first_epoch_samples(source: Source, n: int, seed: int, start: int = 0, shuffle: bool = True,
+                        device: torch.device = torch.device("cpu")) -> tuple[Tensor, Tensor]:
+    """The n samples (and targets) at positions start .. start + n of epoch 0's order under
+    this seed and shuffle, on the device: what a run of BatchIterator(source, ..., shuffle,
+    seed) trains on there."""
+    return next(BatchIterator(source, n, shuffle, seed, device).epoch(0, start))
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     # Distinct, well-spread seeds per epoch; the large odd multiplier keeps (seed, epoch) pairs apart.
     return (seed * 1_000_003 + epoch) % (2**63)

@@ -52,6 +52,8 @@ class Calibration:
     samples: int
     branches: Branches | None = None  # training/branch.py, when the policy asked for them
     climbs: list[Branches] = field(default_factory=list)  # the rounds after, while the top won
+    trained: int = 0  # the first samples of the run's first epoch, which kept branches trained
+    steps: int = 0  # on, in this many optimizer steps (calibrate_policy)
 
     def describe(self) -> str:
         phi = f"{self.noise['noise_scale']:.0f}" if self.noise else "unknown"
@@ -205,14 +207,14 @@ def noise_from_norms(norms: list[tuple[int, float]], pool: float = math.inf
 
 
 def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
-                     draw: Callable[..., tuple[Tensor, Tensor]], samples: int,
+                     draw: Callable[[int, int], tuple[Tensor, Tensor]], samples: int,
                      autocast=nullcontext, run_samples: float = math.inf,
                      optimizer: torch.optim.Optimizer | None = None,
                      max_physical_batch: float = math.inf, keep_branch: bool = True
                      ) -> Calibration | None:
-    """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n)
-    gives n shuffled training samples and their targets (draw(n, k): other ones for k > 0, for
-    the k-th round of branches); `samples`: how many there are;
+    """Calibrate a policy that asks for it (Policy.calibration_sizes) before a new run: draw(n,
+    start) gives the samples and targets at positions start .. start + n of the run's first
+    epoch (its order: the ones it trains on first); `samples`: how many there are;
     run_samples: how many the run will train on (epochs x samples), which bounds the cost. A
     policy whose calibration_timed is False is calibrated on its sizes without a time budget
     (its decisions read no clock: the same sizes every run). Then, with an optimizer, the
@@ -220,11 +222,15 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
     branch_choice, when keep_branch: they train at the optimizer's lrs, so only where the run's
     first step takes those, not under a warm-up): within their own budget
     (BRANCH_*), or not at all; a branch steps without accumulation, so only at sizes up to
-    max_physical_batch (the memory ceiling)."""
+    max_physical_batch (the memory ceiling). Each round trains on the first epoch's next
+    samples and takes its probe loss on the ones after them; a kept branch's samples are the
+    run's first (Calibration.trained: the run's first epoch goes on after them, so a run that
+    keeps B's branch has taken the steps a fixed batch of B would have), and the next round's
+    samples follow; while nothing is kept, each round reads new ones."""
     sizes = policy.calibration_sizes(samples)
     if not sizes:
         return None
-    inputs, targets = draw(min(samples, (REPEATS + 1) * max(sizes)))
+    inputs, targets = draw(min(samples, (REPEATS + 1) * max(sizes)), 0)
     timed = getattr(policy, "calibration_timed", True)
     calibration = calibrate(model, loss_fn, inputs, targets, sizes, autocast,
                             budget_s=BUDGET_S if timed else math.inf,
@@ -237,29 +243,37 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         # over budget for this run: none run, recorded as such (the calibrated size stays; the
         # branches during training are paced by their own predicted cost, batching/branched.py)
         policy.observe_branches(Branches([], math.nan, {}, {}, 0, 0.0))
-    rounds, spent_s = [], 0.0
+    rounds, spent_s, trained, start = [], 0.0, 0, 0  # trained: the kept branches' samples
     while optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
         probe = probe_samples(samples, branch_samples)
-        inputs, targets = draw(branch_samples + probe, len(rounds))  # other samples each round
-        rounds.append(branch(model, loss_fn, optimizer, inputs[probe:], targets[probe:],
-                             inputs[:probe], targets[:probe], sorted(branch_sizes, reverse=True),
-                             autocast=autocast, keep=policy.branch_choice if keep_branch else None,
-                             enough=policy.branches_enough))
+        inputs, targets = draw(branch_samples + probe, start)
+        # keeping needs the run's samples in order: a branch on later ones would skip some
+        keep = policy.branch_choice if keep_branch and start == trained else None
+        rounds.append(branch(model, loss_fn, optimizer, inputs[:branch_samples],
+                             targets[:branch_samples], inputs[branch_samples:],
+                             targets[branch_samples:], sorted(branch_sizes, reverse=True),
+                             autocast=autocast, keep=keep, enough=policy.branches_enough))
         policy.observe_branches(rounds[-1])
         spent_s += rounds[-1].overhead_s  # a kept branch's steps trained the run: not overhead
+        if rounds[-1].kept is not None:
+            trained = start = start + branch_samples
+            calibration.steps += -(-branch_samples // rounds[-1].kept)
+        else:
+            start += branch_samples + probe
         # the climb: the policy asks again while the largest size wins (Adaptive.branch_sizes)
         plan = _branch_plan([size for size in policy.branch_sizes(samples)
-                             if size <= max_physical_batch], calibration.seconds, samples,
-                            run_samples, spent_s)
+                             if size <= max_physical_batch], calibration.seconds,
+                            samples - start, run_samples, spent_s)
     calibration.branches, calibration.climbs = (rounds[0], rounds[1:]) if rounds else (None, [])
+    calibration.trained = trained
     return calibration
 
 
 def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
                  run_samples: float, spent_s: float = 0.0) -> tuple[list[int], int] | None:
     """(sizes, samples per branch) that the branch budget allows: the most samples (a multiple of
-    BRANCH_STEPS x the largest size, within half the training set) whose predicted time (each
+    BRANCH_STEPS x the largest size, within half the `samples` left unread) whose predicted time (each
     size's steps at its calibrated pass time, x STEP_COST) fits in min(BRANCH_BUDGET_S,
     BRANCH_RUN_FRACTION of the run at the fastest calibrated rate, but at least
     BRANCH_MIN_BUDGET_S), less the spent_s earlier rounds cost beyond their kept steps; the

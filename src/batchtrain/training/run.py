@@ -32,16 +32,21 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
               samples_per_epoch: int, epochs: int, max_physical_batch: int, lr_scaling: str,
               lr_schedule: LRSchedule | str | None, previous: RunState | None,
               precision: Precision = FULL, compile: bool = False,
-              draw: Callable[[int, int], tuple[Tensor, Tensor]] | None = None,
-              calibrate: bool = True) -> tuple[RunState, TrainStep]:
+              draw: Callable[..., tuple[Tensor, Tensor]] | None = None,
+              calibrate: bool = True, shuffle: bool = True) -> tuple[RunState, TrainStep]:
     """The state of a new run of `epochs` x `samples_per_epoch` samples and its step pipeline.
 
     requested: the parsed batch size (a policy, or "max"); max_physical_batch: the memory
     ceiling (samples), the same on every rank. The step and sample counters carry over from the
     previous run of the same trainer; everything else starts anew. compile: steps go through
-    torch.compile (runtime/compile.py). draw(n, seed): n shuffled training samples and targets, to
-    calibrate a policy that asks (training/calibrate.py) when `calibrate` (not on a resumed run),
-    and for the branches it asks for during training (training/branch.py Brancher; one process).
+    torch.compile (runtime/compile.py). draw(n, seed, start=0, shuffle=True): the training
+    samples and targets at positions start .. start + n of epoch 0 of a run with this seed and
+    shuffle (data/iterator.py first_epoch_samples): shuffled ones from other seeds for the
+    branches a policy asks for during training (training/branch.py Brancher; one process), and
+    the run's own first ones, in its order (`shuffle`), to calibrate a policy that asks
+    (training/calibrate.py) when `calibrate` (not on a resumed run): the run's first epoch goes
+    on after what the kept start branches trained on (Calibration.trained), and its counters
+    count their samples and steps.
     """
     policy = resolve_policy(requested, max_physical_batch)
     noise = NoiseScaleTracker() if policy.wants_gradient_stats else None
@@ -67,12 +72,16 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
     if draw is not None and built.group is None:  # under DDP each rank would time its own clock
         policy.allow_branches()
         if calibrate:
-            run.calibration = calibrate_policy(policy, built.model, built.task.loss_fn,
-                                               lambda n, offset=0: draw(n, run.seed + offset),
-                                               samples_per_epoch,
-                                               precision.autocast, run.total_samples, optimizer,
-                                               max_physical_batch,
-                                               keep_branch=lr_control.at_base(run.clock()))
+            run.calibration = calibration = calibrate_policy(
+                policy, built.model, built.task.loss_fn,
+                lambda n, start: draw(n, run.seed, start, shuffle), samples_per_epoch,
+                precision.autocast, run.total_samples, optimizer, max_physical_batch,
+                keep_branch=lr_control.at_base(run.clock()))
+            if calibration is not None and calibration.trained:  # the run's first samples
+                run.position = calibration.trained
+                run.samples_seen += calibration.trained
+                run.total_samples_seen += calibration.trained
+                run.step += calibration.steps
         coupling = lr_control.rule if lr_control.rule in ("linear", "sqrt", "none") else "sqrt"
         run.brancher = Brancher(built.model, built.task.loss_fn, optimizer, draw,
                                 samples_per_epoch, max_physical_batch,
