@@ -30,3 +30,19 @@ def test_progress_bar_on_terminal_uses_tqdm(FakeTrainer, drive):
     drive(ProgressBar(stream=stream, terminal=True, refresh_s=0.0), FakeTrainer())
     output = stream.getvalue()
     assert "\r" in output and "epoch 1/2" in output and "sample/s" in output
+
+
+def test_an_epoch_that_begins_past_its_start_counts_from_there(FakeTrainer, drive):
+    """Resumed mid-epoch, or after auto's kept start branch: the epoch's count starts at the
+    run's position, so it ends at the epoch's size."""
+    class Run:
+        position = 15
+
+    trainer = FakeTrainer()
+    trainer.state_ = Run()
+    stream = io.StringIO()
+    drive(ProgressBar(stream=stream, terminal=False, interval_s=0.0), trainer, epochs=1)
+    assert "epoch 1/2 25/40 samples" in stream.getvalue()
+    terminal = io.StringIO()
+    drive(ProgressBar(stream=terminal, terminal=True, refresh_s=0.0), trainer, epochs=1)
+    assert "15.0/40.0" in terminal.getvalue()  # tqdm with unit_scale

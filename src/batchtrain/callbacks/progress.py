@@ -39,10 +39,12 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
-        self.epoch_samples_ = 0
+        # an epoch can begin past its start: resumed mid-epoch, or after auto's kept start branch
+        self.epoch_samples_ = getattr(getattr(trainer, "state_", None), "position", 0)
         self.last_read_ = time.monotonic()
         if self.is_terminal_:
-            self.bar_ = tqdm(total=self.info_.num_samples, file=self.out_, unit="sample",
+            self.bar_ = tqdm(total=self.info_.num_samples, initial=self.epoch_samples_,
+                             file=self.out_, unit="sample",
                              unit_scale=True, leave=False, dynamic_ncols=True,
                              desc=f"epoch {epoch + 1}/{self.info_.epochs}")
 
