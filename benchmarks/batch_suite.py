@@ -201,10 +201,11 @@ class TimeToTarget(Callback):
         self.startup_s = self.started - self.fit_called
         self.info = dataclasses.asdict(info)  # the policy, memory and calibration lines
         self.curve, self.reached, self.eval_s = [], None, 0.0
+        self.seen = 0  # after the last step: auto's kept branches train samples no step reports
 
     def on_batch_end(self, trainer, samples):
-        seen = trainer.state_.samples_seen
-        if seen // self.task.eval_every != (seen - samples) // self.task.eval_every:
+        before, self.seen = self.seen, trainer.state_.samples_seen
+        if self.seen // self.task.eval_every != before // self.task.eval_every:
             self.evaluate(trainer)
 
     def on_fit_end(self, trainer, history):

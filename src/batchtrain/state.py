@@ -141,11 +141,18 @@ class RunState:
         self.last_step = record
         return record
 
-    def observe(self, record: dict) -> None:
-        """Tell the policy about the step of `record`, and run the branches it then asks for."""
+    def observe(self, record: dict, walk=None) -> None:
+        """Tell the policy about the step of `record`, and run the branches it then asks for
+        (walk: the batch iterator walking the epoch, whose next samples they train on: a kept
+        branch's steps and samples count as the run's)."""
         self.policy.observe(self.step_stats(record))
         if self.brancher is not None:
-            self.brancher(self.policy, self.seed + self.step)
+            branches = self.brancher(self.policy, self.seed + self.step, walk)
+            if branches is not None and branches.from_run and branches.kept is not None:
+                self.step += -(-branches.samples // branches.kept)
+                self.position += branches.samples  # the walk skipped them
+                self.samples_seen += branches.samples
+                self.total_samples_seen += branches.samples
 
     def step_stats(self, record: dict) -> StepStats:
         """What the policy is told after the step of `record` (batching/base.py StepStats)."""

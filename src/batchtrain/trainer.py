@@ -175,7 +175,7 @@ class Trainer:
             if record is None:  # non-finite, on_nonfinite="stop"
                 break
             run.history.steps.append(record)
-            run.observe(record)  # the policy told, and the branches it asks for run
+            run.observe(record, batches)  # the policy told, the branches it asks for run
             hooks.on_batch_end(self, record["samples"])
             if run.interrupt is not None:
                 raise TrainingInterrupted(run.interrupt, run.step)

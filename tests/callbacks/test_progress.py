@@ -32,17 +32,28 @@ def test_progress_bar_on_terminal_uses_tqdm(FakeTrainer, drive):
     assert "\r" in output and "epoch 1/2" in output and "sample/s" in output
 
 
-def test_an_epoch_that_begins_past_its_start_counts_from_there(FakeTrainer, drive):
-    """Resumed mid-epoch, or after auto's kept start branch: the epoch's count starts at the
-    run's position, so it ends at the epoch's size."""
-    class Run:
-        position = 15
+def test_the_epoch_count_follows_the_runs_position(FakeTrainer, drive):
+    """An epoch can begin past its start (resumed mid-epoch, or after auto's kept start branch)
+    and pass samples no step reported (a kept branch during training): the count is the run's
+    position in the epoch."""
+    class Run:  # 5 samples in at the epoch's start; 10 more skipped after the second step
+        def __init__(self, trainer):
+            self.trainer = trainer
 
-    trainer = FakeTrainer()
-    trainer.state_ = Run()
-    stream = io.StringIO()
-    drive(ProgressBar(stream=stream, terminal=False, interval_s=0.0), trainer, epochs=1)
-    assert "epoch 1/2 25/40 samples" in stream.getvalue()
-    terminal = io.StringIO()
-    drive(ProgressBar(stream=terminal, terminal=True, refresh_s=0.0), trainer, epochs=1)
-    assert "15.0/40.0" in terminal.getvalue()  # tqdm with unit_scale
+        @property
+        def position(self):
+            seen = self.trainer.samples_seen_
+            return 5 + seen + (10 if seen >= 20 else 0)
+
+    for terminal in (False, True):
+        trainer = FakeTrainer()
+        trainer.state_ = Run(trainer)
+        stream = io.StringIO()
+        progress = ProgressBar(stream=stream, terminal=terminal, interval_s=0.0, refresh_s=0.0)
+        drive(progress, trainer, epochs=1, steps=2)
+        assert progress.epoch_samples_ == 35  # what the bar was updated to, on a terminal
+        if terminal:
+            assert "5.00/40.0" in stream.getvalue()  # tqdm's first draw, unit-scaled
+        else:
+            assert "epoch 1/2 15/40 samples" in stream.getvalue()
+            assert "epoch 1/2 35/40 samples" in stream.getvalue()

@@ -32,6 +32,42 @@ def test_every_sample_once_per_epoch(make_source, shuffle):
         assert (seen == list(range(103))) != shuffle
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_upcoming_samples_taken_and_skipped_leave_every_sample_once_per_epoch(shuffle):
+    """A kept branch (training/branch.py Brancher) trains on the walk's upcoming samples and the
+    walk skips them: the epoch's order is unchanged, and its samples are each seen once."""
+    batches = BatchIterator(numbered_source(103), batch_size=10, shuffle=shuffle, seed=4)
+    assert batches.upcoming(5) is None  # not walking an epoch
+    for epoch in range(2):
+        walked, taken = [], []
+        for batch in batches.steps(epoch):
+            walked += batch.targets.tolist()
+            if len(walked) in (20, 50):  # between batches: take the next 15, then skip them
+                x, y = batches.upcoming(15)
+                assert torch.equal(x[:, 0].long(), y)
+                taken += y.tolist()
+                batches.skip(15)
+                assert batches.position == len(walked) + len(taken)
+        assert batches.upcoming(1) is None  # nothing left
+        assert sorted(walked + taken) == list(range(103))
+        order = epoch_order(103, 4, epoch).tolist() if shuffle else list(range(103))
+        assert walked == order[:20] + order[35:65] + order[80:]  # batches 35-44, ... after
+        assert taken == order[20:35] + order[65:80]
+
+
+def test_a_source_that_reads_ahead_offers_no_upcoming_samples():
+    dataset = DatasetSource(TensorDataset(torch.arange(30, dtype=torch.float32).unsqueeze(1),
+                                          torch.arange(30)))
+    batches = BatchIterator(dataset, batch_size=10, seed=1)
+    walk = batches.steps(0)
+    next(walk)
+    assert batches.upcoming(5) is None  # a DataLoader may have fetched the next batches
+    tensors = BatchIterator(numbered_source(30), batch_size=10, seed=1)
+    walk = tensors.steps(0)
+    next(walk)
+    assert tensors.upcoming(20) is not None and tensors.upcoming(21) is None  # 20 left
+
+
 def test_order_is_deterministic_per_seed_and_epoch():
     def order(seed, epoch):
         return torch.cat([y for _, y in BatchIterator(numbered_source(50), 8, True, seed).epoch(epoch)])

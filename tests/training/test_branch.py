@@ -264,3 +264,47 @@ def test_a_run_whose_branches_never_move_is_bitwise_the_fixed_run(monkeypatch):
     for ours, theirs in zip(results["auto"].model_.state_dict().values(),
                             results["fixed"].model_.state_dict().values()):
         assert torch.equal(ours, theirs)
+
+
+def test_kept_branches_during_training_are_the_runs_own_next_steps(monkeypatch):
+    """Branches during training train on the epoch's next samples, and the run skips a kept
+    one's: auto that keeps its size at every branch (moves refused) trains bitwise as fixed 32,
+    with the same steps and samples counted, every sample once an epoch (no dropout: a branch's
+    draws are its own)."""
+    from batchtrain import Trainer
+    from batchtrain.batching import branched
+    from batchtrain.batching.adaptive import Adaptive
+    from batchtrain.training import branch as branch_module
+    monkeypatch.setattr(branched, "MIN_BRANCH_GAIN", math.inf)
+    monkeypatch.setattr(branched, "BRANCH_OVERHEAD", 1.0)  # as often as they cost: several runs
+    ran = []
+    original = branch_module.Brancher.__call__
+
+    def recorded(self, policy, seed, walk=None):
+        branches = original(self, policy, seed, walk)
+        if branches is not None:
+            ran.append(branches)
+        return branches
+
+    monkeypatch.setattr(branch_module.Brancher, "__call__", recorded)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 8, generator=generator)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+
+    def model():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 2))
+
+    results = {}
+    for name, batch_size in [("fixed", 32), ("auto", Adaptive(min_batch=32, initial=32))]:
+        trainer = Trainer(model(), optimizer="adam", lr=1e-3, seed=1, max_physical_batch=512)
+        trainer.fit(x, y, batch_size=batch_size, epochs=2)
+        results[name] = trainer
+    kept = [branches for branches in ran if branches.kept is not None]
+    assert kept and all(branches.from_run and branches.kept == 32 for branches in kept)
+    auto, fixed = results["auto"].state_, results["fixed"].state_
+    assert (auto.step, auto.samples_seen) == (fixed.step, fixed.samples_seen) == (126, 4000)
+    assert len(auto.history.steps) == 126 - sum(branches.samples // 32 for branches in kept)
+    for ours, theirs in zip(results["auto"].model_.state_dict().values(),
+                            results["fixed"].model_.state_dict().values()):
+        assert torch.equal(ours, theirs)

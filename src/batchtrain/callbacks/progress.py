@@ -39,8 +39,9 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         self.epoch_ = epoch
-        # an epoch can begin past its start: resumed mid-epoch, or after auto's kept start branch
-        self.epoch_samples_ = getattr(getattr(trainer, "state_", None), "position", 0)
+        # an epoch can begin past its start (resumed mid-epoch, or after auto's kept start
+        # branch), and go past samples no step reported (auto's kept branches)
+        self.epoch_samples_ = _position(trainer, 0)
         self.last_read_ = time.monotonic()
         if self.is_terminal_:
             self.bar_ = tqdm(total=self.info_.num_samples, initial=self.epoch_samples_,
@@ -49,9 +50,9 @@ class ProgressBar(Callback):
                              desc=f"epoch {epoch + 1}/{self.info_.epochs}")
 
     def on_batch_end(self, trainer, samples: int) -> None:
-        self.epoch_samples_ += samples
+        self.epoch_samples_ = _position(trainer, self.epoch_samples_ + samples)
         if self.bar_ is not None:
-            self.bar_.update(samples)
+            self.bar_.update(self.epoch_samples_ - self.bar_.n)
         now = time.monotonic()
         due_s = self.refresh_s if self.is_terminal_ else self.interval_s
         if now - self.last_read_ < due_s:
@@ -90,3 +91,8 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _position(trainer, default: int) -> int:
+    """The samples of the epoch done: the run's position, or `default` without a run state."""
+    return getattr(getattr(trainer, "state_", None), "position", default)

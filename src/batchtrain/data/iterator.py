@@ -92,6 +92,8 @@ class BatchIterator:
         self.shard = shard
         self.pad = pad
         self.position = 0
+        self._order: Tensor | None = None  # the order of the epoch being walked, when it reads lazily
+        self._skip = 0  # samples the walk passes over before its next batch (skip)
 
     def __len__(self) -> int:
         """Batches per epoch at the current batch size."""
@@ -112,11 +114,14 @@ class BatchIterator:
         non_blocking = self.device.type == "cuda"
         records: deque[tuple[int, int, int, int]] = deque()  # a reading source may run ahead
         spans = self._spans(start, records)
+        self._order, self._skip, self.position = None, 0, start
         if self.source.orders_itself:  # streamed: the order is the source's plan
             batches = self.source.batches(spans, self.source.order(self.seed, epoch, self.shuffle))
         else:
             order = epoch_order(len(self.source), self.seed, epoch) if self.shuffle else None
             batches = self.source.batches(span if order is None else order[span] for span in spans)
+            if isinstance(self.source, TensorSource) and self.shard is None:  # reads one at a time
+                self._order = order if order is not None else torch.arange(len(self.source))
         for x, y in batches:
             requested, global_size, real_samples, position = records.popleft()
             self.position = position
@@ -129,7 +134,8 @@ class BatchIterator:
         each batch's (requested, global size, real samples, position after it) goes to records."""
         num_samples = len(self.source)
         position = start
-        while position < num_samples:
+        while (position := position + self._skip) < num_samples:
+            self._skip = 0
             requested = self._next_size()
             stop = min(position + requested, num_samples)
             span, global_size = slice(position, stop), stop - position
@@ -141,6 +147,21 @@ class BatchIterator:
                     continue
             records.append((requested, global_size, real_samples, position))
             yield span
+
+    def upcoming(self, n: int) -> tuple[Tensor, Tensor] | None:
+        """While an epoch is walked (steps), between its batches: the n samples and targets that
+        come next in its order, on the device, or None where fewer than n are left or the source
+        reads ahead of the batches (streamed, a DataLoader) or is sharded (DDP)."""
+        if self._order is None or self.position + n > len(self.source):
+            return None
+        inputs, targets = next(self.source.batches([self._order[self.position:self.position + n]]))
+        return inputs.to(self.device), targets.to(self.device)
+
+    def skip(self, n: int) -> None:
+        """The walk passes over the next n samples (their steps were taken elsewhere: a kept
+        branch trained on them, upcoming); the epoch goes on after them."""
+        self._skip += n
+        self.position += n
 
     def _local(self, span: slice, global_size: int) -> tuple[slice | None, int]:
         """This rank's part of a global batch of positions and its real samples (see the class

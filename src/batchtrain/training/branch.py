@@ -60,6 +60,8 @@ class Branches:
     samples: int
     cost_s: float
     kept: int | None = None
+    from_run: bool = False  # the samples were the run's next ones (Brancher): a kept branch's
+    # steps were the run's, and it skips them
 
     @property
     def overhead_s(self) -> float:
@@ -209,11 +211,14 @@ class Brancher:
     every step), from the run's current weights, keeps the one it would choose
     (Policy.branch_choice), and tells the policy (observe_branches).
 
-    draw(n, seed): n shuffled training samples and their targets (samples: how many there are);
-    each branch trains on BRANCH_STEPS x the largest size's samples (times the length the policy
-    asks for; at most half the training samples), at the lr the run would take
-    at that size (its coupling `rule` relative to the current batch: what moving there does), and
-    only at sizes up to max_physical_batch (a branch steps without accumulation)."""
+    Each branch trains on BRANCH_STEPS x the largest size's samples (times the length the policy
+    asks for; at most half the training samples), at the lr the run would take at that size (its
+    coupling `rule` relative to the current batch: what moving there does), and only at sizes up
+    to max_physical_batch (a branch steps without accumulation). The samples are the run's next
+    ones in its epoch (the batch iterator's upcoming), the probe set the ones after them, and the
+    run skips a kept branch's (its steps were the run's: Branches.from_run); where the iterator
+    has not enough of them left, or reads ahead, draw(n, seed) gives shuffled ones (samples: how
+    many there are), and a kept branch's steps are training on top of the epoch's."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                  draw: Callable[[int, int], tuple[Tensor, Tensor]], samples: int,
@@ -223,8 +228,9 @@ class Brancher:
         self.draw, self.samples, self.max_physical_batch = draw, samples, max_physical_batch
         self.lr_factor, self.autocast = lr_factor, autocast
 
-    def __call__(self, policy, seed: int) -> Branches | None:
-        """The branches `policy` asks for now, if any (None otherwise); `seed` picks the samples."""
+    def __call__(self, policy, seed: int, walk=None) -> Branches | None:
+        """The branches `policy` asks for now, if any (None otherwise); walk: the batch iterator
+        walking the run's epoch (data/iterator.py BatchIterator), `seed` the drawn samples."""
         due = policy.branches_due()
         sizes = [size for size in due[0] if size <= self.max_physical_batch] if due else []
         if len(sizes) < 2:
@@ -235,10 +241,14 @@ class Brancher:
         sizes.sort(key=lambda size: size == current)
         samples = min(BRANCH_STEPS * max(sizes) * max(1, due[1]), self.samples // 2)
         probe = probe_samples(self.samples, samples)
-        inputs, targets = self.draw(samples + probe, seed)
-        branches = branch(self.model, self.loss_fn, self.optimizer, inputs[probe:], targets[probe:],
-                          inputs[:probe], targets[:probe], sizes,
+        upcoming = walk.upcoming(samples + probe) if walk is not None else None
+        inputs, targets = upcoming if upcoming is not None else self.draw(samples + probe, seed)
+        branches = branch(self.model, self.loss_fn, self.optimizer, inputs[:samples],
+                          targets[:samples], inputs[samples:], targets[samples:], sizes,
                           lambda size: self.lr_factor(size, current), self.autocast, seed,
                           keep=getattr(policy, "branch_choice", None))
+        branches.from_run = upcoming is not None
+        if branches.from_run and branches.kept is not None:
+            walk.skip(samples)
         policy.observe_branches(branches)
         return branches
