@@ -251,6 +251,12 @@ def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
     assert _branch_plan([64, 128], fast, 60_000, 10_000)[0] == [64, 128]
 
 
+def three_feature_classes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n samples of 20 normal features, labelled by the sign of the first three's sum."""
+    x = np.random.default_rng(0).normal(size=(n, 20)).astype(np.float32)
+    return x, (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+
+
 def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = True):
     """The start's timings replaced by a flat throughput curve, so the calibrated first size is
     the smallest (goodput = rate x efficiency, which falls with the batch) on any machine: what
@@ -270,9 +276,7 @@ def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = 
 
 def test_fit_with_auto_branches_from_the_start_and_keeps_the_chosen_branch(monkeypatch):
     flat_throughput(monkeypatch)  # first size 32, so the start has sizes to branch at
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(20_000, 20)).astype(np.float32)
-    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    x, y = three_feature_classes(20_000)
     seen = {}
 
     class AtBegin(Callback):  # after the calibration and the branches, before the first step
@@ -315,14 +319,13 @@ def test_the_kept_start_branches_are_the_runs_first_steps_and_the_epoch_goes_on_
     start_sizes = Adaptive.branch_sizes  # one round (a climb would step at a second size)
     monkeypatch.setattr(Adaptive, "branch_sizes", lambda self, samples: [] if (
         self.calibration or {}).get("branched") else start_sizes(self, samples))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6000, 20)).astype(np.float32)
-    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    x, y = three_feature_classes(6000)
     seen = {}
 
     class AtBegin(Callback):
         def on_fit_begin(self, trainer, info):
-            seen["position"], seen["samples_seen"] = trainer.state_.position, trainer.state_.samples_seen
+            seen.update(position=trainer.state_.position,
+                        samples_seen=trainer.state_.samples_seen)
 
     def model():
         torch.manual_seed(5)
@@ -348,9 +351,7 @@ def test_the_kept_start_branches_are_the_runs_first_steps_and_the_epoch_goes_on_
 def test_under_a_warm_up_the_start_branches_are_all_undone(monkeypatch):
     """They train at the optimizer's lr, which a warm-up does not start at: nothing is kept."""
     flat_throughput(monkeypatch)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(20_000, 20)).astype(np.float32)
-    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    x, y = three_feature_classes(20_000)
     seen = {}
 
     class AtBegin(Callback):
@@ -371,9 +372,7 @@ def test_a_start_over_the_branch_budget_runs_no_branches_and_keeps_the_calibrate
     from batchtrain.training import calibrate as calibrate_module
     monkeypatch.setattr(calibrate_module, "BRANCH_MIN_BUDGET_S", 0.0)  # 2 % of a short run only
     flat_throughput(monkeypatch, noise=False)  # first size 32: sizes to branch at, on any machine
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4000, 20)).astype(np.float32)
-    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    x, y = three_feature_classes(4000)
     trainer = Trainer("mlp", seed=0)
     trainer.fit(x, y, batch_size="auto", epochs=1, callbacks=[StopAtBegin()])  # a short run
     policy = trainer.state_.policy
