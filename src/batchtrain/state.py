@@ -149,10 +149,15 @@ class RunState:
         if self.brancher is not None:
             branches = self.brancher(self.policy, self.seed + self.step, walk)
             if branches is not None and branches.from_run and branches.kept is not None:
-                self.step += -(-branches.samples // branches.kept)
-                self.position += branches.samples  # the walk skipped them
-                self.samples_seen += branches.samples
-                self.total_samples_seen += branches.samples
+                self.count_branch(branches.samples, branches.kept_steps)  # the walk skipped them
+
+    def count_branch(self, samples: int, steps: int) -> None:
+        """A kept branch trained the run on its epoch's next `samples` in `steps` steps (training/
+        branch.py): counted as the run's own, and the epoch's position moves past them."""
+        self.step += steps
+        self.position += samples
+        self.samples_seen += samples
+        self.total_samples_seen += samples
 
     def step_stats(self, record: dict) -> StepStats:
         """What the policy is told after the step of `record` (batching/base.py StepStats)."""

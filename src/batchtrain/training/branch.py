@@ -64,6 +64,11 @@ class Branches:
     # steps were the run's, and it skips them
 
     @property
+    def kept_steps(self) -> int:
+        """The optimizer steps of the kept branch (0 when every branch was undone)."""
+        return -(-self.samples // self.kept) if self.kept is not None else 0
+
+    @property
     def overhead_s(self) -> float:
         """What the branches cost beyond training: the kept branch's steps trained the run."""
         return self.cost_s - (self.seconds[self.kept] if self.kept is not None else 0.0)

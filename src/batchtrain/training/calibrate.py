@@ -243,13 +243,13 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         # over budget for this run: none run, recorded as such (the calibrated size stays; the
         # branches during training are paced by their own predicted cost, batching/branched.py)
         policy.observe_branches(Branches([], math.nan, {}, {}, 0, 0.0))
-    rounds, spent_s, trained, start = [], 0.0, 0, 0  # trained: the kept branches' samples
+    rounds, spent_s, start = [], 0.0, 0  # start: where the next round's samples begin
     while optimizer is not None and plan is not None:
         branch_sizes, branch_samples = plan
         probe = probe_samples(samples, branch_samples)
         inputs, targets = draw(branch_samples + probe, start)
         # keeping needs the run's samples in order: a branch on later ones would skip some
-        keep = policy.branch_choice if keep_branch and start == trained else None
+        keep = policy.branch_choice if keep_branch and start == calibration.trained else None
         rounds.append(branch(model, loss_fn, optimizer, inputs[:branch_samples],
                              targets[:branch_samples], inputs[branch_samples:],
                              targets[branch_samples:], sorted(branch_sizes, reverse=True),
@@ -257,8 +257,8 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
         policy.observe_branches(rounds[-1])
         spent_s += rounds[-1].overhead_s  # a kept branch's steps trained the run: not overhead
         if rounds[-1].kept is not None:
-            trained = start = start + branch_samples
-            calibration.steps += -(-branch_samples // rounds[-1].kept)
+            calibration.trained = start = start + branch_samples
+            calibration.steps += rounds[-1].kept_steps
         else:
             start += branch_samples + probe
         # the climb: the policy asks again while the largest size wins (Adaptive.branch_sizes)
@@ -266,7 +266,6 @@ def calibrate_policy(policy, model: nn.Module, loss_fn: Callable,
                              if size <= max_physical_batch], calibration.seconds,
                             samples - start, run_samples, spent_s)
     calibration.branches, calibration.climbs = (rounds[0], rounds[1:]) if rounds else (None, [])
-    calibration.trained = trained
     return calibration
 
 

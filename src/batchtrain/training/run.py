@@ -77,11 +77,8 @@ def begin_run(requested: BatchSizePolicy | str, built: Built, optimizer, metric_
                 lambda n, start: draw(n, run.seed, start, shuffle), samples_per_epoch,
                 precision.autocast, run.total_samples, optimizer, max_physical_batch,
                 keep_branch=lr_control.at_base(run.clock()))
-            if calibration is not None and calibration.trained:  # the run's first samples
-                run.position = calibration.trained
-                run.samples_seen += calibration.trained
-                run.total_samples_seen += calibration.trained
-                run.step += calibration.steps
+            if calibration is not None:  # its kept branches trained the run's first samples
+                run.count_branch(calibration.trained, calibration.steps)
         coupling = lr_control.rule if lr_control.rule in ("linear", "sqrt", "none") else "sqrt"
         run.brancher = Brancher(built.model, built.task.loss_fn, optimizer, draw,
                                 samples_per_epoch, max_physical_batch,
