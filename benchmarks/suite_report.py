@@ -47,6 +47,23 @@ def by_contestant(runs: list[dict], key: str) -> dict[str, dict[int, float]]:
                    for seed, repeats in seeds.items()} for name, seeds in values.items()}
 
 
+def spread(runs: list[dict]) -> dict[str, float]:
+    """{contestant: the median over seeds of the largest / the smallest time of a seed's repeats}:
+    how much identical runs differ, the yardstick for a ratio between contestants (a shared
+    machine's load, and a trajectory that crosses the target an evaluation later). Only seeds
+    with two or more repeats that reached the target count; a contestant with none is left out."""
+    times: dict[str, dict[int, list[float]]] = {}
+    for run in runs:
+        if not math.isinf(run["time_s"]):
+            times.setdefault(run["contestant"], {}).setdefault(run["seed"], []).append(run["time_s"])
+    result = {}
+    for name, by_seed in times.items():
+        ratios = [max(repeats) / min(repeats) for repeats in by_seed.values() if len(repeats) >= 2]
+        if ratios:
+            result[name] = median(ratios)
+    return result
+
+
 def compare(runs: list[dict], seeds: list[int]) -> dict:
     """Best and median fixed size, and each policy's ratios to them, per seed and median."""
     times = by_contestant(runs, "time_s")
@@ -58,7 +75,7 @@ def compare(runs: list[dict], seeds: list[int]) -> dict:
     median_fixed = {seed: median(times[name][seed] for name in fixed) for seed in seeds}
     result = {"best_fixed": best, "best_fixed_s": median(times[best].values()),
               "median_fixed_s": median(median_fixed.values()), "median_fixed_by_seed": median_fixed,
-              "policies": {}}
+              "spread": spread(runs), "policies": {}}
     for policy in policies:
         vs_best = [ratio(times[policy][seed], times[best][seed]) for seed in seeds]
         vs_median = [ratio(times[policy][seed], median_fixed[seed]) for seed in seeds]
@@ -97,6 +114,10 @@ def print_task(task, runs: list[dict], seeds: list[int], comparison: dict) -> No
     if comparison["best_fixed"] is not None:
         print(f"best fixed: {comparison['best_fixed']} ({seconds(comparison['best_fixed_s'])} s); "
               f"median fixed: {seconds(comparison['median_fixed_s'])} s")
+        if comparison["spread"]:
+            print("identical runs (a seed's repeats), slowest / fastest, median over seeds: "
+                  + ", ".join(f"{name} {times_x(value)}"
+                              for name, value in comparison["spread"].items()))
     for policy, numbers in comparison["policies"].items():
         print(f"{policy}: {seconds(numbers['time_s'])} s; vs best fixed "
               f"{times_x(numbers['vs_best_median'])} "
@@ -124,6 +145,12 @@ def print_summary(comparisons: dict[str, dict]) -> dict:
                for cell in cells]
         print(f"{policy:24} " + " ".join(f"{text:>16}" for text in row)
               + f" {times_x(summary[policy]['geomean']):>8}")
+    spreads = [comparison.get("spread", {}).get(comparison["best_fixed"], math.nan)
+               for comparison in comparisons.values()]
+    if not all(math.isnan(value) for value in spreads):  # the yardstick: needs --repeats 2 or more
+        print(f"{'(best fixed, run to run)':24} "
+              + " ".join(f"{times_x(value):>16}" for value in spreads)
+              + "  slowest / fastest of a seed's identical runs, median over seeds")
     return summary
 
 

@@ -46,3 +46,16 @@ def test_probe_suite_scores_against_the_median_of_the_grid_s_repeats():
                       run("fixed 64", 1, 2, 5.0), run("fixed 256", 1, 0, math.inf),
                       run("auto", 1, 0, 1.0, True)]}
     assert probe_suite.fixed_times(suite, "t") == {64: {1: 5.0}, 256: {1: math.inf}}
+
+
+def test_the_spread_of_identical_runs_is_slowest_over_fastest_of_a_seed_s_repeats():
+    report = load("suite_report")
+    runs = [run("fixed 64", 0, 0, 4.0), run("fixed 64", 0, 1, 6.0), run("fixed 64", 0, 2, 5.0),
+            run("fixed 64", 1, 0, 2.0), run("fixed 64", 1, 1, 2.2),
+            run("fixed 128", 0, 0, 3.0), run("fixed 128", 0, 1, math.inf),
+            run("auto", 0, 0, 5.0, True)]
+    spread = report.spread(runs)
+    assert spread["fixed 64"] == (6.0 / 4.0 + 2.2 / 2.0) / 2  # the median of two seeds' ratios
+    assert "fixed 128" not in spread  # one run reached the target: nothing to compare
+    assert "auto" not in spread  # a single run
+    assert report.compare(runs, [0])["spread"] == spread
