@@ -36,15 +36,22 @@ def geometric_mean(values) -> float:
         return float(np.exp(np.mean(np.log(list(values)))))
 
 
-def by_contestant(runs: list[dict], key: str) -> dict[str, dict[int, float]]:
-    """{contestant: {seed: run[key]}}, contestants in the order of the first seed's runs; where a
-    seed was run more than once (--repeats), the median of its runs' values (None if any is None:
-    a repeat that missed the target has no samples to target)."""
+def repeats_of(runs: list[dict], key: str) -> dict[str, dict[int, list]]:
+    """{contestant: {seed: [run[key] of each of that seed's runs]}}, contestants in the order of
+    the first seed's runs."""
     values: dict[str, dict[int, list]] = {}
     for run in runs:
         values.setdefault(run["contestant"], {}).setdefault(run["seed"], []).append(run[key])
+    return values
+
+
+def by_contestant(runs: list[dict], key: str) -> dict[str, dict[int, float]]:
+    """{contestant: {seed: run[key]}}; where a seed was run more than once (--repeats), the
+    median of its runs' values (None if any is None: a repeat that missed the target has no
+    samples to target)."""
     return {name: {seed: None if None in repeats else median(repeats)
-                   for seed, repeats in seeds.items()} for name, seeds in values.items()}
+                   for seed, repeats in seeds.items()}
+            for name, seeds in repeats_of(runs, key).items()}
 
 
 def spread(runs: list[dict]) -> dict[str, float]:
@@ -52,12 +59,9 @@ def spread(runs: list[dict]) -> dict[str, float]:
     how much identical runs differ, the yardstick for a ratio between contestants (a shared
     machine's load, and a trajectory that crosses the target an evaluation later). Only seeds
     with two or more repeats that reached the target count; a contestant with none is left out."""
-    times: dict[str, dict[int, list[float]]] = {}
-    for run in runs:
-        if not math.isinf(run["time_s"]):
-            times.setdefault(run["contestant"], {}).setdefault(run["seed"], []).append(run["time_s"])
+    reached = [run for run in runs if not math.isinf(run["time_s"])]
     result = {}
-    for name, by_seed in times.items():
+    for name, by_seed in repeats_of(reached, "time_s").items():
         ratios = [max(repeats) / min(repeats) for repeats in by_seed.values() if len(repeats) >= 2]
         if ratios:
             result[name] = median(ratios)
