@@ -400,6 +400,40 @@ def test_no_branch_improved_keeps_the_calibrated_start():
     assert policy.calibration["branched"]["fastest"] is None
 
 
+def steps_at(policy: Adaptive, step_s: float, count: int) -> None:
+    """count steps at the policy's size, each taking step_s."""
+    for _ in range(count):
+        seen = policy.samples_seen + policy.batch_size()
+        policy.observe(StepStats(seen, 0, EPOCH, policy.batch_size(),
+                                 physical_batch=policy.batch_size(), time_s=step_s))
+
+
+@pytest.mark.parametrize("real_step_s, expected", [(0.09 / 32, 128), (2 * 0.09 / 32, 256)])
+def test_the_start_is_read_again_with_the_runs_own_step_time(real_step_s, expected):
+    """A branch steps without the trainer's per-step work: once real steps show it, each branch's
+    seconds gain it per step taken, and the start's rule picks again (the smaller sizes, with
+    more steps, lose the most)."""
+    policy = calibrated(RISING, 80.0)
+    policy.allow_branches()
+    # 4096 samples: 64, 32 and 16 steps; per second 3.0, 3.67, 3.75: 128 (256 within 10 %)
+    branched(policy, {64: 0.30, 128: 0.33, 256: 0.30}, {64: 0.10, 128: 0.09, 256: 0.08})
+    assert policy.batch_size() == 128
+    steps_at(policy, real_step_s, adaptive.MIN_STEPS_PER_DECISION - 1)  # the first: a warm-up
+    assert policy.batch_size() == 128 and not policy.start_reread
+    # a step twice the branch's 2.8 ms: seconds 0.28, 0.18, 0.125, per second 1.07, 1.83, 2.4
+    steps_at(policy, real_step_s, 1)
+    assert policy.start_reread and policy.batch_size() == expected
+    assert policy.floor == 128  # the branched start's floor stays
+    if expected != 128:
+        assert policy.last_decision["reason"] == "start re-read"
+        assert policy.last_decision["step_overhead_s"] == pytest.approx(0.09 / 32)
+    steps_at(policy, 10 * real_step_s, 2 * adaptive.MIN_STEPS_PER_DECISION)
+    assert policy.batch_size() == expected  # once only: later steps move nothing by it
+    restored = Adaptive(min_batch=32, max_batch=1024)
+    restored.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    assert restored.start_reread
+
+
 # -- decisions from branches during training (allow_branches: one process): the noise is then
 # neither measured nor read, and branches_due paces the branches (batching/branched.py).
 

@@ -27,6 +27,8 @@ choice and its doublings are then branched, and the fastest is the first batch a
 later decisions (the critical batch grows as training goes on: Merrill et al. 2025). On the
 suite the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched
 ones 1.00-1.04x (benchmarks/critical_batch.py). The start's cost is in `calibration` and the log.
+A branch's clock leaves out the trainer's per-step work, so once real steps are timed the start's
+branches are read again with it (_reread_start): on a fast model it is a large part of a step.
 
 Noise decisions (batching/noise_decisions.py: a robust estimate, bounded moves, a margin) come
 every `update_every`, at least MIN_STEPS_PER_DECISION steps apart.
@@ -36,7 +38,7 @@ import numbers
 
 from batchtrain.batching.base import Policy, StepStats
 from batchtrain.batching.branched import (BranchDecisions, choice, first_choice, first_enough,
-                                          predicted_overhead)
+                                          predicted_overhead, rates_choice)
 from batchtrain.batching.goodput import (calibrated_choice, candidate_sizes, doublings,
                                          goodput_choice)
 from batchtrain.batching.noise_decisions import LOW_CONFIDENCE_STEP, NoiseDecisions, rule_size
@@ -109,6 +111,7 @@ class Adaptive(Policy):
         self.branching = False  # decisions come from branches (allow_branches)
         self.branches = BranchDecisions()
         self.lr_reads_noise = False  # lr_scale was asked (AdaScale): keep measuring the noise
+        self.start_reread = False  # _reread_start has run
 
     @property
     def stats_every(self) -> int:
@@ -228,6 +231,36 @@ class Adaptive(Policy):
             lambda: predicted_overhead(sizes, self.current, length, self._samples_per_s))
         return (sizes, length) if due else None
 
+    def _reread_start(self) -> None:
+        """The start's branches read again with the run's own step time (once, after
+        MIN_STEPS_PER_DECISION steps at the start's size): a branch steps without the trainer's
+        per-step work (its batches, metrics, lr), so on a fast model its clock favours the
+        smaller sizes, which take more steps. That work, c = real step - branch step at the
+        current size, is added to each branch's seconds, c per step it took, and the start's
+        rule (first_choice) picks again; a move is a decision like the others."""
+        self.start_reread = True
+        record = (self.calibration or {}).get("branched") or {}
+        seconds, improvement = dict(record.get("seconds", [])), dict(record.get("improvement", []))
+        measured = self.throughput.sizes.get(self._physical(self.current))
+        if record.get("chosen") != self.current or self.current not in seconds or not measured:
+            return
+        samples = record["samples"]
+        steps = {size: -(-samples // size) for size in seconds}
+        extra = measured[2] * math.ceil(self.current / self._physical(self.current)) - (
+            seconds[self.current] / steps[self.current])
+        if not extra > 0:
+            return
+        chosen = rates_choice({size: improvement[size] / (seconds[size] + extra * steps[size])
+                               for size in seconds if size in improvement})
+        if chosen is None or chosen == self.current:
+            return
+        previous, self.current = self.current, self._clamp(chosen)
+        self.floor = min(self.floor, self.current)
+        self.last_decision = {"samples_seen": self.samples_seen, "rule": self.rule,
+                              "current": previous, "chosen": self.current,
+                              "step_overhead_s": extra, "reason": "start re-read"}
+        self.decided_at, self.steps_since_decision = self.samples_seen, 0
+
     def _decide_from_branches(self, branches) -> None:
         """The size the branches (training/branch.py Branches) show fastest (batching/branched.py)."""
         previous = self.current
@@ -261,6 +294,8 @@ class Adaptive(Policy):
         self.steps_since_decision += 1
         if self.branching:  # decisions come from the branches (branches_due)
             self.branches.observe(step.time_s)
+            if not self.start_reread and self.steps_since_decision >= MIN_STEPS_PER_DECISION:
+                self._reread_start()
             return
         every = to_samples(self.update_every, max(self.samples_per_epoch, 1))
         if (self.steps_since_decision >= MIN_STEPS_PER_DECISION
@@ -336,7 +371,7 @@ class Adaptive(Policy):
                 "trace": self.trace, "throughput": self.throughput.state_dict(),
                 **self.noise_decisions.state_dict(), "calibration": self.calibration,
                 "floor": self.floor, "branching": self.branching,
-                "branches": self.branches.state_dict()}
+                "branches": self.branches.state_dict(), "start_reread": self.start_reread}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores a run; the memory ceiling is not state (set_limit gives this machine's)."""
@@ -352,6 +387,7 @@ class Adaptive(Policy):
         self.calibration = state.get("calibration")
         self.floor = int(state.get("floor", self.min_batch))  # absent: runs before branching
         self.branching = bool(state.get("branching", False))  # absent: noise-driven decisions
+        self.start_reread = bool(state.get("start_reread", True))  # absent: not read again
         self.branches = BranchDecisions()  # its state absent: a run from before branching
         self.branches.load_state_dict(state.get("branches", self.branches.state_dict()))
 

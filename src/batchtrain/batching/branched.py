@@ -141,7 +141,12 @@ def first_choice(branches) -> int | None:
     replaces the choice only when it lowered the probe loss MIN_BRANCH_GAIN faster per second
     (the branches' own clock: no step times yet), as during training; None when none improved.
     Read in that order, the choice after each branch is either that branch or an earlier one."""
-    rates = {size: rate for size, rate in branches.per_second.items() if rate > 0}
+    return rates_choice(branches.per_second)
+
+
+def rates_choice(per_second: dict[int, float]) -> int | None:
+    """first_choice over {size: probe loss decrease per second}."""
+    rates = {size: rate for size, rate in per_second.items() if rate > 0}
     chosen = None
     for size in sorted(rates):
         if chosen is None or rates[size] > (1 + MIN_BRANCH_GAIN) * rates[chosen]:
