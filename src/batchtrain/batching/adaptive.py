@@ -27,8 +27,6 @@ choice and its doublings are then branched, and the fastest is the first batch a
 later decisions (the critical batch grows as training goes on: Merrill et al. 2025). On the
 suite the noise scale's picks cost 1.25-1.74x the best fixed size's time to target, the branched
 ones 1.00-1.04x (benchmarks/critical_batch.py). The start's cost is in `calibration` and the log.
-A branch's clock leaves out the trainer's per-step work, so once real steps are timed the start's
-branches are read again with it (_reread_start): on a fast model it is a large part of a step.
 
 Noise decisions (batching/noise_decisions.py: a robust estimate, bounded moves, a margin) come
 every `update_every`, at least MIN_STEPS_PER_DECISION steps apart.
@@ -38,7 +36,7 @@ import numbers
 
 from batchtrain.batching.base import Policy, StepStats
 from batchtrain.batching.branched import (BranchDecisions, choice, first_choice, first_enough,
-                                          predicted_overhead, rates_choice)
+                                          predicted_overhead, rates_choice, reread_start)
 from batchtrain.batching.goodput import (calibrated_choice, candidate_sizes, doublings,
                                          goodput_choice)
 from batchtrain.batching.noise_decisions import LOW_CONFIDENCE_STEP, NoiseDecisions, rule_size
@@ -110,8 +108,7 @@ class Adaptive(Policy):
         self.floor = self.min_batch  # no decision goes below it: the branched start's size
         self.branching = False  # decisions come from branches (allow_branches)
         self.branches = BranchDecisions()
-        self.lr_reads_noise = False  # lr_scale was asked (AdaScale): keep measuring the noise
-        self.start_reread = False  # _reread_start has run
+        self.lr_reads_noise = self.start_reread = False  # lr_scale asked (AdaScale); _reread_start ran
 
     @property
     def stats_every(self) -> int:
@@ -232,33 +229,17 @@ class Adaptive(Policy):
         return (sizes, length) if due else None
 
     def _reread_start(self) -> None:
-        """The start's branches read again with the run's own step time (once, after
-        MIN_STEPS_PER_DECISION steps at the start's size): a branch steps without the trainer's
-        per-step work (its batches, metrics, lr), so on a fast model its clock favours the
-        smaller sizes, which take more steps. That work, c = real step - branch step at the
-        current size, is added to each branch's seconds, c per step it took, and the start's
-        rule (first_choice) picks again; a move is a decision like the others."""
-        self.start_reread = True
-        record = (self.calibration or {}).get("branched") or {}
-        seconds, improvement = dict(record.get("seconds", [])), dict(record.get("improvement", []))
-        measured = self.throughput.sizes.get(self._physical(self.current))
-        if record.get("chosen") != self.current or self.current not in seconds or not measured:
-            return
-        samples = record["samples"]
-        steps = {size: -(-samples // size) for size in seconds}
-        extra = measured[2] * math.ceil(self.current / self._physical(self.current)) - (
-            seconds[self.current] / steps[self.current])
-        if not extra > 0:
-            return
-        chosen = rates_choice({size: improvement[size] / (seconds[size] + extra * steps[size])
-                               for size in seconds if size in improvement})
+        """The start read again with the run's step time, once (branched.py reread_start)."""
+        self.start_reread, physical = True, self._physical(self.current)
+        measured = self.throughput.sizes.get(physical)
+        chosen, extra = reread_start((self.calibration or {}).get("branched") or {}, self.current,
+                                     measured and measured[2] * math.ceil(self.current / physical))
         if chosen is None or chosen == self.current:
             return
-        previous, self.current = self.current, self._clamp(chosen)
-        self.floor = min(self.floor, self.current)
-        self.last_decision = {"samples_seen": self.samples_seen, "rule": self.rule,
-                              "current": previous, "chosen": self.current,
-                              "step_overhead_s": extra, "reason": "start re-read"}
+        previous, self.current = self.current, max(self._clamp(chosen), self.floor)
+        self.last_decision = {"samples_seen": self.samples_seen, "rule": self.rule, "chosen":
+                              self.current, "current": previous, "step_overhead_s": extra,
+                              "reason": "start re-read"}
         self.decided_at, self.steps_since_decision = self.samples_seen, 0
 
     def _decide_from_branches(self, branches) -> None:

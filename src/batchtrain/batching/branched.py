@@ -185,3 +185,22 @@ def choice(branches, current: int, samples_per_s: Callable[[int], float]
     move = significant and best != current and (
         rates[best] > (1 + MIN_BRANCH_GAIN) * rates.get(current, 0.0))
     return (best if move else current), rates, significant
+
+
+def reread_start(record: dict, current: int, real_step_s: float | None
+                 ) -> tuple[int | None, float]:
+    """The start's choice read again (Adaptive._reread_start): a branch steps without the
+    trainer's per-step work (its batches, metrics, lr), so on a fast model its clock favours the
+    smaller sizes, which take more steps. That work, c = real_step_s (the run's step at
+    `current`) - the branch step at current, is added to each branch's seconds, c per step it
+    took, and first_choice's rule picks again. record: the start's last round (Adaptive
+    calibration["branched"]); (None, 0.0) where it did not choose current or c is not positive."""
+    seconds, improvement = dict(record.get("seconds", [])), dict(record.get("improvement", []))
+    if record.get("chosen") != current or current not in seconds or not real_step_s:
+        return None, 0.0
+    steps = {size: -(-record["samples"] // size) for size in seconds}
+    extra = real_step_s - seconds[current] / steps[current]
+    if not extra > 0:
+        return None, 0.0
+    return rates_choice({size: improvement[size] / (seconds[size] + extra * steps[size])
+                         for size in seconds if size in improvement}), extra
