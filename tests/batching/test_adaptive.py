@@ -305,6 +305,7 @@ def calibrated(rate_of, phi: float | None, **options) -> Adaptive:
 
 RISING = lambda p: p / (0.05 + 0.001 * p)  # noqa: E731  GPU-like: samples/s rises with the batch
 FLAT = lambda p: 2000.0  # noqa: E731  a CPU whose time is proportional to the samples
+FALLING = lambda p: 4000.0 / (1 + p / 256)  # noqa: E731  samples/s falls as the batch grows
 PEAKED = {32: 1000.0, 64: 2000.0, 128: 4000.0, 256: 8000.0, 512: 3000.0, 1024: 2000.0}.get
 
 
@@ -312,9 +313,12 @@ PEAKED = {32: 1000.0, 64: 2000.0, 128: 4000.0, 256: 8000.0, 512: 3000.0, 1024: 2
     (RISING, 6000.0, {512, 1024}),  # B* = sqrt(a phi / b) = sqrt(0.05 * 6000 / 0.001) = 548
     (RISING, 80.0, {64}),  # B* = sqrt(0.05 * 80 / 0.001) = 63: little noise, a small batch
     (FLAT, 6000.0, {32}),  # nothing to gain from a larger batch: the smallest
+    (FALLING, 6000.0, {32}),  # a larger batch is slower and needs more samples: the smallest
+    (FALLING, None, {32}),
     (PEAKED, 1e5, {256}),  # throughput peaks at 256 (caches), then falls
     (PEAKED, None, {256}),  # no noise estimate: phi = min_batch, the peak still wins (4x rate)
-], ids=["rising-noisy", "rising-quiet", "flat", "peaked", "peaked-no-noise"])
+], ids=["rising-noisy", "rising-quiet", "flat", "falling", "falling-no-noise", "peaked",
+        "peaked-no-noise"])
 def test_the_first_batch_comes_from_the_calibration(rate_of, phi, expected):
     policy = calibrated(rate_of, phi)
     assert policy.batch_size() in expected
