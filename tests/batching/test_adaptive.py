@@ -424,7 +424,8 @@ def test_the_start_is_read_again_with_the_runs_own_step_time(real_step_s, expect
     assert policy.batch_size() == 128
     steps_at(policy, real_step_s, adaptive.MIN_STEPS_PER_DECISION - 1)  # the first: a warm-up
     assert policy.batch_size() == 128 and not policy.start_reread
-    # a step twice the branch's 2.8 ms: seconds 0.28, 0.18, 0.125, per second 1.07, 1.83, 2.4
+    # the branch's 2.8 ms a step: no gap, 128 stays; twice that: seconds 0.28, 0.18, 0.125, per
+    # second 1.07, 1.83, 2.4: 256
     steps_at(policy, real_step_s, 1)
     assert policy.start_reread and policy.batch_size() == expected
     assert policy.floor == 128  # the branched start's floor stays
