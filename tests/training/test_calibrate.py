@@ -255,6 +255,52 @@ def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
     assert _branch_plan([64, 128], fast, 60_000, 10_000)[0] == [64, 128]
 
 
+def test_the_start_branches_get_their_whole_budget_only_where_the_throughput_rises():
+    from batchtrain.training.calibrate import (BRANCH_FULL_LEAD, BRANCH_MIN_BUDGET_S,
+                                               BRANCH_RUN_FRACTION, _branch_plan, _lead)
+
+    rising = {32: 0.004, 64: 0.005}  # 8,000 and 12,800 samples/s: a lead of 0.6
+    flat = {32: 0.004, 64: 0.0076}  # 8,000 and 8,421 samples/s: a lead of about 0.05
+    assert _lead(rising, [32, 64]) == pytest.approx(0.6)
+    assert _lead(flat, [32, 64]) == pytest.approx(8 / 7.6 - 1)
+    assert _lead(flat, [32, 64, 128]) == math.inf  # 128 not timed: the branches measure it
+    assert _lead({32: 0.004, 64: 0.01}, [32, 64]) == 0  # 64 slower: nothing to gain
+    # a run whose 2 % is 0.3 s at 12,800/s: the rising curve's 2 x 512 samples (about 0.16 s
+    # predicted) fit; the flat one's share, 0.05 / 0.3 of it, is below the 0.1 s always allowed,
+    # less than its branches' 0.19 s: none
+    run_samples = 0.3 / BRANCH_RUN_FRACTION * 12_800
+    assert BRANCH_FULL_LEAD == 0.3 and BRANCH_MIN_BUDGET_S == 0.1
+    assert _branch_plan([32, 64], rising, 3000, run_samples) == ([32, 64], 512)
+    assert _branch_plan([32, 64], flat, 3000, run_samples) is None
+    # a run 10 x longer gives the flat curve's share room for them
+    assert _branch_plan([32, 64], flat, 3000, 10 * run_samples) == ([32, 64], 1024)
+    # the sizes are dropped from the top until the rest fit; a curve flat up to 64 but a size
+    # above it not timed keeps the whole budget while that size is in the plan
+    assert _branch_plan([32, 64, 128], flat, 3000, 10 * run_samples)[0] == [32, 64, 128]
+
+
+def test_a_flat_start_throughput_runs_no_start_branches_in_a_short_run(monkeypatch):
+    """The same flat curve fit() sees (flat_throughput without its whole budget): the branches'
+    predicted time is over the flat curve's share of a short run, so none run, recorded as such,
+    and the run starts at the calibrated size."""
+    from batchtrain.training import calibrate as calibrate_module
+    flat_throughput(monkeypatch, 2_000.0, noise=False)
+    monkeypatch.setattr(calibrate_module, "BRANCH_FULL_LEAD", 0.3)  # the default, again
+    monkeypatch.setattr(Adaptive, "_start_top", lambda self, samples: 64)  # sizes timed: 32, 64
+    x, y = three_feature_classes(3000)
+    trainer = Trainer("mlp", seed=0)
+    trainer.fit(x, y, batch_size="auto", epochs=30, callbacks=[StopAtBegin()])
+    policy = trainer.state_.policy
+    assert sorted(trainer.state_.calibration.seconds) == [32, 64]
+    assert trainer.state_.calibration.branches is None
+    assert policy.calibration["branched"]["sizes"] == []
+    assert policy.batch_size() == 32
+    monkeypatch.setattr(calibrate_module, "BRANCH_FULL_LEAD", 0.0)  # the whole budget: they run
+    trainer = Trainer("mlp", seed=0)
+    trainer.fit(x, y, batch_size="auto", epochs=30, callbacks=[StopAtBegin()])
+    assert sorted(trainer.state_.calibration.branches.sizes) == [32, 64]
+
+
 def three_feature_classes(n: int) -> tuple[np.ndarray, np.ndarray]:
     """n samples of 20 normal features, labelled by the sign of the first three's sum."""
     x = np.random.default_rng(0).normal(size=(n, 20)).astype(np.float32)
@@ -265,9 +311,11 @@ def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = 
     """The start's timings replaced by a flat throughput curve, so the calibrated first size is
     the smallest (goodput = rate x efficiency, which falls with the batch) on any machine: what
     the start then branches at does not depend on this machine's speed. noise False also drops
-    the measured noise scale."""
+    the measured noise scale. The start's branch budget is then whole, as where the curve rises
+    (a flat one gets a share: calibrate.py _lead; its own tests are below)."""
     from batchtrain.training import calibrate as calibrate_module
     measured = calibrate_module.calibrate
+    monkeypatch.setattr(calibrate_module, "BRANCH_FULL_LEAD", 0.0)
 
     def calibrate_flat(*args, **options):
         calibration = measured(*args, **options)
