@@ -312,7 +312,7 @@ def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = 
     the smallest (goodput = rate x efficiency, which falls with the batch) on any machine: what
     the start then branches at does not depend on this machine's speed. noise False also drops
     the measured noise scale. The start's branch budget is then whole, as where the curve rises
-    (a flat one gets a share: calibrate.py _lead; its own tests are below)."""
+    (a flat one gets a share: calibrate.py _lead; its own tests are above)."""
     from batchtrain.training import calibrate as calibrate_module
     measured = calibrate_module.calibrate
     monkeypatch.setattr(calibrate_module, "BRANCH_FULL_LEAD", 0.0)
