@@ -37,6 +37,7 @@ model = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.Dropout(0.2), nn.Linear(
                       nn.Linear(256, 3))
 trainer = Trainer(model, optimizer="adam", lr=1e-3, lr_schedule="cosine", seed=3,
                   max_physical_batch=48)
+print("training", flush=True)  # the test times its kills from here (imports vary run to run)
 trainer.fit(x, y, batch_size=Doubling(16, "1e", 64), epochs=4, validation_split=0.1,
             callbacks=[Checkpoint(directory, every=150, keep=2)],
             resume=directory if list_checkpoints(directory) else None)
