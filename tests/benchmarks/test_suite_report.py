@@ -59,3 +59,17 @@ def test_the_spread_of_identical_runs_is_slowest_over_fastest_of_a_seed_s_repeat
     assert "fixed 128" not in spread  # one run reached the target: nothing to compare
     assert "auto" not in spread  # a single run
     assert report.compare(runs, [0])["spread"] == spread
+
+
+def test_the_held_out_tasks_are_chosen_apart_from_the_suite_and_their_data_is_seeded():
+    suite = load("batch_suite")
+    held_out = [task.name for task in suite.parse_args(["--tasks", "held-out"]).tasks]
+    assert held_out == ["blobs", "tiny-data", "deep-regression", "plain-sgd", "adamw-cnn"]
+    everything = [task.name for task in suite.parse_args(["--tasks", "all"]).tasks]
+    assert not set(held_out) & set(everything)  # never in the suite's own runs
+    assert [task.name for task in suite.parse_args(["--tasks", "blobs,mlp"]).tasks] == [
+        "blobs", "mlp"]
+    first, again = suite.blobs(train=300, test=100), suite.blobs(train=300, test=100)
+    assert first.x_train.shape == (300, 32) and first.x_test.shape == (100, 32)
+    assert (first.x_train == again.x_train).all() and set(first.y_train) <= set(range(8))
+    assert len(set(first.y_train)) == 8

@@ -251,8 +251,12 @@ def test_the_branch_plan_fits_its_budget_and_drops_the_largest_sizes_first():
     assert _branch_plan([64, 128], seconds, 60_000, 1000) is None  # nothing fits
     assert _branch_plan([64, 128, 256], seconds, 3000, 60_000 * 50)[0] == [64, 128]  # 2 x 8 x 128
     assert _branch_plan([64], seconds, 60_000, 60_000 * 50) is None  # one size: no comparison
-    fast = {64: 1e-4, 128: 1.5e-4}  # 2 % of this short run is 0.2 ms; 0.1 s is always allowed
-    assert _branch_plan([64, 128], fast, 60_000, 10_000)[0] == [64, 128]
+    # 0.1 s is always allowed, up to a tenth of the run: 2 % of a run of 0.7 s at 853,000
+    # samples/s is 14 ms, a tenth 70 ms, more than the branches' 4.2 ms predicted
+    fast = {64: 1e-4, 128: 1.5e-4}
+    assert _branch_plan([64, 128], fast, 60_000, 600_000)[0] == [64, 128]
+    # a run of 12 ms: a tenth of it, 1.2 ms, is all the branches may take: none fit
+    assert _branch_plan([64, 128], fast, 60_000, 10_000) is None
 
 
 def test_the_start_branches_get_their_whole_budget_only_where_the_throughput_rises():
@@ -312,10 +316,12 @@ def flat_throughput(monkeypatch, samples_per_s: float = 10_000.0, noise: bool = 
     the smallest (goodput = rate x efficiency, which falls with the batch) on any machine: what
     the start then branches at does not depend on this machine's speed. noise False also drops
     the measured noise scale. The start's branch budget is then whole, as where the curve rises
-    (a flat one gets a share: calibrate.py _lead; its own tests are above)."""
+    (a flat one gets a share: calibrate.py _lead; its own tests are above), and its 0.1 s is
+    allowed however short the run (these are: at most a tenth of it otherwise)."""
     from batchtrain.training import calibrate as calibrate_module
     measured = calibrate_module.calibrate
     monkeypatch.setattr(calibrate_module, "BRANCH_FULL_LEAD", 0.0)
+    monkeypatch.setattr(calibrate_module, "BRANCH_MIN_RUN_FRACTION", math.inf)
 
     def calibrate_flat(*args, **options):
         calibration = measured(*args, **options)

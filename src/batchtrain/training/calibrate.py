@@ -37,7 +37,8 @@ MIN_BUDGET_S = 0.1  # unless that is less than this
 # The branches (a policy's branch_sizes): each trains on the same BRANCH_STEPS x the largest size
 # samples (at least; more while within the budget), the probe loss on others (probe_samples)
 BRANCH_BUDGET_S, BRANCH_RUN_FRACTION = 3.0, 0.02
-BRANCH_MIN_BUDGET_S = 0.1  # always allowed: less than the start-up's other costs
+BRANCH_MIN_BUDGET_S = 0.1  # always allowed (less than the start-up's other costs), but at most
+BRANCH_MIN_RUN_FRACTION = 0.1  # this share of the run: a run of 0.3 s would pay a third for it
 STEP_COST = 1.5  # a training step's time over its forward+backward pass (the optimizer, the copy)
 # ... of which the run fraction is whole only where a size to branch at ran 30 % more samples a
 # second than the smallest in the calibration, a share in proportion below that (_lead: why)
@@ -278,7 +279,8 @@ def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
     BRANCH_STEPS x the largest size, within half the `samples` left unread) whose predicted time (each
     size's steps at its calibrated pass time, x STEP_COST) fits in min(BRANCH_BUDGET_S,
     BRANCH_RUN_FRACTION of the run at the fastest calibrated rate, but at least
-    BRANCH_MIN_BUDGET_S; the run fraction x min(1, _lead / BRANCH_FULL_LEAD)), less the spent_s
+    BRANCH_MIN_BUDGET_S or BRANCH_MIN_RUN_FRACTION of the run, the less; the run fraction x
+    min(1, _lead / BRANCH_FULL_LEAD)), less the spent_s
     earlier rounds cost beyond their kept steps; the largest sizes dropped while even the least
     does not fit; None under two sizes or without timings."""
     if not seconds:
@@ -292,8 +294,8 @@ def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
     while len(sizes) >= 2:
         lead = _lead(seconds, sizes)
         share = 1.0 if lead >= BRANCH_FULL_LEAD else max(0.0, lead) / BRANCH_FULL_LEAD
-        budget_s = min(BRANCH_BUDGET_S, max(BRANCH_MIN_BUDGET_S,
-                                            share * BRANCH_RUN_FRACTION * run_s)) - spent_s
+        least_s = min(BRANCH_MIN_BUDGET_S, BRANCH_MIN_RUN_FRACTION * run_s)
+        budget_s = min(BRANCH_BUDGET_S, max(least_s, share * BRANCH_RUN_FRACTION * run_s)) - spent_s
         unit = BRANCH_STEPS * max(sizes)
         if unit <= samples // 2 and predicted_s(sizes, unit) <= budget_s:
             branch_samples = unit
