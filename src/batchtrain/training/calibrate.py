@@ -290,11 +290,11 @@ def _branch_plan(sizes: list[int], seconds: dict[int, float], samples: int,
     def predicted_s(branch_sizes, branch_samples):
         return _predicted_s(seconds, branch_sizes, branch_samples)
 
+    least_s = min(BRANCH_MIN_BUDGET_S, BRANCH_MIN_RUN_FRACTION * run_s)
     sizes = list(sizes)
     while len(sizes) >= 2:
         lead = _lead(seconds, sizes)
         share = 1.0 if lead >= BRANCH_FULL_LEAD else max(0.0, lead) / BRANCH_FULL_LEAD
-        least_s = min(BRANCH_MIN_BUDGET_S, BRANCH_MIN_RUN_FRACTION * run_s)
         budget_s = min(BRANCH_BUDGET_S, max(least_s, share * BRANCH_RUN_FRACTION * run_s)) - spent_s
         unit = BRANCH_STEPS * max(sizes)
         if unit <= samples // 2 and predicted_s(sizes, unit) <= budget_s:
